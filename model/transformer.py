@@ -182,7 +182,8 @@ class SanaBlock(nn.Module):
         x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa).to(x.dtype))
         x = x + self.cross_attn(x, y, mask)
         h = modulate(self.norm2(x), shift_mlp, scale_mlp).to(x.dtype)
-        h = self.mlp(h.transpose(1, 2).reshape(B, D, *hw))          # (B, D, H, W)
+        # A channels-last view, not an NCHW copy: the 1×1 convs then run as plain GEMMs on the token layout.
+        h = self.mlp(h.unflatten(1, hw).permute(0, 3, 1, 2))       # (B, D, H, W)
         return x + gate_mlp * h.flatten(2).transpose(1, 2)
 
 

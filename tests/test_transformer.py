@@ -73,11 +73,13 @@ def model_from_diffusers(sd: dict[str, torch.Tensor], depth: int) -> dict[str, t
 
 
 def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (the diffusers init zeroes some, which would hide errors)."""
+    """Every parameter random (the diffusers init zeroes some, which would hide errors), scaled by fan-in so
+    activations stay finite through a full-depth model."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+            scale = p.shape[1:].numel() ** -0.5 if p.ndim > 1 else 0.2
+            p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * scale)
 
 
 def pair(preset: str, **overrides):
@@ -223,3 +225,23 @@ def test_bad_latent_shape_is_rejected():
         model(x[:, :4], torch.tensor([1.0, 2.0, 3.0]), y, mask)
     with pytest.raises(ValueError, match="caption_mask"):
         model(x, torch.tensor([1.0, 2.0, 3.0]), y, mask[:, :3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size parity runs on a CUDA GPU (make gpu-test)")
+@pytest.mark.parametrize("preset", ["Sana_600M_1024px", "Sana_1600M_1024px", "SANA1.5_1.6B_1024px"])
+def test_full_size_model_matches_diffusers_on_gpu(preset):
+    cfg = get_preset(preset).replace(**DIFFUSERS_NUMERICS)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    with torch.device("cuda"):
+        ref = SanaTransformer2DModel(**diffusers_kwargs(cfg)).eval()
+        randomize(ref, 0)
+        ours = build_transformer(cfg, device="cuda").eval()
+    ours.load_state_dict(model_from_diffusers(ref.state_dict(), cfg.depth), strict=True)
+    x, y, mask = (z.cuda() for z in inputs(cfg, batch=2, h=32, w=32, length=300))
+    t = torch.tensor([999.0, 136.0], device="cuda")
+    with torch.no_grad():
+        expected = ref(x, y, t, encoder_attention_mask=mask, return_dict=False)[0]
+        got = ours(x, t, y, mask)
+    err = rel_err(got, expected)
+    assert err <= TOLERANCE, f"relative error {err:.3g}"

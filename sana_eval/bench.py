@@ -1,0 +1,102 @@
+"""Speed of the denoising transformer, ours against the peer (diffusers), on one GPU (paper Tables 7, 14).
+
+Protocol of ../shared/bench/diffusers_baseline.py so numbers compare: random weights (speed does not depend on
+them), classifier-free guidance doubles the batch, a 300-token caption, one forward timed as the median of
+repeats after warm-up, and 20 forwards back to back for the denoising time.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from model.config import get_preset
+from model.transformer import build_transformer
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class TransformerTiming:
+    impl: str
+    preset: str
+    resolution: int
+    batch: int
+    dtype: str
+    step_s: float
+    denoise20_s: float
+    img_per_s: float
+    peak_mem_gib: float
+    gpu: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
+def _peer_model(preset: str) -> torch.nn.Module:
+    from diffusers import SanaTransformer2DModel
+
+    cfg = get_preset(preset)
+    return SanaTransformer2DModel(
+        in_channels=cfg.in_channels, out_channels=cfg.out_channels, num_attention_heads=cfg.self_heads,
+        attention_head_dim=cfg.linear_head_dim, num_layers=cfg.depth, num_cross_attention_heads=cfg.cross_heads,
+        cross_attention_head_dim=cfg.hidden_size // cfg.cross_heads, cross_attention_dim=cfg.hidden_size,
+        caption_channels=cfg.caption_channels, mlp_ratio=cfg.mlp_ratio, attention_bias=False,
+        sample_size=cfg.sample_size, patch_size=cfg.patch_size, norm_elementwise_affine=False, norm_eps=1e-6,
+        interpolation_scale=cfg.pe_interpolation if cfg.use_pe else None,
+        qk_norm="rms_norm_across_heads" if cfg.qk_norm else None)
+
+
+@torch.no_grad()
+def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
+                     steps: int = 20, repeats: int = 5) -> TransformerTiming:
+    """One forward and `steps` forwards of a 2·batch CFG pass at `resolution` px."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("time_transformer needs a CUDA GPU")
+    device, torch_dtype = torch.device("cuda"), DTYPES[dtype]
+    cfg = get_preset(preset)
+    if impl == "ours":
+        model = build_transformer(cfg, device=device, dtype=torch_dtype).eval()
+    elif impl == "diffusers":
+        model = _peer_model(preset).to(device, torch_dtype).eval()
+    else:
+        raise ValueError(f"unknown impl {impl!r}; expected 'ours' or 'diffusers'")
+    side, rows = resolution // 32, 2 * batch
+    gen = torch.Generator(device).manual_seed(0)
+    x = torch.randn(rows, cfg.in_channels, side, side, device=device, dtype=torch_dtype, generator=gen)
+    y = torch.randn(rows, cfg.model_max_length, cfg.caption_channels, device=device, dtype=torch_dtype,
+                    generator=gen)
+    mask = torch.ones(rows, cfg.model_max_length, device=device, dtype=torch.long)
+    t = torch.full((rows,), 999, device=device, dtype=torch.long)
+    if impl == "ours":
+        forward = lambda: model(x, t, y, mask)  # noqa: E731
+    else:
+        forward = lambda: model(x, y, t, encoder_attention_mask=mask, return_dict=False)  # noqa: E731
+
+    def denoise() -> None:
+        for _ in range(steps):
+            forward()
+
+    torch.cuda.reset_peak_memory_stats()
+    step_s = _median_seconds(forward, repeats)
+    denoise_s = _median_seconds(denoise, max(1, repeats // 2), warmup=1)
+    return TransformerTiming(impl=impl, preset=preset, resolution=resolution, batch=batch, dtype=dtype,
+                             step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
+                             peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
+                             gpu=torch.cuda.get_device_name())
