@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test reproduce reproduce-table6 clean
+.PHONY: setup test reproduce clean
 
 setup: $(STAMP)
 
@@ -18,10 +18,12 @@ test: setup
 	$(BIN)/pytest -q
 
 # Everything this machine's weights and hardware allow; the rest is reported as skipped with the reason.
-reproduce: reproduce-table6
+reproduce: setup
+	$(BIN)/sana-eval reproduce all --out reports
 
-reproduce-table6: setup
-	$(BIN)/sana-eval reproduce table6 --out reports
+# make reproduce-table1 … make reproduce-table14
+reproduce-table%: setup
+	$(BIN)/sana-eval reproduce table$* --out reports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -103,13 +103,6 @@ ALIASES = {
     "Sana_1600M_1024px_MultiLing": "Sana_1600M_1024px",
 }
 
-# Paper Table 6 rows, keyed by the preset that carries that architecture.
-PAPER_TABLE6 = {
-    "Sana-0.6B": dict(preset="Sana_600M_1024px", width=1152, depth=28, ffn=2880, heads=36, params_m=590),
-    "Sana-1.6B": dict(preset="Sana_1600M_1024px", width=2240, depth=20, ffn=5600, heads=70, params_m=1604),
-}
-
-
 def get_preset(name: str) -> TransformerConfig:
     key = ALIASES.get(name, name)
     if key not in PRESETS:

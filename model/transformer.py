@@ -107,13 +107,10 @@ class LinearSelfAttention(nn.Module):
             self.k_norm = RMSNorm(d, cfg.self_qk_norm_eps, cfg.rmsnorm_cast)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, D = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)                    # (B, N, D) each
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (z.reshape(B, N, self.heads, -1).transpose(1, 2) for z in (q, k, v))  # (B, h, N, 32)
-        out = relu_linear_attention(q, k, v, self.eps).to(x.dtype)
-        out = self.proj(out.transpose(1, 2).reshape(B, N, D))
+        out = self.proj(relu_linear_attention(q, k, v, self.heads, self.eps).to(x.dtype))
         if self.clamp_always or x.dtype == torch.float16:
             out = out.clamp(-FP16_MAX, FP16_MAX)
         return out

@@ -79,7 +79,7 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
     with torch.no_grad():
         for p in module.parameters():
             scale = p.shape[1:].numel() ** -0.5 if p.ndim > 1 else 0.2
-            p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * scale)
+            p.copy_(torch.randn(p.shape, generator=gen, device="cpu").to(p.device) * scale)
 
 
 def pair(preset: str, **overrides):
@@ -93,8 +93,8 @@ def pair(preset: str, **overrides):
 
 def inputs(cfg, batch: int = 3, h: int = 8, w: int = 8, length: int = 12, seed: int = 1):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, cfg.in_channels, h, w, generator=gen)
-    y = torch.randn(batch, length, cfg.caption_channels, generator=gen)
+    x = torch.randn(batch, cfg.in_channels, h, w, generator=gen, device="cpu")
+    y = torch.randn(batch, length, cfg.caption_channels, generator=gen, device="cpu")
     mask = torch.zeros(batch, length, dtype=torch.long)
     for b in range(batch):  # captions of different lengths
         mask[b, : max(1, length - 4 * b)] = 1

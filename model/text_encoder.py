@@ -1,0 +1,258 @@
+"""Gemma-2 text conditioning for Sana: Complex Human Instruction, the 300-token cut, masks under CFG."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+DEFAULT_MODEL = "Efficient-Large-Model/gemma-2-2b-it"
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class TextEncoderError(ValueError):
+    """The text encoder cannot be loaded or used as asked; the message is one line."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Complex Human Instruction (paper §2.3, Table 2; model_spec §4.2): data, eight lines joined with "\n".
+
+_CHI_BODY = (
+    "- If the prompt is simple, focus on adding specifics about colors, shapes, sizes, textures, and spatial "
+    "relationships to create vivid and concrete scenes.",
+    "- If the prompt is already detailed, refine and enhance the existing details slightly without "
+    "overcomplicating.",
+    "Here are examples of how to transform or refine prompts:",
+    "- User Prompt: A cat sleeping -> Enhanced: A small, fluffy white cat curled up in a round shape, sleeping "
+    "peacefully on a warm sunny windowsill, surrounded by pots of blooming red flowers.",
+    "- User Prompt: A busy city street -> Enhanced: A bustling city street scene at dusk, featuring glowing "
+    "street lamps, a diverse crowd of people in colorful clothing, and a double-decker bus passing by towering "
+    "glass skyscrapers.",
+    "Please generate only the enhanced description for the prompt below and avoid including any additional "
+    "commentary or evaluations:",
+    "User Prompt: ",  # the trailing space merges with the first prompt word once concatenated
+)
+# NVlabs `text_encoder.chi_prompt` (every sana_config / sana1-5_config YAML).
+CHI_NVLABS: tuple[str, ...] = (
+    'Given a user prompt, generate an "Enhanced prompt" that provides detailed visual descriptions suitable for '
+    "image generation. Evaluate the level of detail in the user prompt:",
+) + _CHI_BODY
+# diffusers `SanaPipeline.__call__(complex_human_instruction=...)` default: single quotes in line 1.
+CHI_DIFFUSERS: tuple[str, ...] = (
+    "Given a user prompt, generate an 'Enhanced prompt' that provides detailed visual descriptions suitable for "
+    "image generation. Evaluate the level of detail in the user prompt:",
+) + _CHI_BODY
+CHI_VARIANTS: dict[str, tuple[str, ...]] = {"nvlabs": CHI_NVLABS, "diffusers": CHI_DIFFUSERS, "none": ()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Prompt preprocessing (model_spec §4.3 step 1).
+
+# NVlabs `prepare_prompt_ar` cuts at the first occurrence of any flag, even inside a word ("--artsy").
+_AR_FLAGS = re.compile(r"--aspect_ratio|--ar|--hw")
+
+
+def preprocess_nvlabs(prompt: str) -> str:
+    return _AR_FLAGS.split(prompt, maxsplit=1)[0].strip()
+
+
+def preprocess_diffusers(prompt: str) -> str:
+    # diffusers `_text_preprocessing` with clean_caption=False
+    return prompt.lower().strip()
+
+
+_PREPROCESS = {"nvlabs": preprocess_nvlabs, "diffusers": preprocess_diffusers}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration.
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    model: str = DEFAULT_MODEL                              # local directory or Hugging Face repo id
+    cache_dir: str | None = None                            # None: the Hugging Face cache (HF_HUB_CACHE)
+    dtype: str = "bfloat16"                                 # diffusers docs: Gemma must stay in bf16 or fp32
+    chi: Literal["nvlabs", "diffusers", "none"] = "nvlabs"  # "none": DPG-Bench script (model_spec §6.5)
+    max_length: int = 300                                   # embeddings per prompt after the cut
+    preprocess: Literal["nvlabs", "diffusers"] = "nvlabs"   # diffusers lower-cases; NVlabs cuts --ar/--hw flags
+    cfg_mask: Literal["nvlabs", "diffusers"] = "nvlabs"     # mask of the null branch under CFG (§4.5)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("dtype", _DTYPES), ("chi", CHI_VARIANTS), ("preprocess", _PREPROCESS),
+                              ("cfg_mask", ("nvlabs", "diffusers"))):
+            if getattr(self, name) not in allowed:
+                raise TextEncoderError(f"TextEncoderConfig.{name}={getattr(self, name)!r}; "
+                                       f"expected one of {', '.join(map(repr, allowed))}")
+        if self.max_length < 2:
+            raise TextEncoderError(f"TextEncoderConfig.max_length={self.max_length}; expected at least 2 "
+                                   f"(BOS plus one prompt token)")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+
+# Both repos' conventions in full; everything else (model, dtype, length) is shared.
+TEXT_ENCODER_PRESETS: dict[str, TextEncoderConfig] = {
+    "nvlabs": TextEncoderConfig(),
+    "diffusers": TextEncoderConfig(chi="diffusers", preprocess="diffusers", cfg_mask="diffusers"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The cut and the CFG masks (model_spec §4.3 step 6, §4.5).
+
+def select_tokens(x: Tensor, max_length: int) -> Tensor:
+    """Keep position 0 (BOS) and the last `max_length - 1` positions along dim 1 (select_index of §4.3)."""
+    if x.shape[1] < max_length:
+        raise TextEncoderError(f"sequence of {x.shape[1]} positions is shorter than max_length={max_length}")
+    return torch.cat([x[:, :1], x[:, x.shape[1] - (max_length - 1):]], dim=1)
+
+
+@dataclass(frozen=True)
+class CFGText:
+    """Text conditioning of a doubled classifier-free-guidance batch, rows ordered [uncond; cond]."""
+    uncond: Tensor       # (B, L, D)
+    cond: Tensor         # (B, L, D)
+    uncond_mask: Tensor  # (B, L)
+    cond_mask: Tensor    # (B, L)
+
+    @property
+    def emb(self) -> Tensor:
+        return torch.cat([self.uncond, self.cond])  # (2B, L, D)
+
+    @property
+    def mask(self) -> Tensor:
+        return torch.cat([self.uncond_mask, self.cond_mask])  # (2B, L)
+
+
+def cfg_text(null_emb: Tensor, null_mask: Tensor, cond: Tensor, cond_mask: Tensor,
+             convention: Literal["nvlabs", "diffusers"]) -> CFGText:
+    """Pair the null embedding (1, L, D) with a prompt batch (B, L, D) under one repo's mask convention.
+
+    NVlabs passes only the prompt mask and repeats it for both halves, so the null branch attends to as many
+    positions as its prompt has tokens; diffusers gives the null branch its own mask (BOS only for "").
+    """
+    batch = cond.shape[0]
+    if convention == "nvlabs":
+        uncond_mask = cond_mask.clone()
+    elif convention == "diffusers":
+        uncond_mask = null_mask.repeat(batch, 1)
+    else:
+        raise TextEncoderError(f"CFG mask convention {convention!r}; expected 'nvlabs' or 'diffusers'")
+    return CFGText(uncond=null_emb.repeat(batch, 1, 1), cond=cond, uncond_mask=uncond_mask, cond_mask=cond_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading (model_spec §4.1).
+
+def _dtype_kwarg() -> str:
+    # transformers renamed `torch_dtype` to `dtype` in 4.56; the old name would be silently ignored later on.
+    from packaging.version import Version
+    import transformers
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _load(config: TextEncoderConfig):
+    from huggingface_hub import constants
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = config.model
+    kwargs = {"cache_dir": config.cache_dir}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        causal_lm = AutoModelForCausalLM.from_pretrained(where, **kwargs, **{_dtype_kwarg(): config.torch_dtype})
+    except (OSError, ValueError) as err:  # transformers raises ValueError for an unreadable tokenizer
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if os.path.isdir(where):
+            raise TextEncoderError(f"text encoder: cannot load Gemma-2 from local directory {where} "
+                                   f"({reason})") from None
+        cache = config.cache_dir or constants.HF_HUB_CACHE
+        repo = where if _REPO_ID.fullmatch(where) else DEFAULT_MODEL
+        raise TextEncoderError(
+            f"text encoder: {where!r} is neither a local directory nor in the Hugging Face cache {cache} "
+            f"(HF_HUB_OFFLINE={int(constants.HF_HUB_OFFLINE)}: {reason}); get it with `hf download {repo}` "
+            f"or set TextEncoderConfig.model to a local copy") from None
+    return tokenizer, causal_lm.get_decoder()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The encoder (model_spec §4.3, §4.4).
+
+class TextEncoder:
+    """Gemma-2-2B-IT decoder (no LM head) turning prompts into (B, 300, 2304) features and masks."""
+
+    def __init__(self, config: TextEncoderConfig = TextEncoderConfig(), device: str | torch.device = "cpu"):
+        self.config = config
+        self.tokenizer, decoder = _load(config)
+        self.decoder = decoder.to(device).eval()
+        # Both repos pad and truncate on the right; the cut below relies on it.
+        self.tokenizer.padding_side = "right"
+        self.tokenizer.truncation_side = "right"
+        self.chi_text = "\n".join(CHI_VARIANTS[config.chi])
+        self._check_special_tokens()
+        # n_chi counts the BOS token; 2 = BOS + the CHI's trailing-space token that merges with the prompt.
+        self.n_chi = len(self.tokenizer.encode(self.chi_text)) if self.chi_text else 0
+        self.max_length_all = self.n_chi + config.max_length - 2 if self.chi_text else config.max_length
+        self._null: tuple[Tensor, Tensor] | None = None
+
+    def _check_special_tokens(self) -> None:
+        tok = self.tokenizer
+        if tok.pad_token_id is None or tok.bos_token_id is None:
+            raise TextEncoderError(f"text encoder: tokenizer of {self.config.model} lacks a pad or BOS token")
+        if tok("").input_ids[:1] != [tok.bos_token_id]:
+            raise TextEncoderError(f"text encoder: tokenizer of {self.config.model} does not prepend BOS, "
+                                   f"which the 300-token cut keeps at position 0")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.decoder.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def preprocess(self, prompts: list[str]) -> list[str]:
+        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+            raise TextEncoderError(f"prompts must be a list of str, got {type(prompts).__name__}")
+        if not prompts:
+            raise TextEncoderError("prompts is empty")
+        return [_PREPROCESS[self.config.preprocess](p) for p in prompts]
+
+    def tokenize(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Token ids and mask of CHI + preprocessed prompt, before the cut: (B, max_length_all) each."""
+        texts = [self.chi_text + p for p in self.preprocess(prompts)]
+        return self._tokenize(texts, self.max_length_all)
+
+    def _tokenize(self, texts: list[str], max_length: int) -> tuple[Tensor, Tensor]:
+        tokens = self.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True,
+                                add_special_tokens=True, return_tensors="pt")
+        return tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
+
+    @torch.no_grad()
+    def _features(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.decoder(input_ids=ids, attention_mask=mask)[0]  # last_hidden_state (B, T, D)
+
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Prompt features (B, 300, D) and mask (B, 300): BOS plus the prompt tokens that attended to the CHI."""
+        ids, mask = self.tokenize(prompts)
+        emb = self._features(ids, mask)  # (B, n_chi + 298, D)
+        return select_tokens(emb, self.config.max_length), select_tokens(mask, self.config.max_length)
+
+    def null_embedding(self) -> tuple[Tensor, Tensor]:
+        """Features (1, 300, D) and mask (1, 300) of "" without CHI, computed once (model_spec §4.4)."""
+        if self._null is None:
+            ids, mask = self._tokenize([""], self.config.max_length)
+            self._null = self._features(ids, mask), mask
+        return self._null
+
+    def encode_cfg(self, prompts: list[str]) -> CFGText:
+        """Null and prompt conditioning for a [uncond; cond] batch under `config.cfg_mask` (model_spec §4.5)."""
+        emb, mask = self.encode(prompts)
+        null_emb, null_mask = self.null_embedding()
+        return cfg_text(null_emb, null_mask, emb, mask, self.config.cfg_mask)

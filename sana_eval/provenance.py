@@ -1,0 +1,123 @@
+"""Where a result came from: code version, software, hardware, seeds, config and weight hashes (style.md §10).
+
+Nothing personal is recorded: no host name, user name, or home path.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "numpy", "transformers", "safetensors", "huggingface_hub", "tqdm", "pillow", "diffusers")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    git_commit: str | None                 # None outside a git checkout or before the first commit
+    git_dirty: bool
+    utc_time: str                          # ISO 8601, seconds, "Z"
+    python: str
+    packages: dict[str, str | None]        # distribution -> version (None: not installed)
+    platform: str                          # OS and architecture, e.g. "Linux-6.8-x86_64"
+    cpu: str
+    gpus: tuple[str, ...]
+    gpu_driver: str | None
+    cuda: str | None                       # the CUDA runtime torch was built with
+    cudnn: str | None
+    seeds: dict[str, int] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    weights_sha256: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+    @property
+    def short_commit(self) -> str:
+        return self.git_commit[:8] if self.git_commit else "nocommit"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "gpus": list(self.gpus)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Provenance:
+        return cls(**{**data, "gpus": tuple(data["gpus"])})
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state() -> tuple[str | None, bool]:
+    """(commit, dirty); a checkout whose state git cannot report counts as dirty."""
+    commit = _git("rev-parse", "--verify", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=normal")
+    return commit, status is None or bool(status)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_driver() -> str | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def collect(*, seeds: Mapping[str, int] | None = None, config: Mapping | None = None,
+            weights: Mapping[str, str | os.PathLike] | None = None) -> Provenance:
+    """Provenance of a run on this machine; `weights` maps a name to a file whose sha256 is recorded."""
+    import torch
+
+    from model.weights_io import sha256_file
+
+    commit, dirty = git_state()
+    cuda_ok = torch.cuda.is_available()
+    return Provenance(
+        git_commit=commit, git_dirty=dirty,
+        utc_time=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        python=platform.python_version() + f" ({sys.implementation.name})",
+        packages={name: _version(name) for name in PACKAGES},
+        platform=f"{platform.system()}-{platform.release()}-{platform.machine()}",
+        cpu=_cpu_name(),
+        gpus=tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if cuda_ok else (),
+        gpu_driver=_gpu_driver() if cuda_ok else None,
+        cuda=torch.version.cuda,
+        cudnn=str(torch.backends.cudnn.version()) if cuda_ok else None,
+        seeds=dict(seeds or {}),
+        config=dict(config or {}),
+        weights_sha256={name: sha256_file(path) for name, path in (weights or {}).items()},
+    )
+
+
+def default_version(provenance: Provenance) -> str:
+    """Report folder name: `<UTC date>-<short git sha>[-dirty]`."""
+    date = provenance.utc_time[:10]
+    return f"{date}-{provenance.short_commit}{'-dirty' if provenance.git_dirty else ''}"

@@ -1,0 +1,93 @@
+"""Recipe builders: one function per kind of measurement, so a setting is written once for every cell using it."""
+from __future__ import annotations
+
+from .schema import Need, Recipe
+
+# Inference defaults of the repo's metric toolkit (paper.md §4 "Inference defaults", §5 [R]); the paper states none.
+SAMPLER = "flow_dpm-solver"
+STEPS = 20
+CFG = 4.5
+SEED = 0
+PAPER_GPU = "A100"                         # Tables 7, 8, 9, 13, 14 captions
+
+HF_ORG = "Efficient-Large-Model"           # presets are named after the released checkpoints (model/config.py)
+TEXT_ENCODER = "Efficient-Large-Model/gemma-2-2b-it"
+VAE = "mit-han-lab/dc-ae-f32c32-sana-1.0"
+
+# benchmark -> (datasets it reads, images per prompt) per paper.md §5 [R]
+BENCHMARKS: dict[str, tuple[tuple[str, ...], int]] = {
+    "mjhq30k": (("mjhq30k_prompts",), 1),
+    "geneval": (("geneval_prompts",), 4),
+    "dpg_bench": (("dpg_bench_prompts", "dpg_bench_questions"), 4),
+    "imagereward": (("imagereward_prompts",), 10),
+}
+# metric -> extra datasets its scorer reads (FID compares against the MJHQ reference images)
+METRIC_DATASETS = {"fid": ("mjhq30k_images",)}
+
+
+def architecture(table: str, preset: str, quantity: str) -> Recipe:
+    """Table 6 field or parameter count of a preset; parameters are counted on the meta device."""
+    needs = (Need("code", "model.transformer", "parameter count"),) if quantity == "params" else ()
+    return Recipe("architecture", {"preset": preset, "quantity": quantity}, needs,
+                  command=f"sana-eval reproduce {table}")
+
+
+def generate_score(preset: str, resolution: int, benchmark: str, metric: str, field: str = "overall",
+                   limit: int | None = None) -> Recipe:
+    """Generate the benchmark's images with the released checkpoint, then score them (paper §5)."""
+    datasets, per_prompt = BENCHMARKS[benchmark]
+    settings = {"preset": preset, "resolution": resolution, "benchmark": benchmark, "metric": metric,
+                "field": field, "images_per_prompt": per_prompt, "prompt_limit": limit, "sampler": SAMPLER,
+                "steps": STEPS, "cfg": CFG, "pag": 1.0, "seed": SEED}
+    if metric == "fid":
+        settings["fid_resize"] = 512       # toolkit default; the size behind the paper's 1024-px FIDs is unknown
+    needs = (Need("gpu", "any CUDA GPU", "image generation"),
+             Need("weights", f"{HF_ORG}/{preset}", "transformer"),
+             Need("weights", TEXT_ENCODER, "text encoder"),
+             Need("weights", VAE, "decoder"),
+             *(Need("dataset", d, benchmark) for d in (*datasets, *METRIC_DATASETS.get(metric, ()))),
+             Need("metric", metric, "scorer"))
+    run = f"runs/{preset}-{benchmark}-{resolution}"
+    limit_flag = f" --limit {limit}" if limit else ""
+    command = (f"sana-eval generate --preset {preset} --benchmark {benchmark} --resolution {resolution}"
+               f"{limit_flag} --images-per-prompt {per_prompt} --sampler {SAMPLER} --steps {STEPS} --cfg {CFG}"
+               f" --seed {SEED} --out {run} && sana-eval score --metric {metric} --images {run}")
+    return Recipe("generate_score", settings, needs, command)
+
+
+def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = PAPER_GPU, steps: int = STEPS,
+          dtype: str = "float16", baseline: str | None = None, quantization: str | None = None) -> Recipe:
+    """Throughput (images/s), latency (s) or speedup over a baseline model, timed like nanoGPT's bench.py."""
+    settings = {"preset": preset, "resolution": resolution, "measure": measure, "batch": batch, "steps": steps,
+                "dtype": dtype, "gpu": gpu, "baseline": baseline, "quantization": quantization,
+                # paper.md §7: unknown whether Gemma and the DC-AE decode are inside the paper's timings
+                "includes_text_encoder_and_vae": None}
+    needs = [Need("gpu", gpu, "timings are only comparable on the paper's GPU")]
+    if baseline:
+        needs.append(Need("weights", baseline, "speedup baseline"))
+    if quantization:
+        needs.append(Need("code", "model.kernels.w8a8", f"{quantization} GEMM and fused kernels (paper §4)"))
+    extra = (f" --baseline {baseline}" if baseline else "") + (f" --quantize {quantization}" if quantization else "")
+    command = (f"sana-eval bench --preset {preset} --resolution {resolution} --batch {batch} --steps {steps}"
+               f" --dtype {dtype}{extra}")
+    return Recipe("speed", settings, tuple(needs), command)
+
+
+def text_encoder(repo: str, measure: str) -> Recipe:
+    """Parameters or latency of a text encoder (Tables 9 and 13: A100, FP16, batch 32, 300 tokens)."""
+    settings = {"model": repo, "measure": measure, "batch": 32, "sequence_length": 300, "dtype": "float16",
+                "gpu": PAPER_GPU}
+    needs = [Need("weights", repo, "text encoder")]
+    if measure == "latency":
+        needs.append(Need("gpu", PAPER_GPU, "timings are only comparable on the paper's GPU"))
+    command = f"sana-eval bench --text-encoder {repo} --batch 32 --sequence-length 300 --dtype float16"
+    return Recipe("text_encoder", settings, tuple(needs), command)
+
+
+def reconstruction(vae: str, metric: str) -> Recipe:
+    """Autoencoder round trip on MJHQ-30K images (Table 1); resolution and sample count are unknown (§7)."""
+    settings = {"vae": vae, "dataset": "mjhq30k", "metric": metric, "resolution": None, "samples": None}
+    needs = (Need("weights", vae, "autoencoder"), Need("dataset", "mjhq30k_images", "reconstruction inputs"),
+             Need("metric", "recon", "rFID / PSNR / SSIM / LPIPS"))
+    command = f"sana-eval score --metric {metric} --reconstruct {vae} --images mjhq30k"
+    return Recipe("reconstruction", settings, needs, command)

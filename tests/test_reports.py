@@ -1,0 +1,150 @@
+"""Report files (md/json/csv), the index, reruns from JSON, provenance, and atomic writes."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import socket
+import subprocess
+
+import pytest
+
+from sana_eval import provenance as P
+from sana_eval.reports import read_report, write_text
+from sana_eval.reproduce import reproduce, rerun
+from sana_eval.tables import get_table
+
+
+@pytest.fixture(scope="module")
+def table6_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    return out, reproduce(["table6"], out, version="v1")
+
+
+def test_reproduce_writes_md_json_csv_and_the_index(table6_run):
+    out, paths = table6_run
+    assert paths == [out / "v1" / "table6.json", out / "v1" / "table6.md", out / "v1" / "table6.csv",
+                     out / "README.md"]
+    assert all(p.is_file() for p in paths)
+    assert sorted(p.name for p in out.rglob("*")) == sorted(["v1", "table6.json", "table6.md", "table6.csv",
+                                                             "README.md"])   # no temporary files left
+
+
+def test_markdown_shows_paper_vs_ours_verdicts_notes_and_provenance(table6_run):
+    md = (table6_run[0] / "v1" / "table6.md").read_text()
+    assert md.startswith("# Table 6: Architecture details of the proposed Sana")
+    assert "**9 reproduced, 1 differ, 0 failed, 0 not run** of 10 cells" in md
+    assert ("| Sana-0.6B | 1152 → 1152 ✓ | 28 → 28 ✓ | 2880 → 2880 ✓ | 36 → 36 ✓ [n1] | 590 → 591.7 ✗ [n2] |"
+            in md)
+    assert "| Sana-1.6B | #Param (M) | 1604 | 1604.5 | +0.5 | reproduced | 1,604,462,752 parameters" in md
+    assert "591,747,872" in md and "Reported as a difference, not hidden by tolerance" in md
+    assert "after rounding to the paper's printed decimals" in md
+    assert "## Provenance" in md and "torch " in md
+
+
+def test_csv_has_one_line_per_cell_with_paper_values(table6_run):
+    with open(table6_run[0] / "v1" / "table6.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    table = get_table("table6")
+    assert [(r["row"], r["column"], r["paper"]) for r in rows] == [
+        (row.id, key, cell.paper.text) for row in table.rows for key, cell in row.cells.items()]
+    params = {r["row"]: r for r in rows if r["column"] == "params"}
+    assert float(params["Sana-0.6B"]["reproduced"]) == pytest.approx(591.747872)
+    assert float(params["Sana-0.6B"]["delta"]) == pytest.approx(1.747872)
+    assert params["Sana-0.6B"]["verdict"] == "differs" and params["Sana-0.6B"]["notes"] == "params-0.6B"
+    assert params["Sana-1.6B"]["command"] == "sana-eval reproduce table6"
+
+
+def test_json_holds_table_results_provenance_and_resolved_config(table6_run):
+    text = (table6_run[0] / "v1" / "table6.json").read_text()
+    data = json.loads(text)
+    assert data["schema"] == "sana-eval/table-report/1" and data["version"] == "v1"
+    assert data["summary"] == {"reproduced": 9, "differs": 1, "failed": 0, "not run": 0}
+    assert data["table"] == get_table("table6").to_dict()
+    prov = data["provenance"]
+    for key in ("git_commit", "git_dirty", "utc_time", "python", "packages", "platform", "cpu", "gpus",
+                "gpu_driver", "cuda", "seeds", "config", "weights_sha256"):
+        assert key in prov, key
+    assert prov["packages"]["torch"] and "transformers" in prov["packages"]
+    assert prov["config"]["presets"]["Sana_600M_1024px"]["hidden_size"] == 1152
+    assert prov["config"]["runners"] == ["architecture"]
+    hostname = socket.gethostname()
+    if len(hostname) >= 6:
+        assert hostname not in text
+    report = read_report(table6_run[0] / "v1" / "table6.json")
+    assert report.to_dict() == data
+
+
+def test_rerun_uses_the_json_not_todays_registry(table6_run, tmp_path):
+    source = json.loads((table6_run[0] / "v1" / "table6.json").read_text())
+    # Edit the stored paper value: a rerun that read the registry instead would still say "differs".
+    source["table"]["rows"][0]["cells"]["params"]["paper"] = "592"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(source))
+    rerun(edited, tmp_path / "out", version="v2")
+    again = json.loads((tmp_path / "out" / "v2" / "table6.json").read_text())
+    params = {r["row"]: r for r in again["results"] if r["column"] == "params"}
+    assert params["Sana-0.6B"]["paper"] == "592" and params["Sana-0.6B"]["verdict"] == "reproduced"
+    assert params["Sana-1.6B"]["verdict"] == "reproduced"
+
+
+def test_index_lists_every_version_newest_first(tmp_path):
+    reproduce(["table6"], tmp_path, version="2026-01-01-aaaa")
+    reproduce(["table2", "table6"], tmp_path, version="2026-02-01-bbbb")
+    (tmp_path / "notes").mkdir()          # a folder without reports is not a version
+    readme = reproduce(["table6"], tmp_path, version="2026-02-01-bbbb")[-1].read_text()
+    lines = [line for line in readme.splitlines() if line.startswith("| `")]
+    assert [re.match(r"\| `([^`]+)`", line).group(1) for line in lines] == ["2026-02-01-bbbb", "2026-01-01-aaaa"]
+    assert "[2](2026-02-01-bbbb/table2.md), [6](2026-02-01-bbbb/table6.md)" in lines[0]
+    assert lines[0].endswith("| 9 | 1 | 0 | 4 |")      # table2 (4 not run) + table6
+
+
+def test_skip_reasons_reach_the_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANA_EVAL_DATA", str(tmp_path / "no-data"))
+    reproduce(["table10"], tmp_path, version="v")
+    md = (tmp_path / "v" / "table10.md").read_text()
+    assert "## Why cells were not run" in md
+    assert "needs GenEval prompts at" in md and "needs runner 'generate_score'" in md
+    assert "sana-eval generate --preset Sana_1600M_1024px --benchmark geneval --resolution 1024" in md
+    row = next(l for l in md.splitlines() if l.startswith("| 512 x 512 / Sana-1.6B"))
+    assert row.startswith("| 512 x 512 / Sana-1.6B | 0.6 → 1.60 ✗ [n1] | 0.66 · [n3] |")
+
+
+def test_all_expands_to_every_table_once(tmp_path):
+    paths = reproduce(["all", "table6"], tmp_path, version="v")
+    assert [p.name for p in paths if p.suffix == ".json"] == [f"table{i}.json" for i in range(1, 15)]
+
+
+def test_bad_inputs_fail_before_writing(tmp_path):
+    with pytest.raises(KeyError, match="did you mean table7"):
+        reproduce(["table6", "tabel7"], tmp_path)
+    with pytest.raises(ValueError, match="must be letters, digits"):
+        reproduce(["table6"], tmp_path, version="../escape")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_is_atomic_when_writing_fails_midway(tmp_path):
+    target = tmp_path / "table6.md"
+    target.write_text("previous report\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_text(target, "new text " * 1000 + "\ud800")   # a lone surrogate cannot be encoded: fails mid-write
+    assert target.read_text() == "previous report\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table6.md"]
+
+
+def test_provenance_records_versions_hashes_and_no_host_name(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"\x00" * 1000 + b"sana")
+    prov = P.collect(seeds={"generation": 0}, config={"preset": "tiny"}, weights={"transformer": weights})
+    assert prov.weights_sha256 == {"transformer": hashlib.sha256(b"\x00" * 1000 + b"sana").hexdigest()}
+    assert prov.seeds == {"generation": 0} and prov.config == {"preset": "tiny"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", prov.utc_time)
+    head = subprocess.run(["git", "-C", str(P.REPO_ROOT), "rev-parse", "--verify", "HEAD"], capture_output=True,
+                          text=True)
+    assert prov.git_commit == (head.stdout.strip() if head.returncode == 0 else None)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d-([0-9a-f]{8}|nocommit)(-dirty)?", P.default_version(prov))
+    assert P.Provenance.from_dict(json.loads(json.dumps(prov.to_dict()))) == prov
+    hostname = socket.gethostname()
+    if len(hostname) >= 6:
+        assert hostname not in json.dumps(prov.to_dict())

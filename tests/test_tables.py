@@ -1,0 +1,291 @@
+"""The table registry against the paper transcription, the recipe runners against diffusers, and the needs checks."""
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from sana_eval.tables import TABLES, Need, PaperValue, TableError, Tolerance, get_table
+from sana_eval.tables import needs as N
+from sana_eval.tables.runners import PLANNED, RUNNERS, evaluate_table
+from sana_eval.tables.schema import Column, RowSpec, build_table
+
+PAPER_MD = Path("/work/shared/reference/paper.md")
+TABLES_PKG = Path(__file__).resolve().parents[1] / "sana_eval" / "tables"
+
+
+# --- the paper transcription (paper.md), parsed independently of the registry ----------------------------------
+
+def _norm(text: str) -> str:
+    text = re.sub(r"[¹²³]|\*\*", "", text).replace("×", "x").replace("(sic)", "")
+    return " ".join(text.split())
+
+
+def _value(text: str) -> str:
+    return re.sub(r"^(-?[\d.]+)\s*[x×]$", r"\1", _norm(text))
+
+
+def _markdown_tables(section: str) -> list[list[list[str]]]:
+    blocks, current = [], []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r"-+", c) for c in cells):
+                current.append(cells)
+        elif current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _paper_sections() -> dict[int, str]:
+    text = PAPER_MD.read_text()
+    parts = re.split(r"^### Table (\d+) \[P(?:-img)?\].*$", text, flags=re.M)
+    return {int(parts[i]): parts[i + 1].split("\n### ")[0].split("\n## ")[0] for i in range(1, len(parts), 2)}
+
+
+def _paper_rows(number: int, section: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(group, label, values) per data row, mapped to the registry's layout (descriptor columns become groups)."""
+    rows = []
+    for block in _markdown_tables(section):
+        header, body = block[0], block[1:]
+        if number == 14:                   # two side-by-side halves: [res, speedup, throughput, latency] x 2
+            for row in body:
+                for half in (0, 4):
+                    rows.append((_norm(header[half]).replace("x", " x "), _norm(row[half]),
+                                 tuple(_value(v) for v in row[half + 1:half + 4])))
+            continue
+        group = ""
+        for row in body:
+            if row[0].startswith("**") and not any(row[1:]):
+                group = _norm(row[0]).replace("x", " x ").replace("  ", " ")
+                continue
+            if number == 2:
+                rows.append((row[1], _norm(row[0]), (_value(row[2]),)))
+            elif number == 3:
+                rows.append((row[3], _norm(row[0]), tuple(_value(v) for v in row[1:3])))
+            elif number == 8:
+                rows.append((row[1], _norm(row[0]), tuple(_value(v) for v in row[2:])))
+            elif number == 12:
+                rows.append((f"{row[1]}, {row[2]} px", _norm(row[0]), tuple(_value(v) for v in row[3:])))
+            else:
+                rows.append((group, _norm(row[0]), tuple(_value(v) for v in row[1:])))
+    return rows
+
+
+def _group(text: str) -> str:
+    return " ".join(text.split())
+
+
+needs_paper = pytest.mark.skipif(not PAPER_MD.exists(), reason=f"{PAPER_MD} (the paper transcription) is absent")
+
+
+@needs_paper
+def test_paper_md_lists_all_fourteen_tables():
+    assert sorted(_paper_sections()) == list(range(1, 15))
+
+
+@needs_paper
+@pytest.mark.parametrize("number", range(1, 15))
+def test_every_paper_number_matches_the_transcription(number):
+    """Each registry row equals the paper.md row (same numbers, same order) and no row is missing or extra."""
+    table = get_table(f"table{number}")
+    expected = Counter((_group(g), label, values) for g, label, values in
+                       _paper_rows(number, _paper_sections()[number]))
+    ours = Counter((row.group, row.label, tuple(c.paper.text for c in row.cells.values())) for row in table.rows)
+    assert ours == expected
+
+
+@needs_paper
+def test_source_tags_follow_the_transcription():
+    tags = dict(re.findall(r"^### Table (\d+) \[(P|P-img)\]", PAPER_MD.read_text(), flags=re.M))
+    assert {n: t.source for n, t in ((int(k), get_table(k)) for k in tags)} == {int(k): v for k, v in tags.items()}
+
+
+# --- registry shape --------------------------------------------------------------------------------------------
+
+def test_registry_holds_tables_1_to_14_in_order():
+    assert list(TABLES) == [f"table{i}" for i in range(1, 15)]
+    assert [t.number for t in TABLES.values()] == list(range(1, 15))
+    assert {get_table(k).source for k in ("table2", "table3", "table4")} == {"P-img"}
+    assert all(get_table(f"table{i}").verified for i in (1, *range(5, 15)))
+
+
+def test_each_table_is_defined_exactly_once_in_the_source():
+    ids = []
+    for path in TABLES_PKG.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "build_table":
+                ids += [kw.value.value for kw in node.keywords if kw.arg == "id"]
+    assert sorted(ids, key=lambda i: int(i[5:])) == list(TABLES)
+
+
+def test_lookup_accepts_short_forms_and_suggests_close_ids():
+    assert get_table("7") is get_table("Table 7") is get_table("table7")
+    with pytest.raises(KeyError, match=r"unknown table 'tabel7'; did you mean table7"):
+        get_table("tabel7")
+    with pytest.raises(TableError, match="did you mean"):
+        get_table("table15")
+
+
+def test_every_cell_has_a_recipe_or_a_stated_reason():
+    for table in TABLES.values():
+        for row in table.rows:
+            for key, cell in row.cells.items():
+                assert cell.recipe or row.no_recipe or cell.paper.value is None, (table.id, row.id, key)
+                if cell.recipe:
+                    assert cell.recipe.kind in RUNNERS or cell.recipe.kind in PLANNED
+                    assert cell.recipe.command.startswith("sana-eval ")
+                    for need in cell.recipe.needs:
+                        assert need.kind in N.CHECKS
+                        assert need.kind != "dataset" or need.name in N.DATASETS
+
+
+def test_known_inconsistencies_are_attached_to_their_cells():
+    def refs(table_id, row_id, key):
+        return {n.ref for n in get_table(table_id).notes_for(row_id, key)}
+
+    assert "paper.md §6.2" in refs("table10", "512 x 512 / Sana-1.6B", "params")
+    assert "paper.md §6.2" in refs("table11", "512 x 512 / Sana-1.6B", "params")
+    assert "paper.md §6.3" in refs("table14", "4096 x 4096 / Sana-0.6B", "latency")
+    assert "paper.md §6.4" in refs("table14", "4096 x 4096 / Sana-1.6B", "throughput")
+    assert "paper.md §6.5" in refs("table7", "512 x 512 / Sana-0.6B", "speedup")
+    assert "paper.md §6.1" in refs("table7", "1024 x 1024 / Sana-1.6B", "geneval")
+    assert "paper.md §6.11" in refs("table6", "Sana-0.6B", "heads")
+    assert "paper.md §6.7" in refs("table9", "T5-XXL", "latency")
+    assert "params-0.6B" in refs("table6", "Sana-0.6B", "params")
+
+
+def test_table_round_trips_through_its_dict():
+    for table in TABLES.values():
+        assert type(table).from_dict(table.to_dict()) == table
+
+
+def test_table_needs_are_derived_from_recipes():
+    needs = get_table("table7").needs
+    assert Need("weights", "black-forest-labs/FLUX.1-dev", "speedup baseline") in needs
+    assert len(needs) == len(set(needs))
+    assert get_table("table2").needs == ()
+
+
+def test_bad_definitions_fail_with_the_table_and_row_named():
+    col = Column("fid", "FID", "", False, Tolerance("abs", 0.1))
+    with pytest.raises(TableError, match=r"t: row 'a' \(g\) has 2 values for 1 columns"):
+        build_table(id="t", number=0, title="", caption="", source="P", columns=(col,),
+                    rows=[RowSpec("a", "g", ("1", "2"))])
+    with pytest.raises(TableError, match="duplicate row ids"):
+        build_table(id="t", number=0, title="", caption="", source="P", columns=(col,),
+                    rows=[RowSpec("a", "g", ("1",)), RowSpec("a", "g", ("2",))])
+    with pytest.raises(TableError, match="neither a plain number"):
+        PaperValue("1.0x")
+
+
+# --- tolerance rules (hand-computed) ---------------------------------------------------------------------------
+
+def test_tolerance_rules():
+    rounding = Tolerance("rounding")
+    assert not rounding.accepts(PaperValue("590"), 591.747872)       # 592 at the printed precision
+    assert rounding.accepts(PaperValue("1604"), 1604.462752)
+    assert rounding.accepts(PaperValue("0.6"), 0.591747872)
+    assert not rounding.accepts(PaperValue("0.6"), 1.604462752)
+    absolute = Tolerance("abs", 0.25)
+    assert absolute.accepts(PaperValue("5.81"), 6.06) and not absolute.accepts(PaperValue("5.81"), 6.07)
+    relative = Tolerance("rel", 0.15)
+    assert relative.accepts(PaperValue("0.8"), 0.92) and not relative.accepts(PaperValue("0.8"), 0.93)
+    assert relative.accepts(PaperValue("0.0"), 0.049)                 # printed "0.0" covers [0, 0.05)
+    assert not relative.accepts(PaperValue("0.0"), 0.051)
+    assert not Tolerance("exact").accepts(PaperValue("-"), 0.0)
+
+
+# --- the architecture runner against diffusers (independent implementation) ------------------------------------
+
+def _diffusers_parameter_count(heads: int, depth: int, cross_heads: int, width: int) -> int:
+    diffusers = pytest.importorskip("diffusers")
+    with torch.device("meta"):
+        model = diffusers.SanaTransformer2DModel(
+            in_channels=32, out_channels=32, num_attention_heads=heads, attention_head_dim=32, num_layers=depth,
+            num_cross_attention_heads=cross_heads, cross_attention_head_dim=width // cross_heads,
+            cross_attention_dim=width, caption_channels=2304, mlp_ratio=2.5, sample_size=32, patch_size=1)
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_table6_recipe_matches_diffusers_and_flags_the_06b_count():
+    results = {(r.row, r.column): r for r in evaluate_table(get_table("table6"))}
+    expected = {"Sana-0.6B": _diffusers_parameter_count(36, 28, 16, 1152),
+                "Sana-1.6B": _diffusers_parameter_count(70, 20, 20, 2240)}
+    assert expected == {"Sana-0.6B": 591_747_872, "Sana-1.6B": 1_604_462_752}
+    for row, count in expected.items():
+        assert results[row, "params"].reproduced * 1e6 == pytest.approx(count, abs=0.5)
+        assert f"{count:,} parameters" in results[row, "params"].detail
+    assert results["Sana-0.6B", "params"].verdict == "differs"
+    assert "printed decimals" in results["Sana-0.6B", "params"].reason
+    assert results["Sana-1.6B", "params"].verdict == "reproduced"
+    for row in expected:
+        for key in ("width", "depth", "ffn", "heads"):
+            assert results[row, key].verdict == "reproduced", (row, key)
+
+
+def test_params_cells_of_tables_7_10_11_run_and_the_sic_typo_differs():
+    for table_id in ("table7", "table10", "table11"):
+        results = {(r.row, r.column): r for r in evaluate_table(get_table(table_id))}
+        sana = [k for k in results if k[1] == "params" and "/ Sana-" in k[0]]
+        assert len(sana) == 4
+        typo = table_id != "table7"
+        for key in sana:
+            verdict = "differs" if typo and key[0] == "512 x 512 / Sana-1.6B" else "reproduced"
+            assert results[key].verdict == verdict, (table_id, key)
+
+
+# --- needs checks on this machine ------------------------------------------------------------------------------
+
+def test_gpu_need_reflects_cuda_availability():
+    reasons = N.unmet((Need("gpu", "A100", "timing"),))
+    assert reasons == ([] if torch.cuda.is_available() else ["needs a CUDA GPU (A100, timing)"])
+
+
+def test_weights_need_looks_under_the_env_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(N.WEIGHTS_ENV, str(tmp_path))
+    need = Need("weights", "Efficient-Large-Model/Sana_600M_1024px", "transformer")
+    missing = Need("weights", "nobody/no-such-checkpoint-7f3a", "x")
+    assert N.unmet((need,)) and "Efficient-Large-Model/Sana_600M_1024px" in N.unmet((need,))[0]
+    (tmp_path / "Efficient-Large-Model" / "Sana_600M_1024px").mkdir(parents=True)
+    (tmp_path / "Efficient-Large-Model" / "Sana_600M_1024px" / "model.safetensors").write_bytes(b"x")
+    assert N.unmet((need,)) == []
+    assert N.unmet((missing,)) == ["needs weights nobody/no-such-checkpoint-7f3a (x), not found under "
+                                   "$SANA_EVAL_WEIGHTS or in the HF cache"]
+
+
+def test_dataset_and_code_needs(tmp_path, monkeypatch):
+    monkeypatch.setenv(N.DATA_ENV, str(tmp_path))
+    geneval = Need("dataset", "geneval_prompts", "geneval")
+    assert N.unmet((geneval,)) == [f"needs GenEval prompts at {tmp_path}/geneval/evaluation_metadata.jsonl "
+                                   f"(set $SANA_EVAL_DATA)"]
+    (tmp_path / "geneval").mkdir()
+    (tmp_path / "geneval" / "evaluation_metadata.jsonl").write_text("{}\n")
+    assert N.unmet((geneval,)) == []
+    assert N.unmet((Need("metric", "no_such_metric_xyz", "scorer"),)) == [
+        "needs metric no_such_metric_xyz, not implemented yet (scorer)"]
+    assert N.unmet((Need("code", "model.config", "presets"),)) == []
+    with pytest.raises(ValueError, match="unknown dataset need 'mjhq'"):
+        N.unmet((Need("dataset", "mjhq"),))
+
+
+def test_unmet_cells_say_why_and_how_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv(N.DATA_ENV, str(tmp_path))
+    monkeypatch.setenv(N.WEIGHTS_ENV, str(tmp_path))
+    results = {(r.row, r.column): r for r in evaluate_table(get_table("table7"))}
+    fid = results["1024 x 1024 / Sana-0.6B", "fid"]
+    assert fid.verdict == "not run"
+    assert any("MJHQ-30K reference images" in r for r in fid.reasons)
+    assert any("Efficient-Large-Model/Sana_600M_1024px" in r for r in fid.reasons)
+    assert any("needs runner 'generate_score'" in r for r in fid.reasons)
+    assert "--cfg 4.5" in fid.command and "--steps 20" in fid.command and "--metric fid" in fid.command
+    assert results["1024 x 1024 / FLUX-dev", "fid"].reasons == ("competitor model; this harness reproduces Sana only",)
+    assert results["1024 x 1024 / DALLE3", "fid"].reasons == ("the paper reports no number for this cell",)
+    assert all(r.reasons for r in results.values() if r.verdict == "not run")
