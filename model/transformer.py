@@ -110,7 +110,7 @@ class LinearSelfAttention(nn.Module):
         q, k, v = self.qkv(x).chunk(3, dim=-1)                    # (B, N, D) each
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        out = self.proj(relu_linear_attention(q, k, v, self.heads, self.eps).to(x.dtype))
+        out = self.proj(relu_linear_attention(q, k, v, self.heads, self.eps, x.dtype))
         if self.clamp_always or x.dtype == torch.float16:
             out = out.clamp(-FP16_MAX, FP16_MAX)
         return out
@@ -248,7 +248,8 @@ class SanaTransformer(nn.Module):
                              f"do not match the batch of {B}")
         dtype = self.dtype
         h, w = H // p, W // p
-        x = self.x_embedder.proj(latent.to(dtype)).flatten(2).transpose(1, 2)   # (B, N, D)
+        # Token-major and contiguous: residual adds keep their first operand's layout for the whole network.
+        x = self.x_embedder.proj(latent.to(dtype)).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
         if cfg.use_pe:
             pe = sincos_pos_embed(cfg.hidden_size, h, w, cfg.sample_size // p, cfg.pe_interpolation, x.device)
             x = x + pe.to(dtype)

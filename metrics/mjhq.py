@@ -1,0 +1,108 @@
+"""MJHQ-30K reference data (benchmarks.md §1.1): a local folder or the HF dataset, in meta_data.json key order."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from metrics.base import MetricError, sha256_file
+from metrics.images import ImageItem, ImageSet
+
+MJHQ_REPO = "playgroundai/MJHQ-30K"
+# Not yet pinned to a commit: the hub was unreachable when this was written. The commit actually
+# resolved is recorded as the set's revision, so every reference statistic names it.
+MJHQ_REVISION = "main"
+MJHQ_META = "meta_data.json"
+MJHQ_ZIP = "mjhq30k_imgs.zip"
+MJHQ_CATEGORIES = ("animals", "art", "fashion", "food", "indoor",
+                   "landscape", "logo", "people", "plants", "vehicles")
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """{id: {"category", "prompt"}} with the file's key order kept (it is the sample order)."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MetricError(f"cannot read {path}: {e}") from None
+    if not isinstance(meta, dict):
+        raise MetricError(f"{path}: expected a JSON object of id -> {{category, prompt}}")
+    for key, entry in meta.items():
+        if not isinstance(entry, dict) or "category" not in entry or "prompt" not in entry:
+            raise MetricError(f"{path}: entry {key!r} lacks 'category' or 'prompt'")
+        if entry["category"] not in MJHQ_CATEGORIES:
+            raise MetricError(f"{path}: entry {key!r} has unknown category {entry['category']!r}")
+    return meta
+
+
+def _images_root(root: Path) -> Path:
+    """The folder holding the ten category folders: `root` itself, or one level below it."""
+    for cand in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+        if all((cand / c).is_dir() for c in MJHQ_CATEGORIES):
+            return cand
+    raise MetricError(f"{root}: no folder with the MJHQ category folders ({', '.join(MJHQ_CATEGORIES)})")
+
+
+def mjhq_from_folder(root: str | os.PathLike, n: int | None = None, *, revision: str | None = None) -> ImageSet:
+    """The first `n` (default all) MJHQ items of a local copy: `meta_data.json` + `<category>/<id>.jpg`."""
+    root = Path(root)
+    meta_path = root / MJHQ_META
+    if not meta_path.is_file():
+        raise MetricError(f"{meta_path} not found (MJHQ-30K layout: meta_data.json + <category>/<id>.jpg)")
+    meta = load_meta(meta_path)
+    ids = list(meta)[: (len(meta) if n is None else n)]
+    if n is not None and len(ids) < n:
+        raise MetricError(f"{meta_path} has {len(meta)} entries, asked for {n}")
+    img_root = _images_root(root)
+    items = tuple(ImageItem(k, img_root / meta[k]["category"] / f"{k}.jpg", meta[k]["category"], meta[k]["prompt"])
+                  for k in ids)
+    missing = [i.path for i in items if not i.path.is_file()]
+    if missing:
+        raise MetricError(f"{len(missing)} MJHQ images missing, first: {missing[0]}")
+    rev = revision or f"meta-sha256:{sha256_file(meta_path)}"
+    return ImageSet("MJHQ-30K", rev, items)
+
+
+def fetch_mjhq(cache_dir: str | os.PathLike, *, revision: str = MJHQ_REVISION,
+               local_files_only: bool = False) -> tuple[Path, str]:
+    """Download (or find in the HF cache) meta_data.json and the image zip; unzip once into `cache_dir`.
+
+    Returns (folder in the local layout, resolved commit hash).
+    """
+    from huggingface_hub import hf_hub_download
+
+    got = {}
+    for name in (MJHQ_META, MJHQ_ZIP):
+        try:
+            got[name] = Path(hf_hub_download(MJHQ_REPO, name, repo_type="dataset", revision=revision,
+                                             local_files_only=local_files_only))
+        except Exception as e:  # offline, missing file, auth: all end the same way for the user
+            raise MetricError(f"cannot get {name} of dataset {MJHQ_REPO}@{revision} "
+                              f"({type(e).__name__}); download it or pass a local MJHQ folder") from None
+    commit = got[MJHQ_META].parent.name  # hub cache layout: .../snapshots/<commit>/<file>
+    target = Path(cache_dir) / f"MJHQ-30K-{commit}"
+    if not (target / MJHQ_META).is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".mjhq-", dir=target.parent))
+        try:
+            with zipfile.ZipFile(got[MJHQ_ZIP]) as z:
+                z.extractall(tmp)
+            shutil.copyfile(got[MJHQ_META], tmp / MJHQ_META)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target, commit
+
+
+def mjhq(n: int | None = None, *, folder: str | os.PathLike | None = None,
+         cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> ImageSet:
+    """MJHQ-30K from a local folder if given, else from the HF dataset (cached under `cache_dir`)."""
+    if folder is not None:
+        return mjhq_from_folder(folder, n)
+    if cache_dir is None:
+        raise MetricError("MJHQ-30K: pass a local folder or a cache_dir to download into")
+    path, commit = fetch_mjhq(cache_dir, local_files_only=local_files_only)
+    return mjhq_from_folder(path, n, revision=f"{MJHQ_REPO}@{commit}")
