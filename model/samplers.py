@@ -197,7 +197,8 @@ def flow_euler(
     x = x.to(_work_dtype(x))
     for i in tqdm(range(steps), desc="Flow-Euler", disable=not progress):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        t = NUM_TRAIN_TIMESTEPS * sigma
+        # diffusers stores fp32 sigmas and scales them in fp32; the model sees exactly that fractional t.
+        t = float(torch.tensor(sigma, dtype=torch.float32) * NUM_TRAIN_TIMESTEPS)
         v = _evaluate(velocity, x, t)
         x_next = x + (sigma_next - sigma) * v
         if callback is not None:

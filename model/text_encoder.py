@@ -224,10 +224,14 @@ class TextEncoder:
             raise TextEncoderError("prompts is empty")
         return [_PREPROCESS[self.config.preprocess](p) for p in prompts]
 
-    def tokenize(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        """Token ids and mask of CHI + preprocessed prompt, before the cut: (B, max_length_all) each."""
-        texts = [self.chi_text + p for p in self.preprocess(prompts)]
-        return self._tokenize(texts, self.max_length_all)
+    def tokenize(self, prompts: list[str], use_chi: bool = True) -> tuple[Tensor, Tensor]:
+        """Token ids and mask of CHI + preprocessed prompt, before the cut: (B, max_length_all) each.
+
+        `use_chi=False` drops the instruction for this call, as Sana's DPG-Bench and ImageReward scripts do.
+        """
+        if use_chi and self.chi_text:
+            return self._tokenize([self.chi_text + p for p in self.preprocess(prompts)], self.max_length_all)
+        return self._tokenize(self.preprocess(prompts), self.config.max_length)
 
     def _tokenize(self, texts: list[str], max_length: int) -> tuple[Tensor, Tensor]:
         tokens = self.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True,
@@ -238,9 +242,9 @@ class TextEncoder:
     def _features(self, ids: Tensor, mask: Tensor) -> Tensor:
         return self.decoder(input_ids=ids, attention_mask=mask)[0]  # last_hidden_state (B, T, D)
 
-    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+    def encode(self, prompts: list[str], use_chi: bool = True) -> tuple[Tensor, Tensor]:
         """Prompt features (B, 300, D) and mask (B, 300): BOS plus the prompt tokens that attended to the CHI."""
-        ids, mask = self.tokenize(prompts)
+        ids, mask = self.tokenize(prompts, use_chi)
         emb = self._features(ids, mask)  # (B, n_chi + 298, D)
         return select_tokens(emb, self.config.max_length), select_tokens(mask, self.config.max_length)
 
@@ -251,8 +255,8 @@ class TextEncoder:
             self._null = self._features(ids, mask), mask
         return self._null
 
-    def encode_cfg(self, prompts: list[str]) -> CFGText:
+    def encode_cfg(self, prompts: list[str], use_chi: bool = True) -> CFGText:
         """Null and prompt conditioning for a [uncond; cond] batch under `config.cfg_mask` (model_spec §4.5)."""
-        emb, mask = self.encode(prompts)
+        emb, mask = self.encode(prompts, use_chi)
         null_emb, null_mask = self.null_embedding()
         return cfg_text(null_emb, null_mask, emb, mask, self.config.cfg_mask)

@@ -106,11 +106,15 @@ class LinearSelfAttention(nn.Module):
             self.q_norm = RMSNorm(d, cfg.self_qk_norm_eps, cfg.rmsnorm_cast)
             self.k_norm = RMSNorm(d, cfg.self_qk_norm_eps, cfg.rmsnorm_cast)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, perturbed_rows: int = 0) -> torch.Tensor:
         q, k, v = self.qkv(x).chunk(3, dim=-1)                    # (B, N, D) each
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        out = self.proj(relu_linear_attention(q, k, v, self.heads, self.eps, x.dtype))
+        keep = x.shape[0] - perturbed_rows
+        out = relu_linear_attention(q[:keep], k[:keep], v[:keep], self.heads, self.eps, x.dtype)
+        if perturbed_rows:  # PAG's perturbed branch: identity attention, each token keeps its own value
+            out = torch.cat([out, v[keep:]])
+        out = self.proj(out)
         if self.clamp_always or x.dtype == torch.float16:
             out = out.clamp(-FP16_MAX, FP16_MAX)
         return out
@@ -172,11 +176,12 @@ class SanaBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t0: torch.Tensor, mask: torch.Tensor,
-                hw: tuple[int, int]) -> torch.Tensor:
+                hw: tuple[int, int], perturbed_rows: int = 0) -> torch.Tensor:
         B, N, D = x.shape
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t0.reshape(B, 6, D)).chunk(6, dim=1)  # (B, 1, D) each
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa).to(x.dtype))
+        h = modulate(self.norm1(x), shift_msa, scale_msa).to(x.dtype)
+        x = x + gate_msa * self.attn(h, perturbed_rows)
         x = x + self.cross_attn(x, y, mask)
         h = modulate(self.norm2(x), shift_mlp, scale_mlp).to(x.dtype)
         # A channels-last view, not an NCHW copy: the 1×1 convs then run as plain GEMMs on the token layout.
@@ -236,7 +241,10 @@ class SanaTransformer(nn.Module):
         return ((~mask).to(dtype) * MASK_BIAS)[:, None, None, :]   # (B, 1, 1, L) additive bias
 
     def forward(self, latent: torch.Tensor, timestep: torch.Tensor, caption: torch.Tensor,
-                caption_mask: torch.Tensor) -> torch.Tensor:
+                caption_mask: torch.Tensor, *, pag_layers: frozenset[int] = frozenset(),
+                perturbed_rows: int = 0) -> torch.Tensor:
+        """`perturbed_rows` trailing batch rows run identity self-attention in the blocks `pag_layers`
+        (perturbed-attention guidance, model_spec §5.3)."""
         cfg = self.config
         B, C, H, W = latent.shape
         p = cfg.patch_size
@@ -258,8 +266,8 @@ class SanaTransformer(nn.Module):
         t0 = self.t_block(t_emb)                                                # (B, 6D)
         y = self.attention_y_norm(self.y_embedder(caption.to(dtype)))           # (B, L, D)
         mask = self._cross_attn_mask(caption_mask, dtype)
-        for block in self.blocks:
-            x = block(x, y, t0, mask, (h, w))
+        for index, block in enumerate(self.blocks):
+            x = block(x, y, t0, mask, (h, w), perturbed_rows if index in pag_layers else 0)
         x = self.final_layer(x, t_emb)                                          # (B, N, p·p·C)
         x = x.reshape(B, h, w, p, p, cfg.out_channels).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(B, cfg.out_channels, H, W)

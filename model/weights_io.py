@@ -122,3 +122,11 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLik
 def save_torch(obj: object, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def sha256_tree(path: str | os.PathLike) -> dict[str, str]:
+    """sha256 of a weight file, or of every file under a checkpoint folder (keyed by relative path)."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: sha256_file(path)}
+    return {str(f.relative_to(path)): sha256_file(f) for f in sorted(path.rglob("*")) if f.is_file()}

@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   sana-eval info --weights Sana_1600M_1024px.pth --json
   sana-eval convert Sana_1600M_1024px.pth out/transformer --to diffusers
   sana-eval reproduce table6 --out reports
+  sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth --out runs/geneval
   sana-eval bench --preset Sana_600M_1024px --batch 1 16 --impl ours diffusers
 """
 
@@ -52,6 +53,23 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     for path in reproduce(args.tables, Path(args.out), version=args.version):
         print(f"wrote {path}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from model.pipeline import SamplingConfig
+    from sana_eval.run_generate import GenerateRequest, run
+
+    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg, shift=args.shift,
+                              pag_scale=args.pag_scale, decode_tile=args.decode_tile)
+    request = GenerateRequest(
+        benchmark=args.benchmark, weights=args.weights, out=Path(args.out), vae=args.vae,
+        text_encoder=args.text_encoder, conventions=args.conventions, sampling=sampling, chi=args.chi,
+        resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
+        shard=args.shard, layout=args.layout, data=args.data, device=args.device)
+    summary = run(request)
+    print(f"{summary.written} written, {summary.kept} kept of {summary.files} files in {summary.out_dir} "
+          f"({summary.seconds:.1f} s); manifest {summary.manifest}")
     return 0
 
 
@@ -96,6 +114,39 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", default="reports", help="reports folder (default: reports)")
     reproduce.add_argument("--version", help="report version name (default: <UTC date>-<git sha>)")
     reproduce.set_defaults(func=_cmd_reproduce)
+    gen = sub.add_parser("generate", help="generate a benchmark's images in its scorer's layout (resumable)",
+                         epilog="examples:\n"
+                                "  sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth "
+                                "--out runs/geneval\n"
+                                "  sana-eval generate --benchmark prompts:my_prompts.txt --weights ckpt_dir "
+                                "--out runs/mine --limit 8 --steps 20 --cfg 4.5",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("--benchmark", required=True, help="mjhq30k | geneval | dpg | imagereward | prompts:FILE")
+    gen.add_argument("--weights", required=True, help="transformer checkpoint (.pth, .safetensors, diffusers dir)")
+    gen.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    gen.add_argument("--vae", default="dc-ae-f32c32-sana-1.0", help="DC-AE folder/file or preset name")
+    gen.add_argument("--text-encoder", default="Efficient-Large-Model/gemma-2-2b-it",
+                     help="Gemma-2 folder or Hugging Face repo id (cache; HF_HUB_OFFLINE=1 honoured)")
+    gen.add_argument("--conventions", choices=["nvlabs", "diffusers"], default="nvlabs",
+                     help="whose CHI text, prompt cleaning, CFG mask and numerics to follow")
+    gen.add_argument("--sampler", choices=["flow_dpm_solver", "flow_euler"], default="flow_dpm_solver")
+    gen.add_argument("--steps", type=int, help="default 20 (DPM-Solver) or 28 (Euler)")
+    gen.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
+    gen.add_argument("--shift", type=float, help="flow shift (default: the checkpoint's)")
+    gen.add_argument("--pag-scale", type=float, default=1.0, help="perturbed-attention guidance (> 1 enables)")
+    gen.add_argument("--chi", choices=["auto", "on", "off"], default="auto",
+                     help="Complex Human Instruction; auto follows Sana's script for the benchmark")
+    gen.add_argument("--resolution", type=int, help="image side in px (default: the checkpoint's)")
+    gen.add_argument("--decode-tile", type=int, help="tiled DC-AE decoding with this latent tile side (2K/4K)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--limit", type=int, help="only the first N prompts")
+    gen.add_argument("--batch-size", type=int, default=1)
+    gen.add_argument("--shard", help="i/n: this process's share of the samples (multi-GPU)")
+    gen.add_argument("--layout", help="override the scorer layout (e.g. dpg-sana, mjhq-png)")
+    gen.add_argument("--data", help="folder holding the official prompt files (else cache or download)")
+    gen.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    gen.set_defaults(func=_cmd_generate)
+
     bench = sub.add_parser("bench", help="time the denoising transformer on a CUDA GPU, ours and the peer",
                            epilog="example:\n  sana-eval bench --preset Sana_600M_1024px --batch 1 16 "
                                   "--impl ours diffusers",

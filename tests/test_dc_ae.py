@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from model.dc_ae import (DCAE, DCAE_PRESETS, Downsample, EfficientViTBlock, ResBlock, Upsample, decode_tiled,
                           get_dc_ae_preset)
+from _tiny import diffusers_ae, randomise
 from model.dc_ae_keys import efficientvit_to_diffusers, load_dc_ae
 from model.weights_io import CheckpointError, check_state_dict, load_strict, save_safetensors
 
@@ -25,26 +26,6 @@ SANA = DCAE_PRESETS["dc-ae-f32c32-sana-1.0"]
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours - ref).abs().max() / ref.abs().max()).item()
-
-
-def diffusers_ae(cfg) -> AutoencoderDC:
-    return AutoencoderDC(
-        in_channels=cfg.in_channels, latent_channels=cfg.latent_channels, attention_head_dim=cfg.attention_head_dim,
-        encoder_block_types=cfg.block_types, decoder_block_types=cfg.block_types,
-        encoder_block_out_channels=cfg.widths, decoder_block_out_channels=cfg.widths,
-        encoder_layers_per_block=cfg.encoder_depths, decoder_layers_per_block=cfg.decoder_depths,
-        encoder_qkv_multiscales=cfg.qkv_multiscales, decoder_qkv_multiscales=cfg.qkv_multiscales,
-        upsample_block_type="interpolate", downsample_block_type="conv", scaling_factor=cfg.scaling_factor)
-
-
-@torch.no_grad()
-def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (norm gains near 1, fan-in scaled elsewhere) so every parameter matters."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
-        noise = torch.randn(p.shape, generator=gen)
-        p.copy_(1 + 0.1 * noise if "norm" in name and name.endswith("weight") else noise / p[0].numel() ** 0.5)
-    return module.eval()
 
 
 @pytest.fixture(scope="module")

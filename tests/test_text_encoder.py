@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _tiny import train_tokenizer
 from model.text_encoder import (CHI_DIFFUSERS, CHI_NVLABS, DEFAULT_MODEL, TEXT_ENCODER_PRESETS, TextEncoder,
                                 TextEncoderConfig, TextEncoderError, cfg_text, preprocess_diffusers,
                                 preprocess_nvlabs, select_tokens)
@@ -19,29 +20,13 @@ HIDDEN = 32
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _train_tokenizer():
-    """A Gemma-like tokenizer: SentencePiece-style "▁" word prefixes, BOS prepended, right padding."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
-    corpus = [*CHI_NVLABS, *CHI_DIFFUSERS, *PROMPTS, *MIXED_CASE, *(p.lower() for p in MIXED_CASE), LONG_PROMPT]
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    tok.train_from_iterator(corpus * 4, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
-
-
 @pytest.fixture(scope="module")
 def gemma_dir(tmp_path_factory) -> Path:
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     path = tmp_path_factory.mktemp("tiny-gemma2")
-    tokenizer = _train_tokenizer()
+    tokenizer = train_tokenizer([*CHI_NVLABS, *CHI_DIFFUSERS, *PROMPTS, *MIXED_CASE,
+                                 *(p.lower() for p in MIXED_CASE), LONG_PROMPT])
     config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -157,6 +142,14 @@ def test_without_chi_the_sequence_is_300_tokens(gemma_dir):
     assert ids.shape == (len(PROMPTS), 300)
     expected = enc.tokenizer(PROMPTS, padding="max_length", max_length=300, return_tensors="pt").input_ids
     assert torch.equal(ids, expected)
+
+
+def test_use_chi_false_per_call_equals_an_encoder_without_chi(gemma_dir, encoder):
+    plain = TextEncoder(TextEncoderConfig(model=str(gemma_dir), dtype="float32", chi="none"))
+    emb, mask = encoder.encode(PROMPTS, use_chi=False)
+    ref_emb, ref_mask = plain.encode(PROMPTS)
+    assert torch.equal(mask, ref_mask) and torch.equal(emb, ref_emb)
+    assert not torch.equal(emb, encoder.encode(PROMPTS)[0])
 
 
 def test_null_embedding_is_empty_string_without_chi_and_cached(encoder):

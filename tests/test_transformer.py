@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _tiny import diffusers_kwargs, randomize
 from model.config import DIFFUSERS_NUMERICS, PRESETS, get_preset
 from model.transformer import SanaBlock, build_transformer, count_parameters, sincos_pos_embed
 
@@ -16,18 +17,6 @@ TOLERANCE = 1e-5
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours - ref).abs().max() / ref.abs().max()).item()
-
-
-def diffusers_kwargs(cfg) -> dict:
-    return dict(in_channels=cfg.in_channels, out_channels=cfg.out_channels, num_attention_heads=cfg.self_heads,
-                attention_head_dim=cfg.linear_head_dim, num_layers=cfg.depth,
-                num_cross_attention_heads=cfg.cross_heads,
-                cross_attention_head_dim=cfg.hidden_size // cfg.cross_heads,
-                cross_attention_dim=cfg.hidden_size, caption_channels=cfg.caption_channels,
-                mlp_ratio=cfg.mlp_ratio, attention_bias=False, sample_size=cfg.sample_size,
-                patch_size=cfg.patch_size, norm_elementwise_affine=False, norm_eps=1e-6,
-                interpolation_scale=cfg.pe_interpolation if cfg.use_pe else None,
-                qk_norm="rms_norm_across_heads" if cfg.qk_norm else None)
 
 
 def block_from_diffusers(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -70,16 +59,6 @@ def model_from_diffusers(sd: dict[str, torch.Tensor], depth: int) -> dict[str, t
     for i in range(depth):
         out.update({f"blocks.{i}.{k}": v for k, v in block_from_diffusers(sd, f"transformer_blocks.{i}.").items()})
     return out
-
-
-def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (the diffusers init zeroes some, which would hide errors), scaled by fan-in so
-    activations stay finite through a full-depth model."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            scale = p.shape[1:].numel() ** -0.5 if p.ndim > 1 else 0.2
-            p.copy_(torch.randn(p.shape, generator=gen, device="cpu").to(p.device) * scale)
 
 
 def pair(preset: str, **overrides):

@@ -1,0 +1,63 @@
+"""`sana-eval generate`: a benchmark's prompts through the Sana pipeline into its scorer's layout, resumably."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from model.config import DIFFUSERS_NUMERICS
+from model.pipeline import SamplingConfig, load_pipeline
+from model.text_encoder import TEXT_ENCODER_PRESETS
+from model.weights_io import sha256_tree
+
+from .benchmarks import get_benchmark
+from .generate import RunSummary, generate_benchmark
+from .layouts import quantize_uint8
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateRequest:
+    benchmark: str
+    weights: str
+    out: Path
+    vae: str = "dc-ae-f32c32-sana-1.0"
+    text_encoder: str = TEXT_ENCODER_PRESETS["nvlabs"].model
+    conventions: str = "nvlabs"            # "diffusers": CHI quotes, lower-casing, CFG mask and model numerics
+    sampling: SamplingConfig = SamplingConfig()
+    chi: str = "auto"                      # auto: as Sana's script for this benchmark (off for DPG, ImageReward)
+    resolution: int | None = None
+    seed: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+    shard: str | None = None
+    layout: str | None = None
+    data: str | None = None
+    device: str | None = None
+
+
+def run(request: GenerateRequest) -> RunSummary:
+    benchmark = get_benchmark(request.benchmark)
+    use_chi = benchmark.sana_chi if request.chi == "auto" else request.chi == "on"
+    sampling = dataclasses.replace(request.sampling, use_chi=use_chi)
+    text_config = dataclasses.replace(TEXT_ENCODER_PRESETS[request.conventions], model=request.text_encoder)
+    overrides = DIFFUSERS_NUMERICS if request.conventions == "diffusers" else {}
+    pipe = load_pipeline(request.weights, vae=request.vae, text_encoder=text_config, device=request.device,
+                         **overrides)
+    resolution = request.resolution or pipe.default_resolution
+
+    def generate_fn(prompts: list[str], seeds: list[int]):
+        images = pipe([p.strip() for p in prompts], seeds=seeds, config=sampling, height=resolution,
+                      width=resolution)
+        return quantize_uint8(images)
+
+    # Everything that changes the pixels; a resumed run with a different config is refused by the runner.
+    weights_path = Path(request.weights)
+    run_config = {
+        "weights": request.weights,
+        "weights_sha256": sha256_tree(weights_path) if weights_path.exists() else "random (preset name)",
+        "transformer": dataclasses.asdict(pipe.transformer.config),
+        "vae": request.vae, "text_encoder": dataclasses.asdict(text_config),
+        "sampling": dataclasses.asdict(sampling), "resolution": resolution, "conventions": request.conventions,
+    }
+    return generate_benchmark(request.benchmark, request.out, generate_fn, run_config, seed=request.seed,
+                              limit=request.limit, batch_size=request.batch_size, shard=request.shard,
+                              data_dir=request.data, layout=request.layout)
