@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   sana-eval convert Sana_1600M_1024px.pth out/transformer --to diffusers
   sana-eval reproduce table6 --out reports
   sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth --out runs/geneval
+  sana-eval score --benchmark mjhq30k --images runs/mjhq --mjhq data/MJHQ-30K --out runs/mjhq.json
   sana-eval bench --preset Sana_600M_1024px --batch 1 16 --impl ours diffusers
 """
 
@@ -70,6 +71,26 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     summary = run(request)
     print(f"{summary.written} written, {summary.kept} kept of {summary.files} files in {summary.out_dir} "
           f"({summary.seconds:.1f} s); manifest {summary.manifest}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from sana_eval.score import MJHQSource, score_mjhq, score_recon, write_results
+
+    source = MJHQSource(folder=args.mjhq, cache_dir=args.cache_dir, limit=args.limit)
+    common = dict(device=args.device, cache_dir=args.cache_dir, fid_weights=args.fid_weights,
+                  allow_few_images=args.allow_few_images)
+    if args.benchmark == "mjhq30k":
+        if not args.images:
+            raise ValueError("--benchmark mjhq30k needs --images DIR (the generated <id>.jpg files)")
+        results = score_mjhq(args.images, source, args.metrics.split(","), fid_size=args.fid_size, ext=args.ext,
+                             clip_weights=args.clip_weights, **common)
+    else:
+        results = [score_recon(args.ae, args.weights, source, resolution=args.resolution, **common)]
+    for result in results:
+        headline = ", ".join(f"{k} {v:.4f}" for k, v in result.aggregate.items() if "/" not in k)
+        print(f"{result.metric}: {headline}")
+    print(f"wrote {write_results(results, args.out)}")
     return 0
 
 
@@ -146,6 +167,31 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--data", help="folder holding the official prompt files (else cache or download)")
     gen.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     gen.set_defaults(func=_cmd_generate)
+
+    score = sub.add_parser("score", help="score an image folder (FID, CLIP score) or an autoencoder (Table 1)",
+                           epilog="examples:\n"
+                                  "  sana-eval score --benchmark mjhq30k --images runs/mjhq --mjhq data/MJHQ-30K "
+                                  "--fid-size 512 --out runs/mjhq/results.json\n"
+                                  "  sana-eval score --benchmark recon --ae dc-ae-f32c32 --weights dc-ae-dir "
+                                  "--mjhq data/MJHQ-30K --resolution 1024 --out recon.json",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    score.add_argument("--benchmark", required=True, choices=["mjhq30k", "recon"])
+    score.add_argument("--images", help="generated images (mjhq30k: <id>.jpg as sana-eval generate writes)")
+    score.add_argument("--out", required=True, help="results JSON (a list of metric results)")
+    score.add_argument("--mjhq", help="local MJHQ-30K copy: meta_data.json + <category>/<id>.jpg")
+    score.add_argument("--cache-dir", help="feature/statistics cache, and where MJHQ-30K is downloaded")
+    score.add_argument("--limit", type=int, help="first N MJHQ ids (meta_data.json order)")
+    score.add_argument("--metrics", default="fid,clip_score", help="mjhq30k: comma list of fid, clip_score")
+    score.add_argument("--fid-size", type=int, default=512, help="FID Resize+CenterCrop size (Sana: 512)")
+    score.add_argument("--ext", default=".jpg", help="generated image extension (default .jpg)")
+    score.add_argument("--ae", choices=["dc-ae-f32c32", "sdxl-vae", "sd-f32c64"], default="dc-ae-f32c32")
+    score.add_argument("--weights", help="recon: autoencoder weights (DC-AE dir/file or AutoencoderKL dir)")
+    score.add_argument("--resolution", type=int, default=1024, help="recon: image side (default 1024)")
+    score.add_argument("--fid-weights", help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache)")
+    score.add_argument("--clip-weights", help="OpenAI ViT-L/14 weights file (default: caches)")
+    score.add_argument("--allow-few-images", action="store_true", help="FID on < 2048 images (warns)")
+    score.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    score.set_defaults(func=_cmd_score)
 
     bench = sub.add_parser("bench", help="time the denoising transformer on a CUDA GPU, ours and the peer",
                            epilog="example:\n  sana-eval bench --preset Sana_600M_1024px --batch 1 16 "

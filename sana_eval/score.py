@@ -1,0 +1,116 @@
+"""`sana-eval score`: image folders -> metric results (JSON list of `metrics.base.Result`), written atomically.
+
+MJHQ-30K: FID and CLIP score of generated `<id>.jpg` against the real images and prompts (paper Table 7).
+recon: an autoencoder's encode-decode of the real MJHQ images, rFID / PSNR / SSIM / LPIPS (paper Table 1).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from metrics.base import MetricError, Result
+from metrics.images import ImageSet, generated_like
+from metrics.mjhq import mjhq
+from model.weights_io import atomic_path
+
+AUTOENCODERS = ("dc-ae-f32c32", "sdxl-vae", "sd-f32c64")
+
+
+@dataclass(frozen=True)
+class MJHQSource:
+    folder: str | None = None       # local copy: meta_data.json + <category>/<id>.jpg
+    cache_dir: str | None = None    # else download the HF dataset into this cache
+    limit: int | None = None        # first N ids in meta_data.json order
+
+    def load(self) -> ImageSet:
+        if self.folder is None and self.cache_dir is None:
+            raise MetricError("MJHQ-30K: pass --mjhq DIR (local copy) or --cache-dir DIR (download into it)")
+        return mjhq(self.limit, folder=self.folder, cache_dir=self.cache_dir)
+
+
+def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = ("fid", "clip_score"), *,
+               fid_size: int = 512, ext: str = ".jpg", allow_few_images: bool = False,
+               device: str | None = None, cache_dir: str | None = None,
+               fid_weights: str | None = None, clip_weights: str | None = None) -> list[Result]:
+    """FID (Sana-compatible, `fid_size` px) and CLIP score of generated MJHQ images (`<images>/<id><ext>`)."""
+    unknown = sorted(set(metrics) - {"fid", "clip_score"})
+    if unknown:
+        raise MetricError(f"unknown MJHQ metric(s) {', '.join(unknown)}; expected fid, clip_score")
+    reference = source.load()
+    generated = generated_like(reference, images, ext)
+    results = []
+    if "fid" in metrics:
+        from metrics.fid import FID, MIN_FID_IMAGES, FIDConfig
+
+        config = FIDConfig(img_size=fid_size, weights_path=fid_weights, device=device, cache_dir=cache_dir,
+                           allow_few_images=allow_few_images)
+        # Per-category FID needs the same minimum per category; a subset run reports the overall number only.
+        by_category = all(len(reference.subset(c)) >= MIN_FID_IMAGES for c in reference.categories)
+        results.append(FID(config).score(generated, reference, by_category=by_category))
+    if "clip_score" in metrics:
+        from metrics.clip_score import CLIPScore, CLIPScoreConfig
+
+        config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir)
+        results.append(CLIPScore(config).score(generated))
+    return results
+
+
+def _dc_ae_autoencoder(weights: str | None, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    from model.dc_ae_keys import load_dc_ae
+
+    ae = load_dc_ae(weights or "dc-ae-f32c32-sana-1.0", dtype=torch.float32, device=device)
+
+    @torch.no_grad()
+    def autoencode(x: torch.Tensor) -> torch.Tensor:  # [0, 1] -> [0, 1], as metrics.recon expects
+        return ae.decode(ae.encode(x * 2 - 1)) / 2 + 0.5
+
+    return autoencode
+
+
+def _kl_autoencoder(weights: str | None, device: torch.device, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if weights is None:
+        raise MetricError(f"--ae {name}: pass --weights DIR, a diffusers AutoencoderKL folder (config.json + "
+                          f"safetensors), e.g. the vae/ folder of the model's diffusers repo")
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise MetricError(f"--ae {name} needs diffusers (pip install 'sana-eval[test]' or diffusers)") from None
+    vae = AutoencoderKL.from_pretrained(weights, torch_dtype=torch.float32).to(device).eval()
+
+    @torch.no_grad()
+    def autoencode(x: torch.Tensor) -> torch.Tensor:
+        # The posterior mode, not a sample: reconstructions are deterministic and reruns agree.
+        latents = vae.encode(x * 2 - 1).latent_dist.mode()
+        return vae.decode(latents).sample / 2 + 0.5
+
+    return autoencode
+
+
+def score_recon(ae: str, weights: str | None, source: MJHQSource, *, resolution: int = 1024,
+                device: str | None = None, cache_dir: str | None = None, fid_weights: str | None = None,
+                allow_few_images: bool = False) -> Result:
+    """Paper Table 1 for one autoencoder on the real MJHQ images: rFID, PSNR, SSIM, LPIPS."""
+    from metrics.fid import FIDConfig
+    from metrics.recon import ReconConfig, reconstruction_metrics
+
+    if ae not in AUTOENCODERS:
+        raise MetricError(f"unknown autoencoder {ae!r}; expected one of {', '.join(AUTOENCODERS)}")
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    autoencode = (_dc_ae_autoencoder(weights, torch_device) if ae == "dc-ae-f32c32"
+                  else _kl_autoencoder(weights, torch_device, ae))
+    fid = FIDConfig(img_size=resolution, weights_path=fid_weights, device=device, cache_dir=cache_dir,
+                    allow_few_images=allow_few_images)
+    config = ReconConfig(resolution=resolution, device=device, fid=fid)
+    result = reconstruction_metrics(autoencode, source.load(), config)
+    return Result(result.metric, {**result.protocol, "autoencoder": ae, "autoencoder_weights": weights},
+                  result.aggregate, result.per_item, result.provenance)
+
+
+def write_results(results: Sequence[Result], out: str | Path) -> Path:
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps([r.to_json() for r in results], indent=1))
+    return Path(out)

@@ -1,0 +1,52 @@
+"""`sana-eval score` on a small MJHQ-30K-shaped folder: real FID pipeline with random Inception weights."""
+from __future__ import annotations
+
+import functools
+import json
+
+import torch
+
+from _fid_weights import make_random_fid_weights, write_images
+from metrics.fid import FIDConfig
+from metrics.mjhq import MJHQ_CATEGORIES
+from sana_eval.cli import main
+
+
+def fake_mjhq(root, per_category: int = 2):
+    meta = {}
+    for c, category in enumerate(MJHQ_CATEGORIES):
+        names = [f"{category[:3]}{k}" for k in range(per_category)]
+        write_images(root / "imgs" / category, per_category, (40, 32), seed=c, ext=".jpg", names=names)
+        meta.update({n: {"category": category, "prompt": f"a {category} number {n}"} for n in names})
+    (root / "meta_data.json").write_text(json.dumps(meta))
+    return list(meta)
+
+
+def test_score_mjhq_fid_writes_results(tmp_path, monkeypatch, capsys):
+    hub = tmp_path / "hub"
+    _, sha = make_random_fid_weights(hub)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.setattr("metrics.fid.FIDConfig", functools.partial(FIDConfig, weights_sha256=sha, num_workers=0))
+    ids = fake_mjhq(tmp_path / "mjhq")
+    write_images(tmp_path / "gen", len(ids), (32, 32), seed=99, ext=".jpg", names=ids)
+    out = tmp_path / "results.json"
+    code = main(["score", "--benchmark", "mjhq30k", "--images", str(tmp_path / "gen"), "--mjhq",
+                 str(tmp_path / "mjhq"), "--metrics", "fid", "--allow-few-images", "--fid-size", "64",
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    [result] = json.loads(out.read_text())
+    assert result["metric"] == "fid" and result["protocol"]["img_size"] == 64
+    assert result["aggregate"]["fid"] > 0 and "fid/animals" not in result["aggregate"]
+    assert "fid" in capsys.readouterr().out
+
+
+def test_score_errors_are_one_line(tmp_path, capsys):
+    fake_mjhq(tmp_path / "mjhq", per_category=1)
+    code = main(["score", "--benchmark", "mjhq30k", "--images", str(tmp_path / "missing"), "--mjhq",
+                 str(tmp_path / "mjhq"), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "missing" in err
+    assert main(["score", "--benchmark", "mjhq30k", "--mjhq", str(tmp_path / "mjhq"),
+                 "--out", str(tmp_path / "r.json")]) == 2
+    assert "--images" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
