@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test reproduce clean
+.PHONY: setup test gpu-test bench reproduce clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/pytest -q
+
+# Tests that need a CUDA GPU (full-size parity); elsewhere they skip.
+gpu-test: setup
+	$(BIN)/pytest -q tests/test_transformer.py -k gpu
+
+# Speed of ours against the peer (diffusers) in the same run; needs a CUDA GPU.
+bench: setup
+	$(BIN)/sana-eval bench --preset Sana_600M_1024px Sana_1600M_1024px --batch 1 16 --impl ours diffusers
+	$(BIN)/sana-eval bench --component dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers
 
 # Everything this machine's weights and hardware allow; the rest is reported as skipped with the reason.
 reproduce: setup

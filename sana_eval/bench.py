@@ -100,3 +100,56 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
                              step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
                              peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
                              gpu=torch.cuda.get_device_name())
+
+
+@dataclass(frozen=True)
+class DecodeTiming:
+    impl: str
+    resolution: int
+    batch: int
+    dtype: str
+    tile: int | None
+    decode_s: float
+    img_per_s: float
+    peak_mem_gib: float
+    gpu: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def time_dc_ae_decode(resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
+                      tile: int | None = None, repeats: int = 3) -> DecodeTiming:
+    """DC-AE f32c32 decoding of `batch` random latents (the baseline's `dcae_decode` case)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("time_dc_ae_decode needs a CUDA GPU")
+    from model.dc_ae import DCAE, get_dc_ae_preset
+
+    device, torch_dtype = torch.device("cuda"), DTYPES[dtype]
+    config = get_dc_ae_preset("dc-ae-f32c32-sana-1.0")
+    if impl == "ours":
+        with torch.device(device):
+            ae = DCAE(config).to(torch_dtype).eval()
+        decode = lambda z: ae.decode(z, tile_size=tile)  # noqa: E731
+    elif impl == "diffusers":
+        from diffusers import AutoencoderDC
+
+        ae = AutoencoderDC(
+            latent_channels=config.latent_channels, attention_head_dim=config.attention_head_dim,
+            encoder_block_types=config.block_types, decoder_block_types=config.block_types,
+            encoder_block_out_channels=config.widths, decoder_block_out_channels=config.widths,
+            encoder_layers_per_block=config.encoder_depths, decoder_layers_per_block=config.decoder_depths,
+            encoder_qkv_multiscales=config.qkv_multiscales, decoder_qkv_multiscales=config.qkv_multiscales,
+            upsample_block_type="interpolate", downsample_block_type="conv",
+            scaling_factor=config.scaling_factor).to(device, torch_dtype).eval()
+        decode = lambda z: ae.decode(z).sample  # noqa: E731
+    else:
+        raise ValueError(f"unknown impl {impl!r}; expected 'ours' or 'diffusers'")
+    side = resolution // config.spatial_compression
+    z = torch.randn(batch, config.latent_channels, side, side, device=device, dtype=torch_dtype)
+    torch.cuda.reset_peak_memory_stats()
+    seconds = _median_seconds(lambda: decode(z), repeats, warmup=1)
+    return DecodeTiming(impl=impl, resolution=resolution, batch=batch, dtype=dtype, tile=tile, decode_s=seconds,
+                        img_per_s=batch / seconds, peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
+                        gpu=torch.cuda.get_device_name())

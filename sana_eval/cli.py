@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   sana-eval reproduce table6 --out reports
   sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth --out runs/geneval
   sana-eval score --benchmark mjhq30k --images runs/mjhq --mjhq data/MJHQ-30K --out runs/mjhq.json
+  sana-eval compare runs/a.json runs/b.json --fail-if-worse geneval:0.02
   sana-eval bench --preset Sana_600M_1024px --batch 1 16 --impl ours diffusers
 """
 
@@ -75,18 +76,29 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from sana_eval.score import MJHQSource, score_mjhq, score_recon, write_results
+    from sana_eval.results import write_results
+    from sana_eval.score import (MJHQSource, score_dpg, score_geneval, score_imagereward, score_mjhq,
+                                 score_recon)
 
     source = MJHQSource(folder=args.mjhq, cache_dir=args.cache_dir, limit=args.limit)
     common = dict(device=args.device, cache_dir=args.cache_dir, fid_weights=args.fid_weights,
                   allow_few_images=args.allow_few_images)
+    if args.benchmark != "recon" and not args.images:
+        raise ValueError(f"--benchmark {args.benchmark} needs --images DIR (as sana-eval generate wrote it)")
+    run = dict(device=args.device, cache_dir=args.cache_dir)
     if args.benchmark == "mjhq30k":
-        if not args.images:
-            raise ValueError("--benchmark mjhq30k needs --images DIR (the generated <id>.jpg files)")
         results = score_mjhq(args.images, source, args.metrics.split(","), fid_size=args.fid_size, ext=args.ext,
                              clip_weights=args.clip_weights, **common)
-    else:
+    elif args.benchmark == "recon":
         results = [score_recon(args.ae, args.weights, source, resolution=args.resolution, **common)]
+    elif args.benchmark == "geneval":
+        results = [score_geneval(args.images, detector=args.detector, detector_weights=args.detector_weights,
+                                 clip_weights=args.clip_weights, limit=args.limit, data=args.data, **run)]
+    elif args.benchmark == "dpg":
+        results = [score_dpg(args.images, vqa=args.vqa, vqa_weights=args.vqa_weights, mode=args.dpg_mode,
+                             csv=args.dpg_csv, grid=args.grid, resolution=args.tile, **run)]
+    else:
+        results = [score_imagereward(args.images, weights=args.weights, data=args.data, **run)]
     for result in results:
         headline = ", ".join(f"{k} {v:.4f}" for k, v in result.aggregate.items() if "/" not in k)
         print(f"{result.metric}: {headline}")
@@ -94,9 +106,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from sana_eval.bench import time_transformer
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from sana_eval.compare import compare_command
 
+    return compare_command(Path(args.run_a), Path(args.run_b), args.fail_if_worse,
+                           Path(args.out) if args.out else None, args.n_boot, args.seed,
+                           require_significant=args.require_significant, device=args.device)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from sana_eval.bench import time_dc_ae_decode, time_transformer
+
+    if args.component == "dc-ae":
+        for batch in args.batch:
+            for impl in args.impl:
+                timing = time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile)
+                print(json.dumps(timing.to_dict()), flush=True)
+        return 0
     for preset in args.preset:
         for batch in args.batch:
             for impl in args.impl:
@@ -173,9 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   "  sana-eval score --benchmark mjhq30k --images runs/mjhq --mjhq data/MJHQ-30K "
                                   "--fid-size 512 --out runs/mjhq/results.json\n"
                                   "  sana-eval score --benchmark recon --ae dc-ae-f32c32 --weights dc-ae-dir "
-                                  "--mjhq data/MJHQ-30K --resolution 1024 --out recon.json",
+                                  "--mjhq data/MJHQ-30K --resolution 1024 --out recon.json\n"
+                                  "  sana-eval score --benchmark geneval --images runs/geneval --out geneval.json\n"
+                                  "  sana-eval score --benchmark dpg --images runs/dpg --dpg-mode official "
+                                  "--out dpg.json\n"
+                                  "  sana-eval score --benchmark imagereward --images runs/ir --out ir.json",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    score.add_argument("--benchmark", required=True, choices=["mjhq30k", "recon"])
+    score.add_argument("--benchmark", required=True, choices=["mjhq30k", "recon", "geneval", "dpg", "imagereward"])
     score.add_argument("--images", help="generated images (mjhq30k: <id>.jpg as sana-eval generate writes)")
     score.add_argument("--out", required=True, help="results JSON (a list of metric results)")
     score.add_argument("--mjhq", help="local MJHQ-30K copy: meta_data.json + <category>/<id>.jpg")
@@ -185,18 +215,51 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--fid-size", type=int, default=512, help="FID Resize+CenterCrop size (Sana: 512)")
     score.add_argument("--ext", default=".jpg", help="generated image extension (default .jpg)")
     score.add_argument("--ae", choices=["dc-ae-f32c32", "sdxl-vae", "sd-f32c64"], default="dc-ae-f32c32")
-    score.add_argument("--weights", help="recon: autoencoder weights (DC-AE dir/file or AutoencoderKL dir)")
+    score.add_argument("--weights", help="recon: autoencoder weights (DC-AE dir/file or AutoencoderKL dir); "
+                                         "imagereward: ImageReward.pt")
     score.add_argument("--resolution", type=int, default=1024, help="recon: image side (default 1024)")
     score.add_argument("--fid-weights", help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache)")
     score.add_argument("--clip-weights", help="OpenAI ViT-L/14 weights file (default: caches)")
+    score.add_argument("--detector", choices=["transformers", "mmdet"], default="transformers",
+                       help="geneval: Mask2Former backend (mmdet = the official checkpoint, needs mmdet)")
+    score.add_argument("--detector-weights", help="geneval: detector weights (folder or checkpoint)")
+    score.add_argument("--vqa", choices=["mplug", "blip"], default="mplug",
+                       help="dpg: VQA model (mplug = the official one, needs modelscope)")
+    score.add_argument("--vqa-weights", help="dpg: VQA weights folder")
+    score.add_argument("--dpg-mode", choices=["fixed", "official"], default="fixed",
+                       help="dpg: 'official' keeps ELLA's scorer bugs for comparability")
+    score.add_argument("--dpg-csv", help="dpg: dpg_bench.csv (default: data folder, cache or pinned download)")
+    score.add_argument("--grid", choices=["exact", "sana-padded"], default="exact",
+                       help="dpg: unpadded 2x2 grids, or Sana's make_grid padding")
+    score.add_argument("--tile", type=int, help="dpg: tile side in px (default: from the image size)")
+    score.add_argument("--data", help="folder holding the official prompt files (else cache or download)")
     score.add_argument("--allow-few-images", action="store_true", help="FID on < 2048 images (warns)")
     score.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     score.set_defaults(func=_cmd_score)
+
+    cmp = sub.add_parser("compare", help="B − A per metric with bootstrap CIs; exit 1 on a regression",
+                         epilog="example:\n  sana-eval compare a/results.json b/results.json "
+                                "--fail-if-worse geneval:0.02 --fail-if-worse fid:0.5 --out compare/",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("run_a", help="results JSON of the baseline")
+    cmp.add_argument("run_b", help="results JSON of the candidate")
+    cmp.add_argument("--fail-if-worse", action="append", default=[], metavar="METRIC:THRESHOLD",
+                     help="exit 1 if B is worse than A by more than THRESHOLD (repeatable)")
+    cmp.add_argument("--require-significant", action="store_true",
+                     help="a regression must also have its 95%% CI exclude zero")
+    cmp.add_argument("--out", help="folder for compare.md, compare.json and compare.png")
+    cmp.add_argument("--n-boot", type=int, default=1000)
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--device", help="where FID bootstraps run (cuda is much faster)")
+    cmp.set_defaults(func=_cmd_compare)
 
     bench = sub.add_parser("bench", help="time the denoising transformer on a CUDA GPU, ours and the peer",
                            epilog="example:\n  sana-eval bench --preset Sana_600M_1024px --batch 1 16 "
                                   "--impl ours diffusers",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--component", choices=["transformer", "dc-ae"], default="transformer",
+                       help="the denoising transformer (20 CFG steps) or DC-AE decoding")
+    bench.add_argument("--decode-tile", type=int, help="dc-ae: tiled decoding with this latent tile side")
     bench.add_argument("--preset", nargs="+", default=["Sana_600M_1024px"])
     bench.add_argument("--resolution", type=int, default=1024)
     bench.add_argument("--batch", type=int, nargs="+", default=[1, 16])

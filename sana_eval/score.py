@@ -5,7 +5,6 @@ recon: an autoencoder's encode-decode of the real MJHQ images, rFID / PSNR / SSI
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,6 @@ import torch
 from metrics.base import MetricError, Result
 from metrics.images import ImageSet, generated_like
 from metrics.mjhq import mjhq
-from model.weights_io import atomic_path
 
 AUTOENCODERS = ("dc-ae-f32c32", "sdxl-vae", "sd-f32c64")
 
@@ -110,7 +108,39 @@ def score_recon(ae: str, weights: str | None, source: MJHQSource, *, resolution:
                   result.aggregate, result.per_item, result.provenance)
 
 
-def write_results(results: Sequence[Result], out: str | Path) -> Path:
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps([r.to_json() for r in results], indent=1))
-    return Path(out)
+def score_geneval(images: str | Path, *, detector: str = "transformers", detector_weights: str | None = None,
+                  clip_weights: str | None = None, device: str | None = None, cache_dir: str | None = None,
+                  limit: int | None = None, data: str | None = None) -> Result:
+    """GenEval (paper Table 10) with the official rules; the detector backend is recorded in the protocol."""
+    from metrics import geneval
+    from metrics.detectors import get_color_classifier, get_detector
+
+    from .benchmarks import get_benchmark
+
+    expected = [item.metadata for item in get_benchmark("geneval").load(data).items]
+    return geneval.score(images, get_detector(detector, detector_weights, device),
+                         get_color_classifier(clip_weights, device), cache_dir=cache_dir, limit=limit,
+                         expected_metadata=expected)
+
+
+def score_dpg(images: str | Path, *, vqa: str = "mplug", vqa_weights: str | None = None, mode: str = "fixed",
+              csv: str | None = None, grid: str = "exact", resolution: int | None = None,
+              device: str | None = None, cache_dir: str | None = None) -> Result:
+    """DPG-Bench (paper Table 11) in the `fixed` (default) or `official` (ELLA's bugs kept) mode."""
+    from metrics import dpg
+    from metrics.vqa import get_vqa
+
+    return dpg.score(images, get_vqa(vqa, vqa_weights, device), mode=mode, resolution=resolution, csv_path=csv,
+                     grid=grid, cache_dir=cache_dir)
+
+
+def score_imagereward(images: str | Path, *, weights: str | None = None, device: str | None = None,
+                      cache_dir: str | None = None, data: str | None = None) -> Result:
+    """ImageReward benchmark (paper Table 11): mean over the 100 prompts of the mean reward of their images."""
+    from metrics.image_reward import ImageRewardConfig, score_benchmark
+
+    from .benchmarks import get_benchmark
+
+    items = get_benchmark("imagereward").load(data).items
+    return score_benchmark(images, items, ImageRewardConfig(weights_path=weights, device=device,
+                                                            cache_dir=cache_dir))

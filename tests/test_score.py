@@ -10,6 +10,7 @@ from _fid_weights import make_random_fid_weights, write_images
 from metrics.fid import FIDConfig
 from metrics.mjhq import MJHQ_CATEGORIES
 from sana_eval.cli import main
+from sana_eval.results import read_results
 
 
 def fake_mjhq(root, per_category: int = 2):
@@ -34,9 +35,9 @@ def test_score_mjhq_fid_writes_results(tmp_path, monkeypatch, capsys):
                  str(tmp_path / "mjhq"), "--metrics", "fid", "--allow-few-images", "--fid-size", "64",
                  "--device", "cpu", "--out", str(out)])
     assert code == 0
-    [result] = json.loads(out.read_text())
-    assert result["metric"] == "fid" and result["protocol"]["img_size"] == 64
-    assert result["aggregate"]["fid"] > 0 and "fid/animals" not in result["aggregate"]
+    result = read_results(out)["fid"]
+    assert result.protocol["img_size"] == 64
+    assert result.aggregate["fid"] > 0 and "fid/animals" not in result.aggregate
     assert "fid" in capsys.readouterr().out
 
 

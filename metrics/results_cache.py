@@ -1,0 +1,54 @@
+"""Per-item results cache for scorers whose per-item output is a JSON record (GenEval rows, DPG answers).
+
+Same contract as `metrics.base.FeatureCache`: one folder per (metric, protocol), atomically written chunk
+files, a folder made with another protocol is refused; a rerun reads the chunks back and skips done items.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from metrics.base import (ProtocolMismatchError, atomic_path, canonical_json, protocol_id,
+                          write_json_atomic)
+
+
+class ResultsCache:
+    """item key -> JSON record, stored as `<root>/<metric>-<protocol_id>/chunk-<n>-<pid>.jsonl`."""
+
+    def __init__(self, root: str | os.PathLike, metric: str, protocol: Mapping[str, Any], flush_every: int = 32):
+        self.dir = Path(root) / f"{metric}-{protocol_id(protocol)}"
+        self.flush_every = flush_every
+        self._mem: dict[str, Any] = {}
+        self._pending: dict[str, Any] = {}
+        proto_file = self.dir / "protocol.json"
+        if proto_file.exists():
+            if canonical_json(json.loads(proto_file.read_text())) != canonical_json(dict(protocol)):
+                raise ProtocolMismatchError(f"results cache {proto_file} was made with another protocol")
+        else:
+            write_json_atomic(proto_file, dict(protocol))
+        for chunk in sorted(self.dir.glob("chunk-*.jsonl")):
+            for line in chunk.read_text().splitlines():
+                rec = json.loads(line)
+                self._mem[rec["key"]] = rec["value"]
+
+    def __len__(self) -> int:
+        return len(self._mem) + len(self._pending)
+
+    def get(self, key: str) -> Any | None:
+        return self._mem.get(key, self._pending.get(key))
+
+    def put(self, key: str, value: Any) -> None:
+        self._pending[key] = value
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        n = len(list(self.dir.glob("chunk-*.jsonl")))
+        with atomic_path(self.dir / f"chunk-{n:06d}-{os.getpid()}.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in self._pending.items()))
+        self._mem.update(self._pending)
+        self._pending.clear()
