@@ -106,7 +106,8 @@ def test_skip_reasons_reach_the_report(tmp_path, monkeypatch):
     md = (tmp_path / "v" / "table10.md").read_text()
     assert "## Why cells were not run" in md
     assert "needs GenEval prompts at" in md and "needs runner 'generate_score'" in md
-    assert "sana-eval generate --preset Sana_1600M_1024px --benchmark geneval --resolution 1024" in md
+    assert ("sana-eval generate --benchmark geneval --weights $SANA_EVAL_WEIGHTS/Sana_1600M_1024px "
+            "--resolution 1024") in md
     row = next(l for l in md.splitlines() if l.startswith("| 512 x 512 / Sana-1.6B"))
     assert row.startswith("| 512 x 512 / Sana-1.6B | 0.6 → 1.60 ✗ [n1] | 0.66 · [n3] |")
 

@@ -13,6 +13,7 @@ PAPER_GPU = "A100"                         # Tables 7, 8, 9, 13, 14 captions
 HF_ORG = "Efficient-Large-Model"           # presets are named after the released checkpoints (model/config.py)
 TEXT_ENCODER = "Efficient-Large-Model/gemma-2-2b-it"
 VAE = "mit-han-lab/dc-ae-f32c32-sana-1.0"
+SDXL_VAE = "stabilityai/sdxl-vae"
 
 # benchmark -> (datasets it reads, images per prompt) per paper.md §5 [R]
 BENCHMARKS: dict[str, tuple[tuple[str, ...], int]] = {
@@ -21,6 +22,9 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], int]] = {
     "dpg_bench": (("dpg_bench_prompts", "dpg_bench_questions"), 4),
     "imagereward": (("imagereward_prompts",), 10),
 }
+# Our CLI's names for the benchmarks and the sampler.
+CLI_BENCHMARKS = {"mjhq30k": "mjhq30k", "geneval": "geneval", "dpg_bench": "dpg", "imagereward": "imagereward"}
+CLI_SAMPLER = "flow_dpm_solver"
 # metric -> extra datasets its scorer reads (FID compares against the MJHQ reference images)
 METRIC_DATASETS = {"fid": ("mjhq30k_images",)}
 
@@ -49,9 +53,14 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
              Need("metric", metric, "scorer"))
     run = f"runs/{preset}-{benchmark}-{resolution}"
     limit_flag = f" --limit {limit}" if limit else ""
-    command = (f"sana-eval generate --preset {preset} --benchmark {benchmark} --resolution {resolution}"
-               f"{limit_flag} --images-per-prompt {per_prompt} --sampler {SAMPLER} --steps {STEPS} --cfg {CFG}"
-               f" --seed {SEED} --out {run} && sana-eval score --metric {metric} --images {run}")
+    cli_benchmark = CLI_BENCHMARKS[benchmark]
+    # Table 5's Image-Reward scores MJHQ prompts, not the ImageReward benchmark: that needs its own scorer call.
+    score_benchmark = "imagereward" if metric == "image_reward" and benchmark != "mjhq30k" else cli_benchmark
+    score = (f"sana-eval score --benchmark {score_benchmark} --images {run} --out {run}/results.json"
+             + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else ""))
+    command = (f"sana-eval generate --benchmark {cli_benchmark} --weights $SANA_EVAL_WEIGHTS/{preset}"
+               f" --resolution {resolution}{limit_flag} --sampler {CLI_SAMPLER} --steps {STEPS} --cfg {CFG}"
+               f" --seed {SEED} --out {run} && {score}")
     return Recipe("generate_score", settings, needs, command)
 
 
@@ -68,8 +77,9 @@ def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = 
     if quantization:
         needs.append(Need("code", "model.kernels.w8a8", f"{quantization} GEMM and fused kernels (paper §4)"))
     extra = (f" --baseline {baseline}" if baseline else "") + (f" --quantize {quantization}" if quantization else "")
+    cli_dtype = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[dtype]
     command = (f"sana-eval bench --preset {preset} --resolution {resolution} --batch {batch} --steps {steps}"
-               f" --dtype {dtype}{extra}")
+               f" --dtype {cli_dtype}{extra}")
     return Recipe("speed", settings, tuple(needs), command)
 
 
@@ -89,5 +99,7 @@ def reconstruction(vae: str, metric: str) -> Recipe:
     settings = {"vae": vae, "dataset": "mjhq30k", "metric": metric, "resolution": None, "samples": None}
     needs = (Need("weights", vae, "autoencoder"), Need("dataset", "mjhq30k_images", "reconstruction inputs"),
              Need("metric", "recon", "rFID / PSNR / SSIM / LPIPS"))
-    command = f"sana-eval score --metric {metric} --reconstruct {vae} --images mjhq30k"
+    ae = {VAE: "dc-ae-f32c32", SDXL_VAE: "sdxl-vae"}[vae]
+    command = (f"sana-eval score --benchmark recon --ae {ae} --weights $SANA_EVAL_WEIGHTS/{vae} "
+               f"--mjhq $SANA_EVAL_DATA/mjhq30k --resolution 1024 --out runs/recon-{ae}.json")
     return Recipe("reconstruction", settings, needs, command)
