@@ -77,8 +77,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from sana_eval.results import write_results
-    from sana_eval.score import (MJHQSource, score_dpg, score_geneval, score_imagereward, score_mjhq,
-                                 score_recon)
+    from sana_eval.score import (MJHQSource, score_dpg, score_folder, score_geneval, score_imagereward,
+                                 score_mjhq, score_recon)
 
     source = MJHQSource(folder=args.mjhq, cache_dir=args.cache_dir, limit=args.limit)
     common = dict(device=args.device, cache_dir=args.cache_dir, fid_weights=args.fid_weights,
@@ -86,7 +86,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.benchmark != "recon" and not args.images:
         raise ValueError(f"--benchmark {args.benchmark} needs --images DIR (as sana-eval generate wrote it)")
     run = dict(device=args.device, cache_dir=args.cache_dir)
-    if args.benchmark == "mjhq30k":
+    if args.benchmark == "folder":
+        results = score_folder(args.images, reference=args.reference, prompts=args.prompts,
+                               metrics=args.metrics.split(","), fid_size=args.fid_size,
+                               clip_weights=args.clip_weights, **common)
+    elif args.benchmark == "mjhq30k":
         results = score_mjhq(args.images, source, args.metrics.split(","), fid_size=args.fid_size, ext=args.ext,
                              clip_weights=args.clip_weights, **common)
     elif args.benchmark == "recon":
@@ -203,15 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
                                   "  sana-eval score --benchmark geneval --images runs/geneval --out geneval.json\n"
                                   "  sana-eval score --benchmark dpg --images runs/dpg --dpg-mode official "
                                   "--out dpg.json\n"
-                                  "  sana-eval score --benchmark imagereward --images runs/ir --out ir.json",
+                                  "  sana-eval score --benchmark imagereward --images runs/ir --out ir.json\n"
+                                  "  sana-eval score --benchmark folder --images runs/mine --reference real/ "
+                                  "--out mine.json",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    score.add_argument("--benchmark", required=True, choices=["mjhq30k", "recon", "geneval", "dpg", "imagereward"])
+    score.add_argument("--benchmark", required=True, choices=["mjhq30k", "recon", "geneval", "dpg", "imagereward", "folder"],
+                       help="folder: any flat image folder (FID vs --reference, CLIP vs --prompts)")
     score.add_argument("--images", help="generated images (mjhq30k: <id>.jpg as sana-eval generate writes)")
     score.add_argument("--out", required=True, help="results JSON (a list of metric results)")
+    score.add_argument("--reference", help="folder: the real images FID compares against")
+    score.add_argument("--prompts", help="folder: JSON {image stem: prompt} (default: the generate manifest)")
     score.add_argument("--mjhq", help="local MJHQ-30K copy: meta_data.json + <category>/<id>.jpg")
     score.add_argument("--cache-dir", help="feature/statistics cache, and where MJHQ-30K is downloaded")
     score.add_argument("--limit", type=int, help="first N MJHQ ids (meta_data.json order)")
-    score.add_argument("--metrics", default="fid,clip_score", help="mjhq30k: comma list of fid, clip_score")
+    score.add_argument("--metrics", default="fid,clip_score",
+                       help="mjhq30k, folder: comma list of fid, clip_score")
     score.add_argument("--fid-size", type=int, default=512, help="FID Resize+CenterCrop size (Sana: 512)")
     score.add_argument("--ext", default=".jpg", help="generated image extension (default .jpg)")
     score.add_argument("--ae", choices=["dc-ae-f32c32", "sdxl-vae", "sd-f32c64"], default="dc-ae-f32c32")

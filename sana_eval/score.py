@@ -5,6 +5,7 @@ recon: an autoencoder's encode-decode of the real MJHQ images, rFID / PSNR / SSI
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from metrics.base import MetricError, Result
-from metrics.images import ImageSet, generated_like
+from metrics.images import ImageItem, ImageSet, folder_image_set, generated_like
 from metrics.mjhq import mjhq
 
 AUTOENCODERS = ("dc-ae-f32c32", "sdxl-vae", "sd-f32c64")
@@ -54,6 +55,52 @@ def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = 
 
         config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir)
         results.append(CLIPScore(config).score(generated))
+    return results
+
+
+def _folder_prompts(images: Path, prompts: str | None) -> dict[str, str]:
+    """File stem -> prompt: from a JSON {stem: prompt} file, else from the folder's `sana-eval generate` manifest."""
+    if prompts is not None:
+        try:
+            table = json.loads(Path(prompts).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise MetricError(f"{prompts}: not a readable JSON object of image stem -> prompt ({err})") from None
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise MetricError(f"{prompts}: expected a JSON object of image stem -> prompt")
+        return table
+    from .generate import read_run
+
+    _, records = read_run(images)
+    return {Path(file).stem: rows[-1]["prompt"] for file, rows in records.items()}
+
+
+def score_folder(images: str | Path, *, reference: str | None = None, prompts: str | None = None,
+                 metrics: Sequence[str] = ("fid", "clip_score"), fid_size: int = 512,
+                 allow_few_images: bool = False, device: str | None = None, cache_dir: str | None = None,
+                 fid_weights: str | None = None, clip_weights: str | None = None) -> list[Result]:
+    """Any flat folder of images: FID against a `reference` folder, CLIP score against `prompts` (or the
+    prompts recorded by `sana-eval generate`), with the same protocols as the MJHQ-30K scores."""
+    folder = folder_image_set(images)
+    results = []
+    if "fid" in metrics:
+        if reference is None:
+            raise MetricError("FID of a folder needs --reference DIR (the real images)")
+        from metrics.fid import FID, FIDConfig
+
+        config = FIDConfig(img_size=fid_size, weights_path=fid_weights, device=device, cache_dir=cache_dir,
+                           allow_few_images=allow_few_images)
+        results.append(FID(config).score(folder, folder_image_set(reference), by_category=False))
+    if "clip_score" in metrics:
+        from metrics.clip_score import CLIPScore, CLIPScoreConfig
+
+        table = _folder_prompts(Path(images), prompts)
+        missing = [i.id for i in folder.items if i.id not in table]
+        if missing:
+            raise MetricError(f"{images}: no prompt for image {missing[0]!r} ({len(missing)} without)")
+        with_prompts = ImageSet(folder.name, folder.revision,
+                                tuple(ImageItem(i.id, i.path, None, table[i.id]) for i in folder.items))
+        config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir)
+        results.append(CLIPScore(config).score(with_prompts))
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 
+import pytest
 import torch
 
 from _fid_weights import make_random_fid_weights, write_images
@@ -51,3 +52,39 @@ def test_score_errors_are_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "r.json")]) == 2
     assert "--images" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_folder_clip_score_takes_prompts_from_the_generate_manifest(tmp_path, monkeypatch):
+    import open_clip
+    from safetensors.torch import save_file
+
+    from metrics.clip_score import CLIPScoreConfig
+    from sana_eval.generate import generate_benchmark
+    from sana_eval.score import score_folder
+
+    cfg = tmp_path / "tiny-clip-score.json"
+    cfg.write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+                                                                "head_width": 16, "patch_size": 16},
+                               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                                            "layers": 1}}))
+    open_clip.add_model_config(cfg)
+    save_file({k: v.contiguous() for k, v in open_clip.create_model("tiny-clip-score").state_dict().items()},
+              str(tmp_path / "clip.safetensors"))
+    monkeypatch.setattr("metrics.clip_score.CLIPScoreConfig",
+                        functools.partial(CLIPScoreConfig, model="tiny-clip-score", num_workers=0))
+    (tmp_path / "prompts.txt").write_text("a red cube\na blue sphere\n")
+
+    def make(prompts, seeds):
+        return torch.stack([torch.full((16, 16, 3), 40 * s % 255, dtype=torch.uint8) for s in range(len(seeds))])
+
+    generate_benchmark(f"prompts:{tmp_path / 'prompts.txt'}", tmp_path / "run", make, {"kind": "test"},
+                       progress=False)
+    [result] = score_folder(tmp_path / "run", metrics=["clip_score"], device="cpu",
+                            clip_weights=str(tmp_path / "clip.safetensors"))
+    assert len(result.per_item) == 2 and result.metric == "clip_score"
+    (tmp_path / "p.json").write_text(json.dumps({"other": "x"}))
+    with pytest.raises(ValueError, match="no prompt for image"):
+        score_folder(tmp_path / "run", prompts=str(tmp_path / "p.json"), metrics=["clip_score"], device="cpu",
+                     clip_weights=str(tmp_path / "clip.safetensors"))
+    with pytest.raises(ValueError, match="needs --reference"):
+        score_folder(tmp_path / "run", metrics=["fid"])
