@@ -22,7 +22,7 @@ from transformers import BertTokenizer
 
 from metrics.base import FeatureCache, Metric, MetricError, Result, image_key, package_versions, sha256_file
 from metrics.image_reward_model import REWARD_MEAN, REWARD_STD, ImageRewardWeightsError, RewardArch, load_model
-from metrics.images import IMAGE_EXTENSIONS, ImageItem, ImageSet
+from metrics.images import IMAGE_EXTENSIONS, ImageFileDataset, ImageItem, ImageSet
 
 HF_REPO = "THUDM/ImageReward"
 WEIGHTS_FILE = "ImageReward.pt"
@@ -164,22 +164,6 @@ def reward_transform(size: int = 224) -> T.Compose:
                       T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
 
 
-class _RawImages(torch.utils.data.Dataset):
-    def __init__(self, paths: list[Path], indices: list[int], transform: T.Compose):
-        self.paths, self.indices, self.transform = paths, indices, transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int):
-        i = self.indices[k]
-        try:
-            with Image.open(self.paths[i]) as img:
-                return i, self.transform(img)
-        except OSError as e:
-            raise MetricError(f"cannot read image {self.paths[i]}: {e}") from None
-
-
 class PromptItem(Protocol):
     id: str
     prompt: str
@@ -285,7 +269,7 @@ class ImageRewardScore(Metric):
         have = [cache.get(k) if cache is not None else None for k in keys]
         todo = [i for i, v in enumerate(have) if v is None]
         if todo:
-            loader = torch.utils.data.DataLoader(_RawImages(paths, todo, self.transform), batch_size=c.batch_size,
+            loader = torch.utils.data.DataLoader(ImageFileDataset(paths, todo, self.transform, convert_rgb=False), batch_size=c.batch_size,
                                                  num_workers=c.num_workers, pin_memory=self.device.type == "cuda")
             with tqdm(total=len(todo), desc="ImageReward", unit="img", dynamic_ncols=True) as bar:
                 for step, (idx, pixels) in enumerate(loader):

@@ -75,10 +75,12 @@ def generated_like(reference: ImageSet, folder: str | os.PathLike, ext: str = ".
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
-    """(index, transform(PIL RGB image)) for each path."""
+    """(index, transform(PIL image)) for each path; converted to RGB first unless the transform does it itself
+    (ImageReward converts after resizing, and the order changes the pixels)."""
 
-    def __init__(self, paths: Sequence[Path], indices: Sequence[int], transform: Callable):
+    def __init__(self, paths: Sequence[Path], indices: Sequence[int], transform: Callable, convert_rgb: bool = True):
         self.paths, self.indices, self.transform = list(paths), list(indices), transform
+        self.convert_rgb = convert_rgb
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -87,7 +89,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
         i = self.indices[k]
         try:
             with Image.open(self.paths[i]) as img:
-                img = img.convert("RGB")
+                img = img.convert("RGB") if self.convert_rgb else img.copy()
         except OSError as e:
             raise MetricError(f"cannot read image {self.paths[i]}: {e}") from None
         return i, self.transform(img)
