@@ -111,7 +111,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from sana_eval.compare import compare_command
+    from sana_eval.compare_report import compare_command
 
     return compare_command(Path(args.run_a), Path(args.run_b), args.fail_if_worse,
                            Path(args.out) if args.out else None, args.n_boot, args.seed,

@@ -14,8 +14,9 @@ from metrics.base import ProtocolMismatchError, Result, sha256_file
 from metrics.fid import FIDStats, save_stats
 from sana_eval.bootstrap import frechet_distance
 from sana_eval.results import ResultsError
-from sana_eval.compare import (CompareError, compare, compare_command, compare_results, parse_fail_rule,
-                               read_results, write_results)
+from sana_eval.compare import CompareError, compare, compare_results, parse_fail_rule
+from sana_eval.compare_report import compare_command
+from sana_eval.results import read_results, write_results
 
 PROTO = {"metric": "clip_score", "model": "ViT-L-14", "versions": {"torch": "2.4", "numpy": "2.0"}}
 
