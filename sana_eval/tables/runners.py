@@ -22,10 +22,8 @@ class Measurement:
 # Kinds that exist in the repo today. PLANNED kinds are recipes as data only: reported "not run" with the reason.
 RUNNERS: dict[str, Callable[[dict[str, Setting], Column], Measurement]] = {}
 PLANNED = {
-    "generate_score": "sana_eval.generate and sana_eval.score",
     "speed": "sana_eval.bench",
     "text_encoder": "sana_eval.bench (text-encoder timing and parameter count)",
-    "reconstruction": "sana_eval.score with metrics.recon",
 }
 
 
