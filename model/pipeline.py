@@ -110,20 +110,30 @@ class SanaPipeline:
 _TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def load_pipeline(weights: str, *, vae: str = "dc-ae-f32c32-sana-1.0", text_encoder: TextEncoderConfig | None = None,
+def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEncoderConfig | None = None,
                   device: str | torch.device | None = None, transformer_dtype: torch.dtype | None = None,
                   vae_dtype: torch.dtype = torch.float32, **overrides: object) -> SanaPipeline:
     """A pipeline with the reference dtype policy: the DiT in its checkpoint's precision (`config.dtype`, fp16 or
     bf16), Gemma-2 as configured (bf16), DC-AE in fp32 as the metric scripts decode (model_spec §6.1, §7).
 
     `weights`: a transformer checkpoint (any format `load_transformer` reads) or a preset name (random weights).
+    A diffusers pipeline root (model_index.json) also supplies the default `vae` and text encoder; elsewhere they
+    default to dc-ae-f32c32-sana-1.0 and Gemma-2-2B-IT from the Hugging Face cache.
     `overrides`: transformer options a checkpoint cannot carry, e.g. numerics or the 2K/4K PE settings.
     """
+    from pathlib import Path
+
     from .checkpoints import load_transformer
     from .dc_ae_keys import load_dc_ae
+
+    root = Path(weights)
+    if (root / "model_index.json").is_file():
+        vae = vae or str(root / "vae")
+        text_encoder = text_encoder or TextEncoderConfig(model=str(root))
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     transformer = load_transformer(weights, device=device, **overrides)
     transformer = transformer.to(transformer_dtype or _TORCH_DTYPES[transformer.config.dtype]).eval()
-    return SanaPipeline(transformer=transformer, vae=load_dc_ae(vae, dtype=vae_dtype, device=device),
+    return SanaPipeline(transformer=transformer, vae=load_dc_ae(vae or "dc-ae-f32c32-sana-1.0", dtype=vae_dtype,
+                                                                device=device),
                         text_encoder=TextEncoder(text_encoder or TextEncoderConfig(), device=device), device=device)

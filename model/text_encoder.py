@@ -164,9 +164,13 @@ def _load(config: TextEncoderConfig):
 
     where = config.model
     kwargs = {"cache_dir": config.cache_dir}
+    # A diffusers pipeline root keeps the two in subfolders; a Gemma repo keeps both at its root.
+    pipeline_root = os.path.isdir(os.path.join(where, "text_encoder")) and os.path.isdir(os.path.join(where, "tokenizer"))
+    model_at, tokenizer_at = ((os.path.join(where, "text_encoder"), os.path.join(where, "tokenizer"))
+                              if pipeline_root else (where, where))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        causal_lm = AutoModelForCausalLM.from_pretrained(where, **kwargs, **{_dtype_kwarg(): config.torch_dtype})
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_at, **kwargs)
+        causal_lm = AutoModelForCausalLM.from_pretrained(model_at, **kwargs, **{_dtype_kwarg(): config.torch_dtype})
     except (OSError, ValueError) as err:  # transformers raises ValueError for an unreadable tokenizer
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         if os.path.isdir(where):

@@ -173,11 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "--out runs/mine --limit 8 --steps 20 --cfg 4.5",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("--benchmark", required=True, help="mjhq30k | geneval | dpg | imagereward | prompts:FILE")
-    gen.add_argument("--weights", required=True, help="transformer checkpoint (.pth, .safetensors, diffusers dir)")
+    gen.add_argument("--weights", required=True,
+                     help="transformer checkpoint (.pth, .safetensors, diffusers dir) or diffusers pipeline root")
     gen.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    gen.add_argument("--vae", default="dc-ae-f32c32-sana-1.0", help="DC-AE folder/file or preset name")
-    gen.add_argument("--text-encoder", default="Efficient-Large-Model/gemma-2-2b-it",
-                     help="Gemma-2 folder or Hugging Face repo id (cache; HF_HUB_OFFLINE=1 honoured)")
+    gen.add_argument("--vae", help="DC-AE folder/file or preset name (default: the pipeline root's vae/, "
+                                   "else dc-ae-f32c32-sana-1.0)")
+    gen.add_argument("--text-encoder", help="Gemma-2 folder or Hugging Face repo id (default: the pipeline root, "
+                                            "else Efficient-Large-Model/gemma-2-2b-it; HF_HUB_OFFLINE=1 honoured)")
     gen.add_argument("--conventions", choices=["nvlabs", "diffusers"], default="nvlabs",
                      help="whose CHI text, prompt cleaning, CFG mask and numerics to follow")
     gen.add_argument("--sampler", choices=["flow_dpm_solver", "flow_euler"], default="flow_dpm_solver")

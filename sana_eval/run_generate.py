@@ -6,7 +6,7 @@ from pathlib import Path
 
 from model.config import DIFFUSERS_NUMERICS
 from model.pipeline import SamplingConfig, load_pipeline
-from model.text_encoder import TEXT_ENCODER_PRESETS
+from model.text_encoder import DEFAULT_MODEL, TEXT_ENCODER_PRESETS
 from model.weights_io import sha256_tree
 
 from .benchmarks import get_benchmark
@@ -19,8 +19,8 @@ class GenerateRequest:
     benchmark: str
     weights: str
     out: Path
-    vae: str = "dc-ae-f32c32-sana-1.0"
-    text_encoder: str = TEXT_ENCODER_PRESETS["nvlabs"].model
+    vae: str | None = None                 # None: the pipeline root's vae/, else dc-ae-f32c32-sana-1.0
+    text_encoder: str | None = None        # None: the pipeline root, else Efficient-Large-Model/gemma-2-2b-it
     conventions: str = "nvlabs"            # "diffusers": CHI quotes, lower-casing, CFG mask and model numerics
     sampling: SamplingConfig = SamplingConfig()
     chi: str = "auto"                      # auto: as Sana's script for this benchmark (off for DPG, ImageReward)
@@ -38,7 +38,10 @@ def run(request: GenerateRequest) -> RunSummary:
     benchmark = get_benchmark(request.benchmark)
     use_chi = benchmark.sana_chi if request.chi == "auto" else request.chi == "on"
     sampling = dataclasses.replace(request.sampling, use_chi=use_chi)
-    text_config = dataclasses.replace(TEXT_ENCODER_PRESETS[request.conventions], model=request.text_encoder)
+    weights_path = Path(request.weights)
+    pipeline_root = (weights_path / "model_index.json").is_file()
+    text_model = request.text_encoder or (request.weights if pipeline_root else DEFAULT_MODEL)
+    text_config = dataclasses.replace(TEXT_ENCODER_PRESETS[request.conventions], model=text_model)
     overrides = DIFFUSERS_NUMERICS if request.conventions == "diffusers" else {}
     pipe = load_pipeline(request.weights, vae=request.vae, text_encoder=text_config, device=request.device,
                          **overrides)
@@ -50,12 +53,12 @@ def run(request: GenerateRequest) -> RunSummary:
         return quantize_uint8(images)
 
     # Everything that changes the pixels; a resumed run with a different config is refused by the runner.
-    weights_path = Path(request.weights)
     run_config = {
         "weights": request.weights,
         "weights_sha256": sha256_tree(weights_path) if weights_path.exists() else "random (preset name)",
         "transformer": dataclasses.asdict(pipe.transformer.config),
-        "vae": request.vae, "text_encoder": dataclasses.asdict(text_config),
+        "vae": request.vae or ("pipeline root vae/" if pipeline_root else "dc-ae-f32c32-sana-1.0"),
+        "text_encoder": dataclasses.asdict(text_config),
         "sampling": dataclasses.asdict(sampling), "resolution": resolution, "conventions": request.conventions,
     }
     return generate_benchmark(request.benchmark, request.out, generate_fn, run_config, seed=request.seed,

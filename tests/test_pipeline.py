@@ -149,3 +149,19 @@ def test_generate_command_writes_and_resumes(parts, tmp_path, capsys):
     assert "0 written, 2 kept" in capsys.readouterr().out
     assert main([*argv[:-4], "--steps", "3", "--batch-size", "2"]) == 2
     assert "steps" in capsys.readouterr().err
+
+
+def test_a_saved_diffusers_pipeline_root_loads_whole(parts, tmp_path):
+    from model.pipeline import load_pipeline
+
+    ours, components, _ = parts
+    scheduler = DPMSolverMultistepScheduler(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction")
+    DiffusersSanaPipeline(scheduler=scheduler, **components).save_pretrained(tmp_path / "root")
+    text = TEXT_ENCODER_PRESETS["diffusers"]
+    loaded = load_pipeline(str(tmp_path / "root"), device="cpu", transformer_dtype=torch.float32,
+                           text_encoder=text.__class__(**{**text.__dict__, "model": str(tmp_path / "root"),
+                                                          "dtype": "float32"}),
+                           **DIFFUSERS_NUMERICS)
+    config = SamplingConfig(steps=3)
+    assert torch.allclose(loaded(PROMPTS, seeds=[7, 8], config=config), ours(PROMPTS, seeds=[7, 8], config=config),
+                          atol=1e-6)
