@@ -10,6 +10,8 @@ TimestepRounding = Literal["floor", "floor_model_dtype", "none"]
 MaskMode = Literal["bias", "exact"]
 Fp16Clamp = Literal["always", "fp16_input"]
 RMSNormCast = Literal["nvlabs", "diffusers"]
+SelfAttention = Literal["linear", "softmax"]
+FFN = Literal["mix", "mlp"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class TransformerConfig:
     hidden_size: int
     cross_heads: int                    # cross-attention heads; self-attention heads = hidden_size // linear_head_dim
     linear_head_dim: int = 32
-    mlp_ratio: float = 2.5              # Mix-FFN hidden = int(mlp_ratio * hidden_size)
+    mlp_ratio: float = 2.5              # FFN hidden = int(mlp_ratio * hidden_size)
     in_channels: int = 32               # DC-AE f32c32 latent channels; output has the same count
     patch_size: int = 1
     caption_channels: int = 2304        # Gemma-2-2B hidden size
@@ -30,6 +32,9 @@ class TransformerConfig:
     pe_interpolation: float = 1.0
     qk_norm: bool = False               # SANA-1.5: RMSNorm on q/k of the linear self-attention
     cross_norm: bool = False            # SANA-1.5: RMSNorm on q/k of the cross-attention
+    # Block-design ablations of paper Table 8 (model/ablation_blocks.py); the released models use the defaults.
+    self_attention: SelfAttention = "linear"  # "softmax": DiT/PixArt full attention, heads of linear_head_dim
+    ffn: FFN = "mix"                    # "mlp": DiT/PixArt Linear-GELU(tanh)-Linear, hidden int(mlp_ratio * D)
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # the checkpoint's inference precision
     flow_shift: float = 3.0             # the sampler shift of the checkpoint's NVlabs config
     # Numerics where NVlabs and diffusers differ (model_spec §1.11); NVlabs behaviour by default.
@@ -47,6 +52,11 @@ class TransformerConfig:
                              f"{self.linear_head_dim}")
         if self.hidden_size % self.cross_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of cross_heads {self.cross_heads}")
+        for name, allowed in (("self_attention", SelfAttention), ("ffn", FFN)):
+            if getattr(self, name) not in allowed.__args__:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed.__args__)}")
+        if self.qk_norm and self.self_attention != "linear":
+            raise ValueError("qk_norm (SANA-1.5) is defined for the linear self-attention only")
 
     @property
     def self_heads(self) -> int:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ablation_blocks import MlpFFN, SoftmaxSelfAttention
 from .config import TransformerConfig, get_preset
 from .linear_attention import FP16_MAX, relu_linear_attention
 
@@ -156,23 +157,26 @@ class MixFFN(nn.Module):
         self.depth_conv = nn.ModuleDict({"conv": nn.Conv2d(2 * f, 2 * f, 3, padding=1, groups=2 * f)})
         self.point_conv = nn.ModuleDict({"conv": nn.Conv2d(f, d, 1, bias=False)})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:          # (B, D, H, W)
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:  # (B, N, D)
+        # A channels-last view, not an NCHW copy: the 1×1 convs then run as plain GEMMs on the token layout.
+        x = x.unflatten(1, hw).permute(0, 3, 1, 2)                 # (B, D, H, W)
         x = self.depth_conv["conv"](F.silu(self.inverted_conv["conv"](x)))
         value, gate = x.chunk(2, dim=1)
-        return self.point_conv["conv"](value * F.silu(gate))
+        return self.point_conv["conv"](value * F.silu(gate)).flatten(2).transpose(1, 2)  # (B, N, D)
 
 
 class SanaBlock(nn.Module):
-    """One Linear DiT block: modulated linear self-attention, ungated cross-attention, modulated Mix-FFN (§1.4)."""
+    """One Linear DiT block: modulated linear self-attention, ungated cross-attention, modulated Mix-FFN (§1.4);
+    `self_attention`/`ffn` swap in the DiT/PixArt parts of the Table 8 ablation."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.attn = LinearSelfAttention(cfg)
+        self.attn = LinearSelfAttention(cfg) if cfg.self_attention == "linear" else SoftmaxSelfAttention(cfg)
         self.cross_attn = CrossAttention(cfg)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.mlp = MixFFN(cfg)
+        self.mlp = MixFFN(cfg) if cfg.ffn == "mix" else MlpFFN(cfg)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t0: torch.Tensor, mask: torch.Tensor,
@@ -184,9 +188,7 @@ class SanaBlock(nn.Module):
         x = x + gate_msa * self.attn(h, perturbed_rows)
         x = x + self.cross_attn(x, y, mask)
         h = modulate(self.norm2(x), shift_mlp, scale_mlp).to(x.dtype)
-        # A channels-last view, not an NCHW copy: the 1×1 convs then run as plain GEMMs on the token layout.
-        h = self.mlp(h.unflatten(1, hw).permute(0, 3, 1, 2))       # (B, D, H, W)
-        return x + gate_mlp * h.flatten(2).transpose(1, 2)
+        return x + gate_mlp * self.mlp(h, hw)
 
 
 class FinalLayer(nn.Module):

@@ -36,6 +36,17 @@ def architecture(table: str, preset: str, quantity: str) -> Recipe:
                   command=f"sana-eval reproduce {table}")
 
 
+def macs(table: str, preset: str, resolution: int, *, self_attention: str, ffn: str, mlp_ratio: float,
+         in_channels: int, patch_size: int) -> Recipe:
+    """MACs of one forward of the preset's width and depth with the given block design (Table 8): batch 1, no
+    CFG pair, a full 300-token caption; counted on the meta device (model/macs.py)."""
+    settings = {"preset": preset, "resolution": resolution, "self_attention": self_attention, "ffn": ffn,
+                "mlp_ratio": mlp_ratio, "in_channels": in_channels, "patch_size": patch_size,
+                "text_tokens": 300, "batch": 1}
+    return Recipe("macs", settings, (Need("code", "model.macs", "MAC counter"),),
+                  command=f"sana-eval reproduce {table}")
+
+
 def generate_score(preset: str, resolution: int, benchmark: str, metric: str, field: str = "overall",
                    limit: int | None = None) -> Recipe:
     """Generate the benchmark's images with the released checkpoint, then score them (paper §5)."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .needs import unmet
 from .schema import Column, PaperValue, Recipe, Row, Setting, Table
 
+if TYPE_CHECKING:
+    from model.config import TransformerConfig
+
 Verdict = Literal["reproduced", "differs", "not run", "failed"]
-UNIT_SCALE = {"": 1.0, "M": 1e6, "B": 1e9}
+UNIT_SCALE = {"": 1.0, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,35 @@ def run_architecture(settings: dict[str, Setting], column: Column) -> Measuremen
     if quantity not in fields:
         raise ValueError(f"architecture recipe: unknown quantity {quantity!r}; known: params, {', '.join(fields)}")
     return Measurement(float(fields[quantity]), f"{preset}")
+
+
+# Block-design settings of a "macs" recipe, applied over its preset (model/config.py, model/ablation_blocks.py).
+BLOCK_DESIGN = ("self_attention", "ffn", "mlp_ratio", "in_channels", "patch_size")
+
+
+@functools.lru_cache(maxsize=None)
+def _macs_by_part(config: TransformerConfig, resolution: int, text_tokens: int,
+                  batch: int) -> tuple[tuple[str, int], ...]:
+    from model.macs import macs_by_part
+
+    return tuple(macs_by_part(config, resolution, text_tokens=text_tokens, batch=batch).items())
+
+
+# Paper Table 8: multiply-accumulates of one forward pass of a block-design variant, counted on the meta device.
+@register_runner("macs")
+def run_macs(settings: dict[str, Setting], column: Column) -> Measurement:
+    from model.config import get_preset
+
+    config = get_preset(str(settings["preset"])).replace(**{k: settings[k] for k in BLOCK_DESIGN})
+    parts = dict(_macs_by_part(config, int(settings["resolution"]), int(settings["text_tokens"]),
+                               int(settings["batch"])))
+    total = sum(parts.values())
+    tera = {k: v / 1e12 for k, v in parts.items()}
+    detail = (f"{total:,} MACs: self-attention {tera['self_attention']:.3f} + core {tera['self_attention_core']:.3f}"
+              f", cross-attention {tera['cross_attention']:.3f} + core {tera['cross_attention_core']:.3f}, "
+              f"FFN {tera['ffn']:.3f}, rest {tera['rest']:.3f} T; "
+              f"2 x (all - cross-attention core) = {2 * (total - parts['cross_attention_core']) / 1e12:.3f} T")
+    return Measurement(total / UNIT_SCALE[column.unit], detail)
 
 
 @dataclass(frozen=True)
