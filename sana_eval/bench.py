@@ -153,3 +153,77 @@ def time_dc_ae_decode(resolution: int, batch: int, dtype: str = "bf16", impl: st
     return DecodeTiming(impl=impl, resolution=resolution, batch=batch, dtype=dtype, tile=tile, decode_s=seconds,
                         img_per_s=batch / seconds, peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
                         gpu=torch.cuda.get_device_name())
+
+
+@dataclass(frozen=True)
+class FeatureThroughput:
+    images: int
+    source_px: int
+    img_size: int
+    workers: int
+    decode_img_per_s: float     # JPEG decode + Sana's resize/crop alone
+    features_img_per_s: float   # the same plus FID-Inception on the GPU
+    gpu: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _write_jpegs(folder, count: int, side: int) -> list:
+    """Smooth random images saved like Sana's generated files (PIL JPEG, default quality)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        low = rng.integers(0, 256, (side // 64, side // 64, 3), dtype=np.uint8)
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(low).resize((side, side), Image.BILINEAR).save(path)
+        paths.append(path)
+    return paths
+
+
+def _random_fid_inception() -> torch.nn.Module:
+    """pytorch-fid's FID-Inception with random weights: throughput does not depend on them."""
+    from unittest import mock
+
+    import torchvision
+    from pytorch_fid import inception as pfid
+
+    with mock.patch.object(torchvision.models.inception.Inception3, "load_state_dict", lambda self, sd: None), \
+            mock.patch.object(pfid, "load_state_dict_from_url", lambda *a, **k: {}):
+        return pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+
+
+@torch.no_grad()
+def time_fid_features(count: int = 2000, source_px: int = 1024, img_size: int = 512,
+                      workers: tuple[int, ...] = (0, 4, 8, 16)) -> list[FeatureThroughput]:
+    """FID feature extraction of `count` JPEGs: is it bound by JPEG decoding (issue: use DataLoader workers)?"""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from metrics.fid import InceptionEncoder, fid_transform
+    from metrics.images import ImageFileDataset
+
+    device = torch.device("cuda")
+    encode = InceptionEncoder(_random_fid_inception(), device)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = _write_jpegs(Path(tmp), count, source_px)
+        dataset = ImageFileDataset(paths, range(len(paths)), fid_transform(img_size))
+        for n in workers:
+            def passes(model: bool) -> float:
+                loader = torch.utils.data.DataLoader(dataset, batch_size=50, num_workers=n, pin_memory=True)
+                start = time.perf_counter()
+                for _, batch in loader:
+                    if model:
+                        encode(batch)
+                torch.cuda.synchronize()
+                return count / (time.perf_counter() - start)
+
+            decode = passes(False)
+            rows.append(FeatureThroughput(count, source_px, img_size, n, decode, passes(True),
+                                          torch.cuda.get_device_name()))
+    return rows

@@ -121,6 +121,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from sana_eval.bench import time_dc_ae_decode, time_transformer
 
+    if args.component == "fid-features":
+        from sana_eval.bench import time_fid_features
+
+        for row in time_fid_features(args.images, args.resolution, args.fid_size):
+            print(json.dumps(row.to_dict()), flush=True)
+        return 0
     if args.component == "dc-ae":
         for batch in args.batch:
             for impl in args.impl:
@@ -269,8 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog="example:\n  sana-eval bench --preset Sana_600M_1024px --batch 1 16 "
                                   "--impl ours diffusers",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_argument("--component", choices=["transformer", "dc-ae"], default="transformer",
-                       help="the denoising transformer (20 CFG steps) or DC-AE decoding")
+    bench.add_argument("--component", choices=["transformer", "dc-ae", "fid-features"], default="transformer",
+                       help="the denoising transformer (20 CFG steps), DC-AE decoding, or FID feature extraction "
+                            "of --images JPEGs of --resolution px (DataLoader workers 0/4/8/16)")
+    bench.add_argument("--images", type=int, default=2000, help="fid-features: how many JPEGs")
+    bench.add_argument("--fid-size", type=int, default=512, help="fid-features: Sana's FID resize (512)")
     bench.add_argument("--decode-tile", type=int, help="dc-ae: tiled decoding with this latent tile side")
     bench.add_argument("--preset", nargs="+", default=["Sana_600M_1024px"])
     bench.add_argument("--resolution", type=int, default=1024)
