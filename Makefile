@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test gpu-test bench reproduce clean
+.PHONY: setup test smoke gpu-test bench reproduce clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/pytest -q
+
+# The whole chain (generate, every scorer, a report) on tiny random models: a check, not a reproduction.
+smoke: setup
+	$(BIN)/sana-eval smoke --out reports/smoke
 
 # Tests that need a CUDA GPU (full-size parity); elsewhere they skip.
 gpu-test: setup

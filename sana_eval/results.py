@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from metrics.base import MetricError, Result
+from metrics.base import MetricError, Result, atomic_path
 
 RESULTS_SCHEMA = "sana-eval/results/1"
 
@@ -51,10 +51,10 @@ def read_results(path: str | Path) -> dict[str, Result]:
 
 def write_results(results: Sequence[Result], path: str | Path) -> Path:
     """The canonical bundle, written atomically."""
-    from .reports import write_text
-
     payload = {"schema": RESULTS_SCHEMA, "results": [r.to_json() for r in results]}
-    return write_text(Path(path), json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return Path(path)
 
 
 def _absolute_paths(result: Result, base: Path) -> Result:

@@ -4,21 +4,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderDC
 
-
-def train_tokenizer(corpus: list[str]):
-    """A Gemma-like tokenizer: SentencePiece-style "▁" word prefixes, BOS prepended, right padding."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    tok.train_from_iterator(corpus * 4, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+from sana_eval.smoke_components import randomise, train_tokenizer  # noqa: F401  (shared with `make smoke`)
 
 
 def diffusers_ae(cfg) -> AutoencoderDC:
@@ -29,16 +15,6 @@ def diffusers_ae(cfg) -> AutoencoderDC:
         encoder_layers_per_block=cfg.encoder_depths, decoder_layers_per_block=cfg.decoder_depths,
         encoder_qkv_multiscales=cfg.qkv_multiscales, decoder_qkv_multiscales=cfg.qkv_multiscales,
         upsample_block_type="interpolate", downsample_block_type="conv", scaling_factor=cfg.scaling_factor)
-
-
-@torch.no_grad()
-def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (norm gains near 1, fan-in scaled elsewhere) so every parameter matters."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
-        noise = torch.randn(p.shape, generator=gen)
-        p.copy_(1 + 0.1 * noise if "norm" in name and name.endswith("weight") else noise / p[0].numel() ** 0.5)
-    return module.eval()
 
 
 def diffusers_kwargs(cfg) -> dict:

@@ -11,6 +11,7 @@ from PIL import Image
 from metrics.base import MetricError
 from metrics.detectors import Detection, ScriptedColorClassifier, ScriptedDetector, mask_composite_crop
 from metrics.geneval import evaluate, read_folder_layout, relative_position, score, select_detections, summarize
+from sana_eval.smoke_components import tiny_mask2former
 
 IMG = Image.new("RGB", (64, 64))
 
@@ -232,17 +233,6 @@ def test_score_end_to_end_and_resume(tmp_path):
 
 
 # ---------------------------------------------------------------- transformers Mask2Former adapter
-
-def tiny_mask2former():
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
-    torch.manual_seed(0)
-    backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
-                          window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
-    cfg = Mask2FormerConfig(backbone_config=backbone, num_labels=80, num_queries=6, hidden_dim=32, feature_size=32,
-                            mask_feature_size=32, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
-                            dim_feedforward=32, encoder_feedforward_dim=32, common_stride=4)
-    return Mask2FormerForUniversalSegmentation(cfg).eval()
-
 
 def test_mask2former_adapter_matches_transformers_postprocess():
     from transformers import Mask2FormerImageProcessor

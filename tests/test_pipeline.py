@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _tiny import diffusers_ae, diffusers_kwargs, randomise, randomize, train_tokenizer
+from _tiny import diffusers_ae, diffusers_kwargs, randomise, randomize
 from model.config import DIFFUSERS_NUMERICS, TransformerConfig
 from model.dc_ae import DCAE, DCAE_PRESETS
 from model.pipeline import SamplingConfig, SanaPipeline, initial_noise
@@ -12,29 +12,20 @@ from model.text_encoder import CHI_DIFFUSERS, CHI_NVLABS, TEXT_ENCODER_PRESETS, 
 from model.transformer import build_transformer
 from model.transformer_keys import diffusers_to_nvlabs
 from model.weights_io import load_strict
+from sana_eval.smoke_components import GEMMA_HIDDEN, write_tiny_gemma
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import (DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,  # noqa: E402
                        SanaPipeline as DiffusersSanaPipeline, SanaTransformer2DModel)
 
 PROMPTS = ["A Red Cube on a Blue Sphere", "a cat sleeping on a warm windowsill"]
-GEMMA_HIDDEN = 32
 SIZE = 32  # px; the tiny DC-AE compresses by 4, so 8x8 latents
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    from transformers import Gemma2Config, Gemma2ForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-gemma2")
-    tokenizer = train_tokenizer([*CHI_NVLABS, *CHI_DIFFUSERS, *PROMPTS, *(p.lower() for p in PROMPTS)])
-    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=GEMMA_HIDDEN, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                          max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    Gemma2ForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    path = write_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma2"),
+                            [*CHI_NVLABS, *CHI_DIFFUSERS, *PROMPTS, *(p.lower() for p in PROMPTS)])
     text_config = TEXT_ENCODER_PRESETS["diffusers"].__class__(
         **{**TEXT_ENCODER_PRESETS["diffusers"].__dict__, "model": str(path), "dtype": "float32"})
     text_encoder = TextEncoder(text_config)

@@ -8,32 +8,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from _tiny import train_tokenizer
 from model.text_encoder import (CHI_DIFFUSERS, CHI_NVLABS, DEFAULT_MODEL, TEXT_ENCODER_PRESETS, TextEncoder,
                                 TextEncoderConfig, TextEncoderError, cfg_text, preprocess_diffusers,
                                 preprocess_nvlabs, select_tokens)
+from sana_eval.smoke_components import GEMMA_HIDDEN as HIDDEN, write_tiny_gemma
 
 PROMPTS = ["a red cube on a blue sphere", "a cat sleeping", "a busy city street at dusk"]
 MIXED_CASE = ["  A Red Cube on a Blue Sphere ", "A cat SLEEPING"]
 LONG_PROMPT = "a small fluffy white cat " * 80  # 400 prompt tokens, more than the 299 kept
-HIDDEN = 32
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
 def gemma_dir(tmp_path_factory) -> Path:
-    from transformers import Gemma2Config, Gemma2ForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-gemma2")
-    tokenizer = train_tokenizer([*CHI_NVLABS, *CHI_DIFFUSERS, *PROMPTS, *MIXED_CASE,
-                                 *(p.lower() for p in MIXED_CASE), LONG_PROMPT])
-    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    Gemma2ForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    path = write_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma2"),
+                            [*CHI_NVLABS, *CHI_DIFFUSERS, *PROMPTS, *MIXED_CASE,
+                             *(p.lower() for p in MIXED_CASE), LONG_PROMPT])
     return path
 
 
