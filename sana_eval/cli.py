@@ -118,9 +118,52 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                            require_significant=args.require_significant, device=args.device)
 
 
+def _cmd_smoke(args: argparse.Namespace) -> int:
+    from sana_eval.smoke import run_smoke
+
+    report = run_smoke(Path(args.out), progress=True)
+    print(report.read_text().splitlines()[0])
+    print(f"wrote {report}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from sana_eval.bench import time_dc_ae_decode, time_transformer
 
+    if args.suite == "sana":
+        from sana_eval.bench_suite import run_speed_suite
+
+        path = run_speed_suite(args.out, args.models, args.resolutions, args.batch or [1, 16], args.dtype,
+                               steps=args.steps, decode_tile=args.decode_tile, text_dtype=args.text_dtype,
+                               vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens)
+        print(f"wrote {path}")
+        return 0
+    if args.suite == "text-encoders":
+        from sana_eval.bench_suite import run_text_encoder_suite
+
+        batch = (args.batch or [32])[0]
+        print(f"wrote {run_text_encoder_suite(args.out, args.text_encoder, batch, args.sequence_length, args.dtype)}")
+        return 0
+    if args.component == "e2e":
+        from sana_eval.bench_clock import measure_matmul_peak
+        from sana_eval.bench_e2e import time_sana_e2e
+
+        peak = measure_matmul_peak(args.dtype)
+        for preset in args.preset:
+            for batch in args.batch or [1, 16]:
+                timing = time_sana_e2e(preset, args.resolution, batch, args.dtype, args.steps,
+                                       decode_tile=args.decode_tile, text_dtype=args.text_dtype,
+                                       vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens, matmul_peak_tflops=peak)
+                print(json.dumps(timing.to_dict()), flush=True)
+        return 0
+    if args.component == "text-encoder":
+        from sana_eval.bench_text import time_text_encoder
+
+        for name in args.text_encoder:
+            for batch in args.batch or [32]:
+                print(json.dumps(time_text_encoder(name, batch, args.sequence_length, args.dtype).to_dict()),
+                      flush=True)
+        return 0
     if args.component == "fid-features":
         from sana_eval.bench import time_fid_features
 
@@ -128,13 +171,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(json.dumps(row.to_dict()), flush=True)
         return 0
     if args.component == "dc-ae":
-        for batch in args.batch:
+        for batch in args.batch or [1, 16]:
             for impl in args.impl:
                 timing = time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile)
                 print(json.dumps(timing.to_dict()), flush=True)
         return 0
     for preset in args.preset:
-        for batch in args.batch:
+        for batch in args.batch or [1, 16]:
             for impl in args.impl:
                 timing = time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps)
                 print(json.dumps(timing.to_dict()), flush=True)
@@ -271,19 +314,45 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", help="where FID bootstraps run (cuda is much faster)")
     cmp.set_defaults(func=_cmd_compare)
 
-    bench = sub.add_parser("bench", help="time the denoising transformer on a CUDA GPU, ours and the peer",
-                           epilog="example:\n  sana-eval bench --preset Sana_600M_1024px --batch 1 16 "
-                                  "--impl ours diffusers",
+    smoke = sub.add_parser("smoke", help="the whole chain on tiny random models, offline on CPU; its numbers are "
+                                         "NOT comparable to the paper",
+                           epilog="example:\n  sana-eval smoke --out reports/smoke",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_argument("--component", choices=["transformer", "dc-ae", "fid-features"], default="transformer",
-                       help="the denoising transformer (20 CFG steps), DC-AE decoding, or FID feature extraction "
+    smoke.add_argument("--out", default="reports/smoke", help="output folder (default: reports/smoke)")
+    smoke.set_defaults(func=_cmd_smoke)
+
+    bench = sub.add_parser("bench", help="speed on a CUDA GPU: transformer (ours and the peer), end to end, "
+                                         "text encoders, DC-AE, FID features",
+                           epilog="examples:\n  sana-eval bench --preset Sana_600M_1024px --batch 1 16 "
+                                  "--impl ours diffusers\n"
+                                  "  sana-eval bench --suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench\n"
+                                  "  sana-eval bench --suite text-encoders --dtype fp16 --out runs/bench",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--component", choices=["transformer", "e2e", "text-encoder", "dc-ae", "fid-features"],
+                       default="transformer",
+                       help="the denoising transformer (20 CFG steps), Sana end to end (Gemma-2 + 20 steps + DC-AE, "
+                            "Tables 7/14), a text encoder (Tables 9/13), DC-AE decoding, or FID feature extraction "
                             "of --images JPEGs of --resolution px (DataLoader workers 0/4/8/16)")
+    bench.add_argument("--suite", choices=["sana", "text-encoders"],
+                       help="a whole grid written to --out as JSON lines + Markdown (+ plot): sana = --models x "
+                            "--resolutions x --batch end to end; text-encoders = Table 13's encoders")
+    bench.add_argument("--out", default="runs/bench", help="suite: output folder")
+    bench.add_argument("--models", nargs="+", default=["Sana-0.6B", "Sana-1.6B"],
+                       help="suite sana: paper model names (presets per resolution as in Table 14)")
+    bench.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    bench.add_argument("--text-encoder", nargs="+",
+                       default=["t5-small", "t5-base", "t5-large", "t5-xl", "t5-xxl", "gemma-2b", "gemma-2-2b"],
+                       help="text-encoder: names or Hugging Face repo ids (e.g. google/t5-v1_1-xxl)")
+    bench.add_argument("--sequence-length", type=int, default=300, help="text-encoder: tokens per row")
+    bench.add_argument("--text-dtype", choices=["bf16", "fp16", "fp32"], help="e2e: Gemma-2 (default --dtype)")
+    bench.add_argument("--vae-dtype", choices=["bf16", "fp16", "fp32"], help="e2e: DC-AE (default --dtype)")
+    bench.add_argument("--chi-tokens", type=int, default=200, help="e2e: Gemma tokens of the CHI (estimate)")
     bench.add_argument("--images", type=int, default=2000, help="fid-features: how many JPEGs")
     bench.add_argument("--fid-size", type=int, default=512, help="fid-features: Sana's FID resize (512)")
     bench.add_argument("--decode-tile", type=int, help="dc-ae: tiled decoding with this latent tile side")
     bench.add_argument("--preset", nargs="+", default=["Sana_600M_1024px"])
     bench.add_argument("--resolution", type=int, default=1024)
-    bench.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    bench.add_argument("--batch", type=int, nargs="+", help="default 1 16 (text-encoder: 32)")
     bench.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     bench.add_argument("--impl", nargs="+", choices=["ours", "diffusers"], default=["ours"])
     bench.add_argument("--steps", type=int, default=20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 
 from . import image_runners  # noqa: F401  (registers the generate/score and reconstruction runners)
+from . import speed_runners  # noqa: F401  (registers the speed and text-encoder runners)
 from .architecture import TABLE5, TABLE6
 from .block_design import TABLE8, TABLE12
 from .comparison import TABLE7, TABLE10, TABLE11

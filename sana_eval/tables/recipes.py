@@ -9,6 +9,9 @@ STEPS = 20
 CFG = 4.5
 SEED = 0
 PAPER_GPU = "A100"                         # Tables 7, 8, 9, 13, 14 captions
+TIMING_GPU = "the paper's GPU; any CUDA GPU runs the timing and the report names it"
+PEER_BENCH = "sana_eval.bench_peers"       # diffusers timings of the peer models (FLUX, SD3, PixArt, ...)
+CLI_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
 
 HF_ORG = "Efficient-Large-Model"           # presets are named after the released checkpoints (model/config.py)
 TEXT_ENCODER = "Efficient-Large-Model/gemma-2-2b-it"
@@ -77,32 +80,33 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
 
 def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = PAPER_GPU, steps: int = STEPS,
           dtype: str = "float16", baseline: str | None = None, quantization: str | None = None) -> Recipe:
-    """Throughput (images/s), latency (s) or speedup over a baseline model, timed like nanoGPT's bench.py."""
+    """Throughput (images/s), latency (s) or speedup over a baseline model: random weights, timed end to end on
+    whatever CUDA GPU runs it (sana_eval/bench_e2e.py); the report names that GPU next to the paper's."""
     settings = {"preset": preset, "resolution": resolution, "measure": measure, "batch": batch, "steps": steps,
                 "dtype": dtype, "gpu": gpu, "baseline": baseline, "quantization": quantization,
-                # paper.md §7: unknown whether Gemma and the DC-AE decode are inside the paper's timings
-                "includes_text_encoder_and_vae": None}
-    needs = [Need("gpu", gpu, "timings are only comparable on the paper's GPU")]
+                # paper.md §7: unknown whether Gemma and the DC-AE decode are inside the paper's timings; we include
+                # them ("denoise": the 20 transformer steps alone; both are in every cell's detail)
+                "scope": "end_to_end"}
+    needs = [Need("gpu", gpu, TIMING_GPU)]
     if baseline:
-        needs.append(Need("weights", baseline, "speedup baseline"))
+        needs.append(Need("code", PEER_BENCH, f"timing of the speedup baseline {baseline} with diffusers"))
     if quantization:
         needs.append(Need("code", "model.kernels.w8a8", f"{quantization} GEMM and fused kernels (paper §4)"))
     extra = (f" --baseline {baseline}" if baseline else "") + (f" --quantize {quantization}" if quantization else "")
-    cli_dtype = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[dtype]
-    command = (f"sana-eval bench --preset {preset} --resolution {resolution} --batch {batch} --steps {steps}"
-               f" --dtype {cli_dtype}{extra}")
+    command = (f"sana-eval bench --component e2e --preset {preset} --resolution {resolution} --batch {batch}"
+               f" --steps {steps} --dtype {CLI_DTYPES[dtype]}{extra}")
     return Recipe("speed", settings, tuple(needs), command)
 
 
 def text_encoder(repo: str, measure: str) -> Recipe:
-    """Parameters or latency of a text encoder (Tables 9 and 13: A100, FP16, batch 32, 300 tokens)."""
+    """Parameters (meta device, no weights) or latency (random weights on a CUDA GPU) of a text encoder's
+    published architecture (Tables 9 and 13: A100, FP16, batch 32, 300 tokens)."""
     settings = {"model": repo, "measure": measure, "batch": 32, "sequence_length": 300, "dtype": "float16",
                 "gpu": PAPER_GPU}
-    needs = [Need("weights", repo, "text encoder")]
-    if measure == "latency":
-        needs.append(Need("gpu", PAPER_GPU, "timings are only comparable on the paper's GPU"))
-    command = f"sana-eval bench --text-encoder {repo} --batch 32 --sequence-length 300 --dtype float16"
-    return Recipe("text_encoder", settings, tuple(needs), command)
+    needs = (Need("gpu", PAPER_GPU, TIMING_GPU),) if measure == "latency" else ()
+    command = (f"sana-eval bench --component text-encoder --text-encoder {repo} --batch 32 --sequence-length 300"
+               f" --dtype fp16")
+    return Recipe("text_encoder", settings, needs, command)
 
 
 def reconstruction(vae: str, metric: str) -> Recipe:

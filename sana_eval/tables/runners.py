@@ -22,12 +22,10 @@ class Measurement:
     detail: str = ""                       # the unrounded quantity, for the report
 
 
-# Kinds that exist in the repo today. PLANNED kinds are recipes as data only: reported "not run" with the reason.
+# Kinds that exist in the repo today. PLANNED kinds (kind -> the module that will run them) are recipes as data
+# only: reported "not run" with the reason. None at present.
 RUNNERS: dict[str, Callable[[dict[str, Setting], Column], Measurement]] = {}
-PLANNED = {
-    "speed": "sana_eval.bench",
-    "text_encoder": "sana_eval.bench (text-encoder timing and parameter count)",
-}
+PLANNED: dict[str, str] = {}
 
 
 def register_runner(kind: str):

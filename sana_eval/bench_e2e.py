@@ -1,0 +1,177 @@
+"""End-to-end Sana timing with random weights (paper Tables 7 and 14; §2 "How speed was measured").
+
+One run = Gemma-2-2B text encoding + `steps` Flow-DPM-Solver forwards of our SanaTransformer on the CFG batch +
+DC-AE decoding, each phase marked on the device timeline; medians over repeats after a warm-up. Speed does not
+depend on weight values, so every model is randomly initialised directly on the device.
+
+Choices the paper leaves open (paper.md §2, §7), recorded in every E2ETiming:
+- Precision: everything in `dtype` (the paper's tables say FP16). Our metric pipeline instead runs Gemma in bf16
+  and the DC-AE in fp32 (model/pipeline.py); `text_dtype` / `vae_dtype` select that policy.
+- Text length: the prompt rows are CHI + prompt, `chi_tokens + 298` tokens (model_spec §4.3); the CHI's Gemma
+  token count is estimated at 200 (1,057 characters, 166 words; no tokenizer is available offline), a parameter.
+  With CFG the negative prompt "" is encoded per call at 300 tokens without CHI, as diffusers' SanaPipeline does
+  (NVlabs caches it once, which would make the text phase cheaper).
+- Decoding: `decode_chunk` images per DC-AE call (default: at most 16 megapixels per call, so a batch of 16 at
+  2K/4K fits in memory), untiled unless `decode_tile` is given.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from model.config import TransformerConfig, get_preset
+from model.dc_ae import DCAE, DCAEConfig, get_dc_ae_preset
+from model.macs import count_macs
+from model.samplers import classifier_free_guidance, flow_dpm_solver
+from model.text_encoder import select_tokens
+from model.transformer import build_transformer
+from sana_eval.bench_clock import (Clock, device_name, median_phases, peak_memory_gib, reset_peak_memory, timing_device,
+                                   torch_dtype)
+from sana_eval.bench_text import TextEncoderSpec, build_text_encoder, get_text_encoder, random_tokens
+
+CHI_TOKENS = 200                    # estimated Gemma tokens of the CHI text, BOS included (model_spec §4.3 n_chi)
+CAPTION_TOKENS = 300                # embeddings per prompt after the cut (model_max_length)
+CFG_SCALE = 4.5
+DECODE_PIXELS = 16 * 1024**2        # default DC-AE call size: 16 images at 1024 px, 4 at 2K, 1 at 4K
+WARMUP_STEPS = 2                    # the warm-up run compiles the same shapes; more steps teach it nothing
+
+
+@dataclass(frozen=True)
+class E2ETiming:
+    preset: str
+    resolution: int
+    batch: int                      # images; the transformer sees 2·batch rows with CFG
+    rows: int
+    steps: int
+    cfg: bool
+    dtype: str                      # the transformer's
+    text_dtype: str
+    vae_dtype: str
+    text_encoder: str
+    attn_implementation: str        # Gemma's attention kernel
+    text_tokens: int                # prompt-row length before the 300-token cut
+    decode_tile: int | None
+    decode_chunk: int
+    text_s: float
+    denoise_s: float
+    decode_s: float
+    total_s: float                  # median of whole runs: the latency at batch 1
+    step_s: float                   # denoise_s / steps
+    img_per_s: float                # batch / total_s: the throughput at batch 16
+    denoise_img_per_s: float        # batch / denoise_s: the same without text encoding and decoding
+    macs_per_forward: int           # one transformer forward on `rows` rows (model/macs.py)
+    achieved_tflops: float          # 2 · MACs · steps / denoise_s
+    matmul_peak_tflops: float | None
+    mfu: float | None               # achieved / matmul peak
+    peak_mem_gib: float | None
+    repeats: int
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SanaWorkload:
+    """Random Gemma-2 + SanaTransformer + DC-AE on one device, and one generation of `batch` images as phases."""
+
+    def __init__(self, config: TransformerConfig, resolution: int, batch: int, *, dtype: str, text_dtype: str,
+                 vae_dtype: str, cfg: bool, vae: DCAEConfig, text_encoder: TextEncoderSpec, chi_tokens: int,
+                 decode_tile: int | None, decode_chunk: int, device: torch.device,
+                 attn_implementation: str | None = None) -> None:
+        factor = vae.spatial_compression
+        if resolution % factor:
+            raise ValueError(f"resolution {resolution} is not a multiple of the DC-AE's {factor}")
+        if vae.latent_channels != config.in_channels or text_encoder.hidden != config.caption_channels:
+            raise ValueError(f"models do not fit: transformer in_channels {config.in_channels} / caption_channels "
+                             f"{config.caption_channels}, DC-AE latents {vae.latent_channels}, text encoder hidden "
+                             f"{text_encoder.hidden}")
+        self.config, self.batch, self.cfg, self.device = config, batch, cfg, device
+        self.decode_tile, self.decode_chunk = decode_tile, decode_chunk
+        self.transformer = build_transformer(config, device=device, dtype=torch_dtype(dtype)).eval()
+        with device:
+            self.vae = DCAE(vae).to(torch_dtype(vae_dtype)).eval()
+        self.text_encoder = build_text_encoder(text_encoder, device, text_dtype, attn_implementation)
+        self.text_tokens = chi_tokens + CAPTION_TOKENS - 2
+        self.prompt_ids = random_tokens(text_encoder, batch, self.text_tokens, device, seed=0)
+        self.null_ids = random_tokens(text_encoder, batch, CAPTION_TOKENS, device, seed=1)
+        side = resolution // factor
+        gen = torch.Generator(device).manual_seed(2)
+        self.noise = torch.randn(batch, config.in_channels, side, side, device=device, generator=gen)  # fp32
+
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D)
+        return select_tokens(features, CAPTION_TOKENS), select_tokens(mask, CAPTION_TOKENS)  # (B, 300, D), (B, 300)
+
+    @torch.no_grad()
+    def __call__(self, clock: Clock, steps: int) -> torch.Tensor:
+        clock.mark()
+        emb, mask = self._encode(*self.prompt_ids)
+        if self.cfg:                                                     # rows ordered [uncond; cond]
+            null_emb, null_mask = self._encode(*self.null_ids)
+            emb, mask = torch.cat([null_emb, emb]), torch.cat([null_mask, mask])
+        dtype = self.transformer.dtype
+        emb = emb.to(dtype)                                              # (rows, 300, D)
+        clock.mark()
+
+        def batched(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.transformer(x.to(dtype), t, emb, mask).float()
+
+        velocity = classifier_free_guidance(batched, CFG_SCALE) if self.cfg else batched
+        latents = flow_dpm_solver(velocity, self.noise, steps, self.config.flow_shift)  # (B, C, h, w) fp32
+        clock.mark()
+        vae_dtype = next(self.vae.parameters()).dtype
+        images = [self.vae.decode(chunk.to(vae_dtype), tile_size=self.decode_tile)
+                  for chunk in latents.split(self.decode_chunk)]
+        clock.mark()
+        return torch.cat(images)                                         # (B, 3, H, W)
+
+
+def _preset(preset: str | TransformerConfig) -> tuple[str, TransformerConfig]:
+    return (preset, get_preset(preset)) if isinstance(preset, str) else ("custom", preset)
+
+
+def default_decode_chunk(resolution: int) -> int:
+    return max(1, DECODE_PIXELS // resolution**2)
+
+
+def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, dtype: str = "fp16",
+                  steps: int = 20, cfg: bool = True, decode_tile: int | None = None, *,
+                  text_dtype: str | None = None, vae_dtype: str | None = None, chi_tokens: int = CHI_TOKENS,
+                  decode_chunk: int | None = None, vae: str | DCAEConfig = "dc-ae-f32c32-sana-1.0",
+                  text_encoder: str | TextEncoderSpec = "gemma-2-2b", attn_implementation: str | None = None,
+                  repeats: int = 3, budget_s: float | None = 30.0, matmul_peak_tflops: float | None = None,
+                  device: str = "cuda") -> E2ETiming:
+    """Time text encoding, `steps` denoising forwards and decoding of `batch` images at `resolution` px.
+
+    Latency is `total_s` at batch 1, throughput `img_per_s` at batch 16 (paper Table 7 caption). Repeats stop
+    after `budget_s` seconds of timed runs (at least one). `matmul_peak_tflops` (measure_matmul_peak) turns the
+    achieved TFLOP/s into a fraction of the GPU's peak.
+    """
+    name, config = _preset(preset)
+    dev = timing_device(device)
+    text_dtype, vae_dtype = text_dtype or dtype, vae_dtype or dtype
+    vae_config = get_dc_ae_preset(vae) if isinstance(vae, str) else vae
+    spec = get_text_encoder(text_encoder)
+    chunk = decode_chunk or default_decode_chunk(resolution)
+    work = SanaWorkload(config, resolution, batch, dtype=dtype, text_dtype=text_dtype, vae_dtype=vae_dtype, cfg=cfg,
+                        vae=vae_config, text_encoder=spec, chi_tokens=chi_tokens, decode_tile=decode_tile,
+                        decode_chunk=chunk, device=dev, attn_implementation=attn_implementation)
+    rows = 2 * batch if cfg else batch
+    reset_peak_memory(dev)
+    times = median_phases(lambda clock: work(clock, steps), dev, repeats,
+                          warmup=lambda: work(Clock(dev), min(steps, WARMUP_STEPS)), budget_s=budget_s)
+    text_s, denoise_s, decode_s = times.phases
+    peak = peak_memory_gib(dev)
+    attn = str(work.text_encoder.config._attn_implementation)
+    macs = count_macs(config, resolution, text_tokens=CAPTION_TOKENS, batch=rows)
+    achieved = 2 * macs * steps / denoise_s / 1e12
+    return E2ETiming(
+        preset=name, resolution=resolution, batch=batch, rows=rows, steps=steps, cfg=cfg, dtype=dtype,
+        text_dtype=text_dtype, vae_dtype=vae_dtype, text_encoder=spec.repo, attn_implementation=attn,
+        text_tokens=chi_tokens + CAPTION_TOKENS - 2, decode_tile=decode_tile, decode_chunk=chunk, text_s=text_s,
+        denoise_s=denoise_s, decode_s=decode_s, total_s=times.total, step_s=denoise_s / steps,
+        img_per_s=batch / times.total, denoise_img_per_s=batch / denoise_s, macs_per_forward=macs,
+        achieved_tflops=achieved, matmul_peak_tflops=matmul_peak_tflops,
+        mfu=achieved / matmul_peak_tflops if matmul_peak_tflops else None, peak_mem_gib=peak,
+        repeats=times.repeats, device=device_name(dev))

@@ -1,0 +1,259 @@
+"""The speed suite on the CPU: published text-encoder sizes against the paper's Table 13, the timing machinery
+against known sleeps, the end-to-end workload's shapes against the protocol (CFG rows, CHI length, 20 steps),
+runner registration and the reasons of cells that cannot run here."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+
+from model.config import get_preset
+from model.dc_ae import DCAEConfig
+from sana_eval.bench_clock import Clock, measure_matmul_peak, median_phases
+from sana_eval.bench_e2e import CAPTION_TOKENS, SanaWorkload, time_sana_e2e
+from sana_eval.bench_suite import run_speed_suite, run_text_encoder_suite
+from sana_eval.bench_text import (TEXT_ENCODERS, TextEncoderSpec, build_text_encoder, count_text_encoder_parameters,
+                                  text_encoder_name, time_text_encoder)
+from sana_eval.tables import get_table
+from sana_eval.tables import speed_runners as SR
+from sana_eval.tables.runners import PLANNED, RUNNERS, evaluate_table
+from sana_eval.tables.schema import Column, Tolerance
+
+CPU = torch.device("cpu")
+_R, _E = "ResBlock", "EfficientViTBlock"
+# An F32C32 DC-AE (six stages, 32 latent channels) a few hundred parameters wide: the real decode path, 64 px.
+TINY_VAE = DCAEConfig(widths=(4, 4, 8, 8, 16, 32), encoder_depths=(1,) * 6, decoder_depths=(1,) * 6,
+                      block_types=(_R,) * 3 + (_E,) * 3, qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+                      latent_channels=32, attention_head_dim=4)
+TINY_GEMMA2 = TextEncoderSpec("gemma2", 48, 96, 2, 2, 1, 16, 1000, "test/tiny-gemma-2")   # 48 = tiny caption width
+TINY = get_preset("tiny")
+TINY_E2E = dict(vae=TINY_VAE, text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine's cores are shared: intra-op threads make tiny ops 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- text encoders: published architectures against the paper's parameter counts ------------------------------
+
+# Paper Table 13 "Params (M)" as printed.
+PAPER_TABLE13 = {"t5-xxl": 4762, "t5-xl": 1224, "t5-large": 341, "t5-base": 110, "t5-small": 35,
+                 "gemma-2b": 2506, "gemma-2-2b": 2614}
+
+
+def test_text_encoder_sizes_match_table13_to_the_printed_digit():
+    assert set(PAPER_TABLE13) == set(TEXT_ENCODERS)
+    for name, paper in PAPER_TABLE13.items():
+        count = count_text_encoder_parameters(name)
+        assert round(count / 1e6) == paper, name
+        assert abs(count / 1e6 - paper) <= 0.01 * paper, name
+
+
+def test_t5_xxl_is_counted_as_its_encoder_alone():
+    """Hand count: shared embedding V·d + 24 × (q,k,v,o 4·d·h·d_kv + gated FFN 3·d·d_ff + 2 norms) + final norm +
+    one relative-position table (32 buckets × 64 heads). The decoder would add ~6.4 B; Table 13's 4762 M has none."""
+    d, d_ff, heads, d_kv, layers, vocab = 4096, 10240, 64, 64, 24, 32128
+    expected = vocab * d + layers * (4 * d * heads * d_kv + 3 * d * d_ff + 2 * d) + d + 32 * heads
+    assert expected == 4_762_310_656
+    assert count_text_encoder_parameters("google/t5-v1_1-xxl") == expected
+
+
+def test_encoder_names_and_aliases():
+    assert text_encoder_name("Efficient-Large-Model/gemma-2-2b-it") == "gemma-2-2b"
+    assert text_encoder_name("google/gemma-2b-it") == "gemma-2b"
+    assert text_encoder_name("T5-XXL") == "t5-xxl"
+    with pytest.raises(ValueError, match=r"unknown text encoder 't5-xxxl'; did you mean t5-xxl"):
+        text_encoder_name("t5-xxxl")
+
+
+def test_encoders_are_built_in_the_target_dtype_and_the_default_dtype_is_restored():
+    before = torch.get_default_dtype()
+    for spec in (TINY_GEMMA2, TextEncoderSpec("t5", 32, 64, 2, 2, 2, 16, 100, "test/t5"),
+                 TextEncoderSpec("gemma", 32, 64, 2, 2, 1, 16, 100, "test/gemma")):
+        model = build_text_encoder(spec, "cpu", "bf16")
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}, spec.family
+    assert torch.get_default_dtype() == before
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        build_text_encoder(TINY_GEMMA2, "cpu", "fp8")
+    assert torch.get_default_dtype() == before
+
+
+def test_time_text_encoder_runs_t5_and_gemma_families_on_cpu():
+    for spec in (TINY_GEMMA2, TextEncoderSpec("t5", 32, 64, 2, 2, 2, 16, 100, "test/t5"),
+                 TextEncoderSpec("gemma", 32, 64, 2, 2, 1, 16, 100, "test/gemma")):
+        t = time_text_encoder(spec, batch=2, seq=12, dtype="fp32", repeats=2, device="cpu")
+        assert t.latency_s > 0 and t.repeats == 2 and t.device == "cpu" and t.peak_mem_gib is None
+        assert t.params == count_text_encoder_parameters(spec)
+
+
+# --- timing machinery ------------------------------------------------------------------------------------------
+
+def test_median_phases_measures_known_sleeps_and_respects_the_budget():
+    calls = []
+
+    def run(clock: Clock) -> None:
+        calls.append(1)
+        clock.mark()
+        time.sleep(0.02)
+        clock.mark()
+        time.sleep(0.04)
+        clock.mark()
+
+    times = median_phases(run, CPU, repeats=3)
+    assert len(calls) == 4                                    # one warm-up, three timed
+    assert times.phases[0] == pytest.approx(0.02, abs=0.015)
+    assert times.phases[1] == pytest.approx(0.04, abs=0.015)
+    assert times.total == pytest.approx(0.06, abs=0.02) and times.repeats == 3
+    assert median_phases(run, CPU, repeats=5, budget_s=0.0).repeats == 1
+    with pytest.raises(ValueError, match="at least two marks"):
+        Clock(CPU).intervals()
+
+
+def test_matmul_peak_agrees_with_a_hand_timed_product():
+    n = 128
+    peak = measure_matmul_peak("fp32", n=n, repeats=5, device="cpu")
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    start = time.perf_counter()
+    for _ in range(20):
+        torch.matmul(a, b)
+    hand = 2 * n**3 * 20 / (time.perf_counter() - start) / 1e12
+    assert math.isfinite(peak) and 0.2 < peak / hand < 5
+
+
+# --- the end-to-end workload follows the protocol --------------------------------------------------------------
+
+def _record_shapes(module: torch.nn.Module, into: list) -> None:
+    def hook(m, args, kwargs, out) -> None:
+        into.append(tuple((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape))
+
+    module.register_forward_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("cfg", [True, False])
+def test_one_run_encodes_denoises_and_decodes_the_protocols_shapes(cfg):
+    batch, steps, chi = 3, 4, 6
+    work = SanaWorkload(TINY, 64, batch, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", cfg=cfg, vae=TINY_VAE,
+                        text_encoder=TINY_GEMMA2, chi_tokens=chi, decode_tile=None, decode_chunk=2, device=CPU)
+    text, dit, decoder, captions = [], [], [], []
+    _record_shapes(work.text_encoder, text)
+    _record_shapes(work.vae.decoder, decoder)
+
+    def transformer_inputs(module, args, out) -> None:
+        dit.append(tuple(args[0].shape))
+        captions.append(tuple(args[2].shape))
+
+    work.transformer.register_forward_hook(transformer_inputs)
+    clock = Clock(CPU)
+    images = work(clock, steps)
+    # Prompt rows carry CHI + prompt (n_chi + 298 tokens); with CFG the "" rows are 300 tokens without CHI.
+    assert text == [(batch, chi + 298)] + ([(batch, CAPTION_TOKENS)] if cfg else [])
+    rows = 2 * batch if cfg else batch
+    assert dit == [(rows, 32, 2, 2)] * steps                   # one forward per step, on the CFG batch
+    assert captions == [(rows, CAPTION_TOKENS, 48)] * steps    # the 300-token cut
+    assert decoder == [(2, 32, 2, 2), (1, 32, 2, 2)]           # decode_chunk images per call
+    assert images.shape == (batch, 3, 64, 64)
+    assert len(clock.intervals()) == 3
+
+
+def test_time_sana_e2e_on_cpu():
+    t = time_sana_e2e(TINY, 64, 2, "fp32", steps=2, repeats=2, matmul_peak_tflops=1.0, **TINY_E2E)
+    assert (t.rows, t.steps, t.text_tokens, t.repeats, t.device) == (4, 2, 302, 2, "cpu")
+    # With two repeats the median is the mean, so the total is exactly the sum of the phases.
+    assert t.total_s == pytest.approx(t.text_s + t.denoise_s + t.decode_s, rel=1e-9)
+    assert t.img_per_s == pytest.approx(2 / t.total_s) and t.step_s == pytest.approx(t.denoise_s / 2)
+    assert t.mfu == pytest.approx(t.achieved_tflops) and t.peak_mem_gib is None
+    single = time_sana_e2e(TINY, 64, 2, "bf16", steps=2, cfg=False, repeats=1, **TINY_E2E)
+    assert t.macs_per_forward == 2 * single.macs_per_forward     # CFG doubles the rows, MACs are per row
+    assert single.rows == 2 and single.dtype == single.text_dtype == single.vae_dtype == "bf16"
+    with pytest.raises(ValueError, match="not a multiple of the DC-AE's 32"):
+        time_sana_e2e(TINY, 48, 1, "fp32", steps=1, repeats=1, **TINY_E2E)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is absent")
+def test_timing_on_a_missing_gpu_is_a_one_line_error():
+    with pytest.raises(ValueError, match="speed timing needs a CUDA GPU and none is available"):
+        time_text_encoder(TINY_GEMMA2, batch=1, seq=4)
+
+
+# --- runners and the cells they fill ---------------------------------------------------------------------------
+
+def test_speed_and_text_encoder_runners_are_registered():
+    assert {"speed", "text_encoder"} <= set(RUNNERS) and not {"speed", "text_encoder"} & set(PLANNED)
+
+
+def test_text_encoder_parameter_cells_reproduce_without_weights_or_gpu():
+    for table_id, rows in (("table13", 7), ("table9", 5)):
+        results = [r for r in evaluate_table(get_table(table_id)) if r.column in ("params", "latency")]
+        params = [r for r in results if r.column == "params"]
+        assert len(params) == rows and all(r.verdict == "reproduced" for r in params), table_id
+        for r in results:
+            if r.column == "latency" and not torch.cuda.is_available():
+                assert r.verdict == "not run" and r.reasons[0].startswith("needs a CUDA GPU (A100"), r
+
+
+def test_speed_cells_give_reasons_and_peer_speedups_wait_for_the_peer_bench():
+    for table_id in ("table7", "table14"):
+        results = {(r.row, r.column): r for r in evaluate_table(get_table(table_id))}
+        sana = [k for k in results if "/ Sana-" in k[0] and k[1] in ("throughput", "latency", "speedup")]
+        assert sana
+        for key in sana:
+            r = results[key]
+            peer = any("sana_eval.bench_peers" in reason for reason in r.reasons)
+            assert peer == (key[1] == "speedup"), key
+            if not torch.cuda.is_available():
+                assert r.verdict == "not run" and "needs a CUDA GPU" in r.reasons[0]
+        flux = results["1024 x 1024 / FLUX-dev", "latency"]
+        assert flux.verdict == "not run" and "competitor" in flux.reason
+
+
+def test_speed_runner_reports_the_cell_and_the_gpu_caveat(monkeypatch):
+    timing = time_sana_e2e(TINY, 64, 1, "fp32", steps=2, repeats=1, **TINY_E2E)  # a real, tiny measurement
+    monkeypatch.setattr(SR, "_e2e", lambda *args: timing)
+    settings = {"preset": "Sana_600M_1024px", "resolution": 1024, "batch": 1, "steps": 20, "dtype": "float16",
+                "gpu": "A100", "measure": "latency", "scope": "end_to_end", "quantization": None}
+    seconds = Column("latency", "Latency (s)", "s", False, Tolerance("rel", 0.15))
+    ms = Column("latency", "Latency (ms)", "ms", False, Tolerance("rel", 0.15))
+    assert SR.run_speed(settings, seconds).value == timing.total_s
+    assert SR.run_speed(settings, ms).value == pytest.approx(1000 * timing.total_s)
+    assert SR.run_speed({**settings, "scope": "denoise"}, seconds).value == timing.denoise_s
+    measured = SR.run_speed({**settings, "measure": "throughput"}, seconds)
+    assert measured.value == timing.img_per_s
+    assert "on cpu, not the paper's A100" in measured.detail and "cell = end to end" in measured.detail
+    with pytest.raises(ValueError, match="unknown measure 'fps'"):
+        SR.run_speed({**settings, "measure": "fps"}, seconds)
+    assert SR.gpu_caveat("A100", "NVIDIA A100-SXM4-80GB") == "on NVIDIA A100-SXM4-80GB"
+
+
+# --- suite output -------------------------------------------------------------------------------------------------
+
+def test_speed_suite_writes_records_table_and_plot(tmp_path):
+    presets = {("tiny", 64): TINY, ("tiny", 48): TINY}
+    md = run_speed_suite(tmp_path, models=("tiny",), resolutions=(64, 48), batches=(1, 2), dtype="fp32", steps=2,
+                         device="cpu", presets=presets, matmul_n=64, repeats=1, **{k: v for k, v in TINY_E2E.items()
+                                                                                   if k != "device"})
+    records = [json.loads(line) for line in (tmp_path / "speed.jsonl").read_text().splitlines()]
+    assert [(r["resolution"], r["batch"]) for r in records] == [(64, 1), (64, 2), (48, 1), (48, 2)]
+    assert all(r["machine"]["torch"] == torch.__version__ and r["machine"]["gpu"] == "cpu" for r in records)
+    assert records[0]["total_s"] > 0 and "not a multiple" in records[2]["error"]
+    text = md.read_text()
+    assert "| tiny | custom | 64 | 2 |" in text and "not a multiple" in text
+    assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no preset for tiny at 32 px"):
+        run_speed_suite(tmp_path, models=("tiny",), resolutions=(32,), device="cpu", presets=presets, matmul_n=64)
+
+
+def test_text_encoder_suite_writes_records_and_table(tmp_path):
+    md = run_text_encoder_suite(tmp_path, names=(TINY_GEMMA2,), batch=2, seq=12, dtype="fp32", device="cpu",
+                                repeats=1)
+    [record] = [json.loads(line) for line in (tmp_path / "text_encoders.jsonl").read_text().splitlines()]
+    assert record["name"] == "test/tiny-gemma-2" and record["latency_s"] > 0 and record["machine"]["gpu"] == "cpu"
+    assert "| test/tiny-gemma-2 |" in md.read_text()
