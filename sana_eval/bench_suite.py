@@ -142,7 +142,7 @@ def _machine_lines(record: dict) -> list[str]:
               f"{smi.get('clocks.max.mem')} MHz, power limit {smi.get('power.limit')} W") if smi else ""
     return [f"- GPU: {machine['gpu']}; driver {smi.get('driver_version', '-')}{clocks}",
             f"- torch {machine['torch']}, CUDA {machine['cuda']}, cuDNN {machine['cudnn']}; git "
-            f"{(machine['git_commit'] or 'no commit')[:8]}{' (dirty)' if machine['git_dirty'] else ''}",
+            f"{(machine['git_commit'] or '')[:8] or 'no commit'}{' (dirty)' if machine['git_dirty'] else ''}",
             f"- The paper timed an {PAPER_GPU} in FP16: on another GPU, compare ratios, not absolute times."]
 
 

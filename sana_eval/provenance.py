@@ -56,9 +56,15 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+COMMIT_ENV = "SANA_EVAL_GIT_COMMIT"  # for a copied tree without .git (e.g. on a rented GPU machine)
+
+
 def git_state() -> tuple[str | None, bool]:
-    """(commit, dirty); a checkout whose state git cannot report counts as dirty."""
+    """(commit, dirty); a checkout whose state git cannot report counts as dirty. A tree without git history
+    takes the commit from $SANA_EVAL_GIT_COMMIT and is reported dirty unless SANA_EVAL_GIT_DIRTY=0."""
     commit = _git("rev-parse", "--verify", "HEAD")
+    if commit is None and os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV], os.environ.get("SANA_EVAL_GIT_DIRTY", "1") != "0"
     status = _git("status", "--porcelain", "--untracked-files=normal")
     return commit, status is None or bool(status)
 

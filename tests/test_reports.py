@@ -149,3 +149,14 @@ def test_provenance_records_versions_hashes_and_no_host_name(tmp_path):
     hostname = socket.gethostname()
     if len(hostname) >= 6:
         assert hostname not in json.dumps(prov.to_dict())
+
+
+def test_a_tree_without_git_takes_its_commit_from_the_environment(monkeypatch):
+    from sana_eval import provenance
+
+    monkeypatch.setattr(provenance, "_git", lambda *args: None)
+    monkeypatch.setenv("SANA_EVAL_GIT_COMMIT", "0123456789abcdef")
+    monkeypatch.setenv("SANA_EVAL_GIT_DIRTY", "0")
+    assert provenance.git_state() == ("0123456789abcdef", False)
+    monkeypatch.delenv("SANA_EVAL_GIT_COMMIT")
+    assert provenance.git_state() == (None, True)
