@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from metrics.base import FeatureCache, Metric, MetricError, Result, package_versions, sha256_file
+from metrics.clip_crosscheck import HF_CLIP_REPO
 from metrics.images import ImageSet, extract_features
 
 CLIP_MODEL = "ViT-L-14"
@@ -37,6 +38,8 @@ class CLIPScoreConfig:
     device: str | None = None
     cache_dir: str | None = None
     key_mode: str = "stat"
+    cross_checks: tuple[str, ...] = ()    # extra columns, see metrics.clip_crosscheck.CROSS_CHECKS
+    hf_clip: str = HF_CLIP_REPO           # cross-check model: HF repo id (HF cache only) or folder
 
 
 def find_clip_weights(config: CLIPScoreConfig) -> Path:
@@ -115,6 +118,10 @@ class CLIPScore(Metric):
         self.model, self.preprocess, self.tokenizer = load_clip(config, self.weights_path, self.device,
                                                                 self.precision)
         self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self.cross_check_dirs: dict[str, Path] = {}
+        if config.cross_checks:  # located now so a missing model fails before the long run, not after it
+            from metrics.clip_crosscheck import locate_cross_checks
+            self.cross_check_dirs = locate_cross_checks(config.cross_checks, config.hf_clip)
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -160,4 +167,7 @@ class CLIPScore(Metric):
         per_item = {i.id: {"clip_score": float(s)} for i, s in zip(images.items, per)}
         provenance = {"images": images.name, "n": len(images), "device": str(self.device),
                       "weights_path": str(self.weights_path)}
+        if c.cross_checks:
+            from metrics.clip_crosscheck import cross_check_clip
+            provenance["cross_checks"] = cross_check_clip(self, images)
         return Result(self.name, self.protocol, {"clip_score": float(per.mean())}, per_item, provenance)

@@ -89,10 +89,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.benchmark == "folder":
         results = score_folder(args.images, reference=args.reference, prompts=args.prompts,
                                metrics=args.metrics.split(","), fid_size=args.fid_size,
-                               clip_weights=args.clip_weights, **common)
+                               clip_weights=args.clip_weights, cross_checks=args.cross_check, **common)
     elif args.benchmark == "mjhq30k":
         results = score_mjhq(args.images, source, args.metrics.split(","), fid_size=args.fid_size, ext=args.ext,
-                             clip_weights=args.clip_weights, **common)
+                             clip_weights=args.clip_weights, cross_checks=args.cross_check, **common)
     elif args.benchmark == "recon":
         results = [score_recon(args.ae, args.weights, source, resolution=args.resolution, **common)]
     elif args.benchmark == "geneval":
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dpg: unpadded 2x2 grids, or Sana's make_grid padding")
     score.add_argument("--tile", type=int, help="dpg: tile side in px (default: from the image size)")
     score.add_argument("--data", help="folder holding the official prompt files (else cache or download)")
+    score.add_argument("--cross-check", action="append", default=[], metavar="NAME",
+                       help="extra columns, never the headline (repeatable): FID torchmetrics, "
+                            "torchmetrics-noantialias, clean-fid; CLIP score torchmetrics")
     score.add_argument("--allow-few-images", action="store_true", help="FID on < 2048 images (warns)")
     score.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     score.set_defaults(func=_cmd_score)

@@ -31,14 +31,28 @@ class MJHQSource:
         return mjhq(self.limit, folder=self.folder, cache_dir=self.cache_dir)
 
 
+def _cross_checks(names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split cross-check column names between FID and CLIP score; each name must belong to one of them."""
+    from metrics.clip_crosscheck import CROSS_CHECKS as CLIP_CROSS
+    from metrics.fid_crosscheck import CROSS_CHECKS as FID_CROSS
+
+    unknown = sorted(set(names) - set(FID_CROSS) - set(CLIP_CROSS))
+    if unknown:
+        raise MetricError(f"unknown cross-check(s) {', '.join(unknown)}; FID: {', '.join(FID_CROSS)}; "
+                          f"CLIP score: {', '.join(CLIP_CROSS)}")
+    return tuple(n for n in names if n in FID_CROSS), tuple(n for n in names if n in CLIP_CROSS)
+
+
 def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = ("fid", "clip_score"), *,
                fid_size: int = 512, ext: str = ".jpg", allow_few_images: bool = False,
                device: str | None = None, cache_dir: str | None = None,
-               fid_weights: str | None = None, clip_weights: str | None = None) -> list[Result]:
+               fid_weights: str | None = None, clip_weights: str | None = None,
+               cross_checks: Sequence[str] = ()) -> list[Result]:
     """FID (Sana-compatible, `fid_size` px) and CLIP score of generated MJHQ images (`<images>/<id><ext>`)."""
     unknown = sorted(set(metrics) - {"fid", "clip_score"})
     if unknown:
         raise MetricError(f"unknown MJHQ metric(s) {', '.join(unknown)}; expected fid, clip_score")
+    fid_checks, clip_checks = _cross_checks(cross_checks)
     reference = source.load()
     generated = generated_like(reference, images, ext)
     results = []
@@ -46,14 +60,15 @@ def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = 
         from metrics.fid import FID, MIN_FID_IMAGES, FIDConfig
 
         config = FIDConfig(img_size=fid_size, weights_path=fid_weights, device=device, cache_dir=cache_dir,
-                           allow_few_images=allow_few_images)
+                           allow_few_images=allow_few_images, cross_checks=fid_checks)
         # Per-category FID needs the same minimum per category; a subset run reports the overall number only.
         by_category = all(len(reference.subset(c)) >= MIN_FID_IMAGES for c in reference.categories)
         results.append(FID(config).score(generated, reference, by_category=by_category))
     if "clip_score" in metrics:
         from metrics.clip_score import CLIPScore, CLIPScoreConfig
 
-        config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir)
+        config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir,
+                                 cross_checks=clip_checks)
         results.append(CLIPScore(config).score(generated))
     return results
 
@@ -77,9 +92,11 @@ def _folder_prompts(images: Path, prompts: str | None) -> dict[str, str]:
 def score_folder(images: str | Path, *, reference: str | None = None, prompts: str | None = None,
                  metrics: Sequence[str] = ("fid", "clip_score"), fid_size: int = 512,
                  allow_few_images: bool = False, device: str | None = None, cache_dir: str | None = None,
-                 fid_weights: str | None = None, clip_weights: str | None = None) -> list[Result]:
+                 fid_weights: str | None = None, clip_weights: str | None = None,
+                 cross_checks: Sequence[str] = ()) -> list[Result]:
     """Any flat folder of images: FID against a `reference` folder, CLIP score against `prompts` (or the
     prompts recorded by `sana-eval generate`), with the same protocols as the MJHQ-30K scores."""
+    fid_checks, clip_checks = _cross_checks(cross_checks)
     folder = folder_image_set(images)
     results = []
     if "fid" in metrics:
@@ -88,7 +105,7 @@ def score_folder(images: str | Path, *, reference: str | None = None, prompts: s
         from metrics.fid import FID, FIDConfig
 
         config = FIDConfig(img_size=fid_size, weights_path=fid_weights, device=device, cache_dir=cache_dir,
-                           allow_few_images=allow_few_images)
+                           allow_few_images=allow_few_images, cross_checks=fid_checks)
         results.append(FID(config).score(folder, folder_image_set(reference), by_category=False))
     if "clip_score" in metrics:
         from metrics.clip_score import CLIPScore, CLIPScoreConfig
@@ -99,7 +116,8 @@ def score_folder(images: str | Path, *, reference: str | None = None, prompts: s
             raise MetricError(f"{images}: no prompt for image {missing[0]!r} ({len(missing)} without)")
         with_prompts = ImageSet(folder.name, folder.revision,
                                 tuple(ImageItem(i.id, i.path, None, table[i.id]) for i in folder.items))
-        config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir)
+        config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir,
+                                 cross_checks=clip_checks)
         results.append(CLIPScore(config).score(with_prompts))
     return results
 

@@ -88,3 +88,10 @@ def test_folder_clip_score_takes_prompts_from_the_generate_manifest(tmp_path, mo
                      clip_weights=str(tmp_path / "clip.safetensors"))
     with pytest.raises(ValueError, match="needs --reference"):
         score_folder(tmp_path / "run", metrics=["fid"])
+
+
+def test_unknown_cross_check_is_refused_before_any_work(tmp_path, capsys):
+    code = main(["score", "--benchmark", "mjhq30k", "--images", str(tmp_path), "--mjhq", str(tmp_path),
+                 "--cross-check", "clean-fid", "--cross-check", "bogus", "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bogus" in err and "clean-fid" in err and err.count("\n") == 1
