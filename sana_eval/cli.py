@@ -138,6 +138,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens)
         print(f"wrote {path}")
         return 0
+    if args.suite == "peers":
+        from sana_eval.bench_peers import run_peer_suite
+        from sana_eval.peer_models import PEERS
+
+        path = run_peer_suite(args.out, args.peers or list(PEERS), args.resolutions, args.batch or [1], args.dtype,
+                              timed_steps=args.timed_steps)
+        print(f"wrote {path}")
+        return 0
     if args.suite == "text-encoders":
         from sana_eval.bench_suite import run_text_encoder_suite
 
@@ -329,14 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog="examples:\n  sana-eval bench --preset Sana_600M_1024px --batch 1 16 "
                                   "--impl ours diffusers\n"
                                   "  sana-eval bench --suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench\n"
-                                  "  sana-eval bench --suite text-encoders --dtype fp16 --out runs/bench",
+                                  "  sana-eval bench --suite text-encoders --dtype fp16 --out runs/bench\n"
+                                  "  sana-eval bench --suite peers --peers flux-dev sd3-medium --resolutions 1024 "
+                                  "--batch 1 --dtype fp16 --out runs/peers",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--component", choices=["transformer", "e2e", "text-encoder", "dc-ae", "fid-features"],
                        default="transformer",
                        help="the denoising transformer (20 CFG steps), Sana end to end (Gemma-2 + 20 steps + DC-AE, "
                             "Tables 7/14), a text encoder (Tables 9/13), DC-AE decoding, or FID feature extraction "
                             "of --images JPEGs of --resolution px (DataLoader workers 0/4/8/16)")
-    bench.add_argument("--suite", choices=["sana", "text-encoders"],
+    bench.add_argument("--peers", nargs="+", help="suite peers: flux-dev flux-schnell sd3-medium pixart-sigma "
+                                                  "pixart-alpha hunyuan-dit sdxl playground-v2.5 lumina-next")
+    bench.add_argument("--timed-steps", type=int,
+                       help="suite peers: denoiser forwards timed, scaled to each peer's step count")
+    bench.add_argument("--suite", choices=["sana", "text-encoders", "peers"],
                        help="a whole grid written to --out as JSON lines + Markdown (+ plot): sana = --models x "
                             "--resolutions x --batch end to end; text-encoders = Table 13's encoders")
     bench.add_argument("--out", default="runs/bench", help="suite: output folder")

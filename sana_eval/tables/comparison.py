@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import columns as C
 from . import recipes as R
 from .schema import Note, Recipe, RowSpec, build_table
-from .speed import TIMING_NOTE
+from .speed import PEER_TIMING_NOTE, TIMING_NOTE
 
 G512, G1024 = "512 x 512", "1024 x 1024"
 RES = {G512: 512, G1024: 1024}
@@ -15,6 +15,8 @@ SANA = {("Sana-0.6B", G512): "Sana_600M_512px", ("Sana-1.6B", G512): "Sana_1600M
 SPEEDUP_BASELINE = {G512: "PixArt-alpha/PixArt-Sigma-XL-2-512-MS", G1024: "black-forest-labs/FLUX.1-dev"}
 COMPETITOR = "competitor model; this harness reproduces Sana only"
 SANA_ROWS = tuple((label, group) for label, group in SANA)
+PEER_ROWS = ((G512, "PixArt-α"), (G512, "PixArt-Σ"), *((G1024, label) for label in (
+    "LUMINA-Next", "SDXL", "PlayGroundv2.5", "Hunyuan-DiT", "PixArt-Σ", "SD3-medium", "FLUX-dev", "FLUX-schnell")))
 
 
 def _t7_recipes(label: str, group: str) -> dict[str, Recipe]:
@@ -31,11 +33,26 @@ def _t7_recipes(label: str, group: str) -> dict[str, Recipe]:
     }
 
 
-def _row(label: str, group: str, values: str, recipes) -> RowSpec:
+# Table 7 row label -> sana_eval.peer_models.PEERS key (DALLE3 has no published architecture or timing)
+PEERS = {"PixArt-α": "pixart-alpha", "PixArt-Σ": "pixart-sigma", "LUMINA-Next": "lumina-next", "SDXL": "sdxl",
+         "PlayGroundv2.5": "playground-v2.5", "Hunyuan-DiT": "hunyuan-dit", "SD3-medium": "sd3-medium",
+         "FLUX-dev": "flux-dev", "FLUX-schnell": "flux-schnell"}
+
+
+def _t7_peer_recipes(label: str, group: str) -> dict[str, Recipe]:
+    """Speed cells of a peer row (its diffusers implementation, sana_eval/bench_peers.py); quality cells have none."""
+    peer, res = PEERS[label], RES[group]
+    return {"throughput": R.peer_speed(peer, res, "throughput", batch=16),
+            "latency": R.peer_speed(peer, res, "latency", batch=1),
+            "speedup": R.peer_speed(peer, res, "speedup", batch=16, baseline=SPEEDUP_BASELINE[group])}
+
+
+def _row(label: str, group: str, values: str, recipes, peer_recipes=None) -> RowSpec:
     """`values` is the paper row, space-separated, in column order."""
     if (label, group) in SANA:
         return RowSpec(label, group, tuple(values.split()), recipes(label, group))
-    return RowSpec(label, group, tuple(values.split()), no_recipe=COMPETITOR)
+    speed = peer_recipes(label, group) if peer_recipes and label in PEERS else {}
+    return RowSpec(label, group, tuple(values.split()), speed, no_recipe=COMPETITOR)
 
 
 def _cells(keys: tuple[str, ...], rows=SANA_ROWS) -> tuple[tuple[str, str], ...]:
@@ -55,7 +72,7 @@ TABLE7 = build_table(
     caption="Speed on one A100 with FP16 (throughput at batch 16, latency at batch 1 and 20 steps); speedup "
             "relative to PixArt-α/Σ at 512 px and FLUX-dev at 1024 px; FID and CLIP on MJHQ-30K.", source="P",
     columns=(C.throughput(), C.latency(), C.params("B"), C.speedup(), C.fid(), C.clip(), C.geneval(), C.dpg()),
-    rows=[_row(label, group, values, _t7_recipes) for group, label, values in (
+    rows=[_row(label, group, values, _t7_recipes, _t7_peer_recipes) for group, label, values in (
         (G512, "PixArt-α", "1.5 1.2 0.6 1.0 6.14 27.55 0.48 71.6"),
         (G512, "PixArt-Σ", "1.5 1.2 0.6 1.0 6.34 27.62 0.52 79.5"),
         (G512, "Sana-0.6B", "6.7 0.8 0.6 5.0 5.67 27.92 0.64 84.3"),
@@ -83,6 +100,8 @@ TABLE7 = build_table(
            Note("paper.md §7", "The resize behind the 1024 px FIDs is not stated; the toolkit default is 512.",
                 _cells(("fid",), (("Sana-0.6B", G1024), ("Sana-1.6B", G1024)))),
            Note("timing", TIMING_NOTE, _cells(("latency", "throughput"))),
+           Note("peer timing", PEER_TIMING_NOTE, tuple((f"{group} / {label}", key) for group, label in PEER_ROWS
+                                                       for key in ("throughput", "latency", "speedup"))),
            _MULTILING, _GENEVAL_COUNT),
 )
 

@@ -98,6 +98,25 @@ def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = 
     return Recipe("speed", settings, tuple(needs), command)
 
 
+PEER_TIMED_STEPS = 3                       # denoiser forwards timed per peer generation, scaled to its steps
+
+
+def peer_speed(peer: str, resolution: int, measure: str, *, batch: int, gpu: str = PAPER_GPU,
+               dtype: str = "float16", baseline: str | None = None) -> Recipe:
+    """Throughput, latency or speedup of a peer model (FLUX, SD3, PixArt, ...): its diffusers implementation with
+    random weights, its own default steps (sana_eval/peer_models.py), timed end to end (sana_eval/bench_peers.py).
+    The denoiser is timed over PEER_TIMED_STEPS forwards and scaled to the step count: each step is the same
+    forward, and FLUX-dev's 50 steps at batch 16 would not fit a GPU budget otherwise."""
+    settings = {"peer": peer, "resolution": resolution, "measure": measure, "batch": batch, "steps": None,
+                "timed_steps": PEER_TIMED_STEPS, "dtype": dtype, "gpu": gpu, "baseline": baseline,
+                "scope": "end_to_end"}
+    needs = (Need("gpu", gpu, TIMING_GPU), Need("code", PEER_BENCH, "peer model timing"),
+             Need("code", "diffusers", "the peer models' implementations"))
+    command = (f"sana-eval bench --suite peers --peers {peer} --resolutions {resolution} --batch {batch}"
+               f" --dtype {CLI_DTYPES[dtype]} --out runs/peers")
+    return Recipe("speed", settings, needs, command)
+
+
 def text_encoder(repo: str, measure: str) -> Recipe:
     """Parameters (meta device, no weights) or latency (random weights on a CUDA GPU) of a text encoder's
     published architecture (Tables 9 and 13: A100, FP16, batch 32, 300 tokens)."""

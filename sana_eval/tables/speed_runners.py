@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from .recipes import CLI_DTYPES
+from .recipes import CLI_DTYPES, PEER_TIMED_STEPS
 from .runners import UNIT_SCALE, Measurement, register_runner
 from .schema import Column, Setting
 
 if TYPE_CHECKING:
     from sana_eval.bench_e2e import E2ETiming
+    from sana_eval.bench_peers import PeerTiming
     from sana_eval.bench_text import TextEncoderTiming
 
 _SECONDS = {"s": 1.0, "ms": 1000.0}
@@ -35,37 +36,65 @@ def _e2e(preset: str, resolution: int, batch: int, dtype: str, steps: int) -> E2
     return time_sana_e2e(preset, resolution, batch, dtype, steps)
 
 
+@functools.lru_cache(maxsize=None)
+def _peer(name: str, resolution: int, batch: int, dtype: str, timed_steps: int | None) -> PeerTiming:
+    from sana_eval.bench_peers import time_peer
+    from sana_eval.peer_models import peer_name
+
+    return time_peer(peer_name(name), resolution, batch, dtype, timed_steps=timed_steps)
+
+
+def _timing(settings: dict[str, Setting]) -> E2ETiming | PeerTiming:
+    """The row model's timing: a peer (diffusers, its own steps) or a Sana preset (our pipeline, 20 steps)."""
+    resolution, batch, dtype = int(settings["resolution"]), int(settings["batch"]), CLI_DTYPES[str(settings["dtype"])]
+    if settings.get("peer"):
+        timed = settings.get("timed_steps")
+        return _peer(str(settings["peer"]), resolution, batch, dtype, int(timed) if timed else None)
+    return _e2e(str(settings["preset"]), resolution, batch, dtype, int(settings["steps"]))
+
+
+def _describe(t: E2ETiming | PeerTiming, whole: bool) -> str:
+    what = (f"{t.name} ({t.repo}, diffusers), text encoders {t.text_encoders}, {t.steps} steps"
+            + (f" (denoiser timed over {t.timed_steps} and scaled)" if t.timed_steps < t.steps else "")
+            if hasattr(t, "repo")
+            else f"Gemma-2 {t.text_tokens} tokens, {t.steps} steps, {t.achieved_tflops:.0f} TFLOP/s")
+    memory = f"{t.peak_mem_gib:.1f} GiB" if t.peak_mem_gib is not None else "-"
+    return (f"cell = {'end to end' if whole else 'denoising only'}; {t.total_s:.3f} s end to end = text "
+            f"{t.text_s:.3f} + denoise {t.denoise_s:.3f} + decode {t.decode_s:.3f}; {t.img_per_s:.3f} img/s "
+            f"({t.denoise_img_per_s:.3f} denoising only); batch {t.batch} on {t.rows} rows, {t.dtype}, {what}, "
+            f"peak {memory}")
+
+
 def _seconds(column: Column, seconds: float) -> float:
     if column.unit not in _SECONDS:
         raise ValueError(f"latency column {column.key!r} has unit {column.unit!r}; expected s or ms")
     return seconds * _SECONDS[column.unit]
 
 
-# Paper Tables 7 and 14 (and Table 5's FP16 row): throughput at batch 16, latency at batch 1, 20 steps, FP16.
+# Paper Tables 7 and 14 (and Table 5's FP16 row): throughput at batch 16, latency at batch 1, FP16; Sana at 20
+# steps, the peers at their own (sana_eval/peer_models.py); speedup = throughput over the baseline's.
 @register_runner("speed")
 def run_speed(settings: dict[str, Setting], column: Column) -> Measurement:
     measure, scope = settings["measure"], settings.get("scope", "end_to_end")
-    if settings.get("quantization") or measure == "speedup":  # the recipe's needs stop these before they get here
-        raise ValueError(f"speed runner: {measure} {settings.get('quantization') or ''} needs its own timing code "
-                         f"(the recipe's needs name it)")
+    if settings.get("quantization"):  # the recipe's needs stop these before they get here
+        raise ValueError(f"speed runner: {settings['quantization']} needs its own timing code (the recipe's needs "
+                         f"name it)")
     if scope not in ("end_to_end", "denoise"):
         raise ValueError(f"speed recipe: unknown scope {scope!r}; expected end_to_end or denoise")
-    t = _e2e(str(settings["preset"]), int(settings["resolution"]), int(settings["batch"]),
-             CLI_DTYPES[str(settings["dtype"])], int(settings["steps"]))
-    whole = scope == "end_to_end"
+    t, whole = _timing(settings), scope == "end_to_end"
+    caveat = gpu_caveat(str(settings["gpu"]), t.device)
+    if measure == "speedup":  # Tables 7 and 14: throughput over the baseline's, both at the recipe's batch
+        base = _peer(str(settings["baseline"]), t.resolution, t.batch, t.dtype, PEER_TIMED_STEPS)
+        ours, theirs = (x.img_per_s if whole else x.denoise_img_per_s for x in (t, base))
+        return Measurement(ours / theirs, f"{ours:.4f} / {theirs:.4f} img/s of {base.name} at batch {t.batch}; "
+                                          f"row: {_describe(t, whole)}; baseline: {_describe(base, whole)}; {caveat}")
     if measure == "throughput":
         value = t.img_per_s if whole else t.denoise_img_per_s
     elif measure == "latency":
         value = _seconds(column, t.total_s if whole else t.denoise_s)
     else:
         raise ValueError(f"speed recipe: unknown measure {measure!r}; expected throughput, latency or speedup")
-    memory = f"{t.peak_mem_gib:.1f} GiB" if t.peak_mem_gib is not None else "-"
-    detail = (f"cell = {'end to end' if whole else 'denoising only'}; {t.total_s:.3f} s end to end = text "
-              f"{t.text_s:.3f} + {t.steps} steps {t.denoise_s:.3f} + decode {t.decode_s:.3f}; "
-              f"{t.img_per_s:.3f} img/s ({t.denoise_img_per_s:.3f} denoising only); batch {t.batch} on {t.rows} "
-              f"rows, {t.dtype}, Gemma-2 {t.text_tokens} tokens, {t.achieved_tflops:.0f} TFLOP/s, peak {memory}; "
-              + gpu_caveat(str(settings["gpu"]), t.device))
-    return Measurement(value, detail)
+    return Measurement(value, f"{_describe(t, whole)}; {caveat}")
 
 
 @functools.lru_cache(maxsize=None)
