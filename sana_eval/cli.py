@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth --out runs/geneval
   sana-eval score --benchmark mjhq30k --images runs/mjhq --mjhq data/MJHQ-30K --out runs/mjhq.json
   sana-eval compare runs/a.json runs/b.json --fail-if-worse geneval:0.02
+  sana-eval sweep fig8-steps --weights Sana_1600M_1024px.pth --mjhq data/MJHQ-30K --out runs/fig8 --limit 2048
   sana-eval bench --preset Sana_600M_1024px --batch 1 16 --impl ours diffusers
 """
 
@@ -116,6 +117,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return compare_command(Path(args.run_a), Path(args.run_b), args.fail_if_worse,
                            Path(args.out) if args.out else None, args.n_boot, args.seed,
                            require_significant=args.require_significant, device=args.device)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from sana_eval.sweeps import run_sweep
+
+    common = {k: v for k, v in {"device": args.device, "cache_dir": args.cache_dir,
+                                "clip_weights": args.clip_weights}.items() if v}
+    scorer = {"mjhq": {**common, **({"fid_weights": args.fid_weights} if args.fid_weights else {})},
+              "geneval": {**common, **({"detector_weights": args.detector_weights} if args.detector_weights else {})}}
+    path = run_sweep(args.name, args.weights, Path(args.out), limit=args.limit, resolution=args.resolution,
+                     seed=args.seed, vae=args.vae, text_encoder=args.text_encoder, data=args.data, mjhq=args.mjhq,
+                     fid_size=args.fid_size, allow_few_images=args.allow_few_images, batch_size=args.batch_size,
+                     device=args.device, scorer=scorer)
+    print(f"wrote {path}")
+    return 0
 
 
 def _cmd_smoke(args: argparse.Namespace) -> int:
@@ -324,6 +340,33 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--device", help="where FID bootstraps run (cuda is much faster)")
     cmp.set_defaults(func=_cmd_compare)
+
+    from sana_eval.sweeps import SWEEPS
+
+    sweep = sub.add_parser("sweep", help="an inference ablation (Fig. 8 steps, CFG, CHI, shift): generate, score, "
+                                         "plot; a rerun reuses every finished point",
+                           epilog="example:\n  sana-eval sweep fig8-steps --weights Sana_1600M_1024px.pth "
+                                  "--mjhq data/MJHQ-30K --out runs/fig8 --limit 2048",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("name", choices=sorted(SWEEPS))
+    sweep.add_argument("--weights", required=True, help="transformer checkpoint or diffusers pipeline root")
+    sweep.add_argument("--out", required=True, help="sweep folder (sweep.json, sweep.md, sweep.png, points/)")
+    sweep.add_argument("--limit", type=int, help="first N prompts of the benchmark")
+    sweep.add_argument("--resolution", type=int)
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--vae")
+    sweep.add_argument("--text-encoder")
+    sweep.add_argument("--data", help="folder holding the official prompt files")
+    sweep.add_argument("--mjhq", help="local MJHQ-30K copy (FID reference, prompts)")
+    sweep.add_argument("--fid-size", type=int, default=512)
+    sweep.add_argument("--allow-few-images", action="store_true")
+    sweep.add_argument("--batch-size", type=int, default=1)
+    sweep.add_argument("--device")
+    sweep.add_argument("--cache-dir")
+    sweep.add_argument("--fid-weights")
+    sweep.add_argument("--clip-weights")
+    sweep.add_argument("--detector-weights")
+    sweep.set_defaults(func=_cmd_sweep)
 
     smoke = sub.add_parser("smoke", help="the whole chain on tiny random models, offline on CPU; its numbers are "
                                          "NOT comparable to the paper",

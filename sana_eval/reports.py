@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,7 +103,9 @@ def _not_run_sections(report: TableReport) -> list[str]:
     return out
 
 
-def render_markdown(report: TableReport) -> str:
+def render_markdown(report: TableReport, figure: str | None = None,
+                    galleries: tuple[tuple[str, str], ...] = ()) -> str:
+    """`figure`: the plot's file name beside the report; `galleries`: (run, link) sample pages of the image runs."""
     table, prov = report.table, report.provenance
     note_no = {id(n): i for i, n in enumerate(table.notes, 1)}
     by_cell = {(r.row, r.column): r for r in report.results}
@@ -132,11 +135,15 @@ def render_markdown(report: TableReport) -> str:
                                                      for c in table.columns]) + " |")
     ran = [r for r in report.results if r.verdict != "not run"]
     if ran:
-        out += ["", "## Cells that ran", "", "| Row | Column | Paper | Ours | Δ | Verdict | Detail |",
-                "|---|---|---|---|---|---|---|"]
+        out += ["", "## Cells that ran", ""]
+        if figure:
+            out += [f"![Table {table.number}: reproduced vs. paper, relative difference per cell]({figure})", ""]
+        out += ["| Row | Column | Paper | Ours | Δ | Verdict | Detail |", "|---|---|---|---|---|---|---|"]
         out += [f"| {_md(r.row)} | {_md(table.column(r.column).name)} | {r.paper} | {_fmt(r.reproduced, r.paper)} "
                 f"| {_signed(r.delta, r.paper)} | {r.verdict} | {_md('; '.join(filter(None, (r.detail, r.reason))))} |"
                 for r in ran]
+    if galleries:
+        out += ["", "## Sample galleries", ""] + [f"- [{_md(run)}]({link})" for run, link in galleries]
     out += _not_run_sections(report)
     out += ["", "## Tolerances", ""]
     out += [f"- **{c.name}** — {c.tolerance.describe()}" for c in table.columns]
@@ -179,14 +186,77 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def save_figure(fig, path: Path) -> Path:
+    """A matplotlib `Figure` as PNG (no pyplot, so no global backend state)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return Path(path)
+
+
+def plot_report(report: TableReport, path: Path) -> Path | None:
+    """`tableN.png`: (ours − paper) / |paper| per cell with a number, the tolerance band shaded behind each bar;
+    None when no cell has one. Relative differences put cells of every unit on one axis."""
+    from matplotlib.figure import Figure
+
+    table = report.table
+    cells = [r for r in report.results if r.reproduced is not None and PaperValue(r.paper).value]
+    if not cells:
+        return None
+    colour = {"reproduced": "tab:green", "differs": "tab:red"}
+    fig = Figure(figsize=(8.0, 1.4 + 0.32 * len(cells)), layout="constrained")
+    ax = fig.add_subplot()
+    for y, r in enumerate(reversed(cells)):
+        paper = PaperValue(r.paper)
+        tol = table.column(r.column).tolerance
+        printed = 0.5 * 10.0 ** -paper.decimals
+        allowed = {"exact": 0.0, "rounding": printed, "abs": max(tol.value, printed),
+                   "rel": max(tol.value * abs(paper.value), printed)}[tol.kind]
+        band = 100 * allowed / abs(paper.value)
+        ax.barh(y, 2 * band, left=-band, height=0.8, color="0.88")
+        rel = 100 * (r.reproduced - paper.value) / abs(paper.value)
+        ax.barh(y, rel, height=0.5, color=colour[r.verdict])
+        ax.annotate(f"{r.paper} → {_fmt(r.reproduced, r.paper)}", (rel, y), xytext=(4 if rel >= 0 else -4, 0),
+                    textcoords="offset points", va="center", ha="left" if rel >= 0 else "right", fontsize=7)
+    ax.set_yticks(range(len(cells)), [f"{r.row} · {table.column(r.column).name}" for r in reversed(cells)],
+                  fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.margins(x=0.25)
+    ax.set_xlabel("(ours − paper) / |paper|, %   (grey: tolerance; green within, red outside)")
+    skipped = sum(r.reproduced is not None for r in report.results) - len(cells)
+    ax.set_title(f"Table {table.number}: {table.title}" + (f" ({skipped} cells with paper value 0 not shown)"
+                                                           if skipped else ""), fontsize=9)
+    return save_figure(fig, path)
+
+
+def _galleries(report: TableReport, version_dir: Path) -> tuple[tuple[str, str], ...]:
+    """Sample pages (`gallery.html`) of the image runs behind the cells that ran, linked relative to the report."""
+    from .gallery import GALLERY
+    from .tables.image_runners import run_folder
+
+    ran = {(r.row, r.column) for r in report.results if r.verdict != "not run"}
+    pages: dict[Path, None] = {}
+    for row in report.table.rows:
+        for key, cell in row.cells.items():
+            if (row.id, key) in ran and cell.recipe and cell.recipe.kind == "generate_score":
+                page = run_folder(cell.recipe.settings) / GALLERY
+                if page.is_file():
+                    pages.setdefault(page)
+    return tuple((page.parent.name, Path(os.path.relpath(page, version_dir)).as_posix()) for page in pages)
+
+
 def write_report(report: TableReport, version_dir: Path) -> list[Path]:
-    """`tableN.md`, `tableN.json`, `tableN.csv` in `version_dir`; the JSON is rendered first so a bad report
-    leaves no partial set behind."""
+    """`tableN.md`, `.json`, `.csv` and, when a cell has a number, `.png` in `version_dir`; the JSON is rendered
+    first so a bad report leaves no partial set behind."""
     payload = json.dumps(report.to_dict(), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
     stem = Path(version_dir) / report.table.id
-    return [write_text(stem.with_suffix(".json"), payload),
-            write_text(stem.with_suffix(".md"), render_markdown(report)),
-            write_text(stem.with_suffix(".csv"), render_csv(report))]
+    written = [write_text(stem.with_suffix(".json"), payload)]
+    figure = plot_report(report, stem.with_suffix(".png"))
+    if figure is None:                     # a plot from an earlier run of this version would contradict the report
+        stem.with_suffix(".png").unlink(missing_ok=True)
+    markdown = render_markdown(report, figure.name if figure else None, _galleries(report, Path(version_dir)))
+    written += [write_text(stem.with_suffix(".md"), markdown), write_text(stem.with_suffix(".csv"),
+                                                                          render_csv(report))]
+    return written + ([figure] if figure else [])
 
 
 def _index_rows(root: Path) -> Iterable[str]:
@@ -212,8 +282,9 @@ def write_index(root: Path) -> Path:
     """Regenerate `root/README.md` from every version folder's JSON reports, newest version first."""
     lines = ["# Reproduction reports", "",
              "One folder per version (`<UTC date>-<git sha>[-dirty]` unless named); each table has `.md` (read "
-             "this), `.json` (everything: paper values, recipes, provenance; rerunnable) and `.csv` (one line per "
-             "cell). Regenerated on every `sana-eval reproduce`.", "",
+             "this), `.json` (everything: paper values, recipes, provenance; rerunnable), `.csv` (one line per "
+             "cell) and `.png` (reproduced vs. paper, when a cell ran). Regenerated on every "
+             "`sana-eval reproduce`.", "",
              "| Version | Time (UTC) | Commit | Tables | Reproduced | Differ | Failed | Not run |",
              "|---|---|---|---|---|---|---|---|", *_index_rows(Path(root)), ""]
     return write_text(Path(root) / "README.md", "\n".join(lines))

@@ -37,7 +37,7 @@ def test_generate_score_runs_once_and_reuses_the_stored_result(tmp_path, monkeyp
     requests, scored = [], []
     monkeypatch.setattr("sana_eval.run_generate.run", requests.append)
 
-    def fake_geneval(images, data=None):
+    def fake_geneval(images, data=None, limit=None):
         scored.append(images)
         return Result("geneval", {"backend": "test"}, {"geneval": 0.66, "geneval/counting": 0.62}, {})
 
@@ -68,3 +68,33 @@ def test_reconstruction_runner_scores_the_dc_ae_once(tmp_path, monkeypatch):
         recipe, column = _cell("table1", "F32C32 (Ours)", metric)
         assert IR.run_reconstruction(recipe.settings, column).value == {"rfid": 0.3, "psnr": 29.0}[metric]
     assert calls == [("dc-ae-f32c32", 1024)]
+
+
+def test_generate_score_writes_the_sample_gallery_of_its_run(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    from sana_eval.benchmarks import get_benchmark
+    from sana_eval.generate import run_generation
+
+    monkeypatch.setattr(IR, "local_weights", lambda repo_id: tmp_path)
+    monkeypatch.setattr(IR, "checkpoint_in", lambda repo: repo)
+    monkeypatch.setenv(IR.RUNS_ENV, str(tmp_path / "runs"))
+    prompts = tmp_path / "evaluation_metadata.jsonl"
+    prompts.write_text(json.dumps({"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}],
+                                   "prompt": "a photo of a red car"}) + "\n")
+
+    def generate(request):  # the resumable runner, with constant 8-px images in place of the pipeline
+        run_generation(get_benchmark("geneval").load(prompts, verify=False), request.out,
+                       lambda p, s: np.full((len(p), 8, 8, 3), 127, np.uint8), run_config={}, progress=False)
+
+    monkeypatch.setattr("sana_eval.run_generate.run", generate)
+    monkeypatch.setattr("sana_eval.score.score_geneval",
+                        lambda images, data=None, limit=None: Result("geneval", {}, {"geneval": 0.5, "geneval/colors": 0.5}, {}))
+    recipe, column = _cell("table10", "1024 x 1024 / Sana-1.6B", "colors")
+    assert IR.run_generate_score(recipe.settings, column).value == 0.5
+    page = IR.run_folder(recipe.settings) / "gallery.html"
+    assert page.parent.name == "Sana_1600M_1024px-geneval-1024"
+    assert "colors (1)" in page.read_text() and "a photo of a red car" in page.read_text()
+    assert (page.parent / "gallery" / "00000__samples__00003.jpg").is_file()

@@ -22,13 +22,32 @@ def table6_run(tmp_path_factory):
     return out, reproduce(["table6"], out, version="v1")
 
 
-def test_reproduce_writes_md_json_csv_and_the_index(table6_run):
+def test_reproduce_writes_md_json_csv_png_and_the_index(table6_run):
     out, paths = table6_run
     assert paths == [out / "v1" / "table6.json", out / "v1" / "table6.md", out / "v1" / "table6.csv",
-                     out / "README.md"]
+                     out / "v1" / "table6.png", out / "README.md"]
     assert all(p.is_file() for p in paths)
     assert sorted(p.name for p in out.rglob("*")) == sorted(["v1", "table6.json", "table6.md", "table6.csv",
-                                                             "README.md"])   # no temporary files left
+                                                             "table6.png", "README.md"])   # no temporary files left
+
+
+def test_the_figure_plots_every_cell_that_ran_and_is_linked(table6_run):
+    from PIL import Image
+
+    md = (table6_run[0] / "v1" / "table6.md").read_text()
+    assert "![Table 6: reproduced vs. paper, relative difference per cell](table6.png)" in md
+    with Image.open(table6_run[0] / "v1" / "table6.png") as img:
+        # One bar per cell: the figure's height is 1.4 in + 0.32 in per cell at 120 dpi, 10 cells in Table 6.
+        assert img.format == "PNG" and img.size == (960, round((1.4 + 0.32 * 10) * 120))
+
+
+def test_a_table_where_no_cell_ran_has_no_figure(tmp_path):
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "table2.png").write_bytes(b"a plot from an earlier run")
+    paths = reproduce(["table2"], tmp_path, version="v")      # Table 2 is a training ablation: nothing runs
+    assert [p.name for p in paths] == ["table2.json", "table2.md", "table2.csv", "README.md"]
+    assert not (tmp_path / "v" / "table2.png").exists()       # a stale figure would contradict the report
+    assert ".png" not in (tmp_path / "v" / "table2.md").read_text()
 
 
 def test_markdown_shows_paper_vs_ours_verdicts_notes_and_provenance(table6_run):
@@ -160,3 +179,38 @@ def test_a_tree_without_git_takes_its_commit_from_the_environment(monkeypatch):
     assert provenance.git_state() == ("0123456789abcdef", False)
     monkeypatch.delenv("SANA_EVAL_GIT_COMMIT")
     assert provenance.git_state() == (None, True)
+
+
+def test_a_report_links_the_sample_gallery_of_each_image_run_that_ran(tmp_path, monkeypatch):
+    import dataclasses
+    import os
+
+    from sana_eval.provenance import collect
+    from sana_eval.reports import TableReport, write_report
+    from sana_eval.tables.image_runners import run_folder
+    from sana_eval.tables.runners import evaluate_table
+
+    monkeypatch.setenv("SANA_EVAL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("SANA_EVAL_DATA", str(tmp_path / "no-data"))
+    table = get_table("table10")
+    row = next(r for r in table.rows if r.id == "1024 x 1024 / Sana-1.6B")
+    results = [dataclasses.replace(r, reproduced=0.7, verdict="differs") if (r.row, r.column) == (row.id, "colors")
+               else r for r in evaluate_table(table)]
+    page = run_folder(row.cells["colors"].recipe.settings) / "gallery.html"
+    other = run_folder(next(r for r in table.rows if r.id != row.id and r.cells["colors"].recipe)
+                       .cells["colors"].recipe.settings)
+    (other / "gallery.html").parent.mkdir(parents=True)
+    (other / "gallery.html").write_text("a run whose cells did not run here")
+    version = tmp_path / "reports" / "v"
+
+    def markdown() -> str:
+        write_report(TableReport("v", table, collect(), tuple(results)), version)
+        return (version / "table10.md").read_text()
+
+    assert "Sample galleries" not in markdown()               # no page yet
+    page.parent.mkdir(parents=True)
+    page.write_text("<html></html>")
+    md = markdown()
+    links = re.findall(r"^- \[([^\]]+)\]\(([^)]+)\)$", md.split("## Sample galleries")[1], re.M)
+    assert links[:1] == [("Sana_1600M_1024px-geneval-1024", os.path.relpath(page, version))]
+    assert len(links) == 1 and (version / links[0][1]).resolve() == page.resolve()

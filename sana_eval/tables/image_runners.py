@@ -4,6 +4,7 @@ trip (Table 1), on a machine that has the weights and data. Images and scores ar
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from metrics.base import Result
@@ -48,7 +49,7 @@ def _data(benchmark: str) -> str | None:
     return str(folder) if folder.exists() else None
 
 
-def _stored(path: Path, make) -> Result:
+def stored_result(path: Path, make) -> Result:
     """The metric result stored at `path`, else `make()` stored there (atomically) for the next rerun."""
     from sana_eval.results import read_results, write_results
 
@@ -73,10 +74,32 @@ def _score(metric: str, benchmark: str, images: Path, settings: dict[str, Settin
         [result] = score.score_mjhq(images, source, [metric], fid_size=int(settings.get("fid_resize") or 512))
         return result
     if metric == "geneval":
-        return score.score_geneval(images, data=_data("geneval"))
+        limit = settings["prompt_limit"]
+        return score.score_geneval(images, data=_data("geneval"), limit=int(limit) if limit else None)
     if metric == "dpg":
         return score.score_dpg(images)
     return score.score_imagereward(images, data=_data("imagereward"))
+
+
+def run_folder(settings: dict[str, Setting]) -> Path:
+    """Where a generate_score recipe's images go: one folder per checkpoint, benchmark, resolution and subset."""
+    limit = settings["prompt_limit"]
+    return runs_root() / (f"{settings['preset']}-{R.CLI_BENCHMARKS[str(settings['benchmark'])]}-"
+                          f"{settings['resolution']}{f'-first{limit}' if limit else ''}")
+
+
+def _refresh_gallery(out: Path, benchmark: str) -> None:
+    """The run's sample page, rewritten when a manifest is newer; a page that cannot be made costs a warning only."""
+    from sana_eval.gallery import GALLERY, write_gallery
+
+    manifests = [p.stat().st_mtime for p in out.glob("manifest*.jsonl")]
+    page = out / GALLERY
+    if not manifests or (page.is_file() and page.stat().st_mtime >= max(manifests)):
+        return
+    try:
+        write_gallery(out, benchmark)
+    except (ValueError, OSError) as err:
+        warnings.warn(f"{out}: no sample gallery ({err})", stacklevel=2)
 
 
 # Paper §5 with the NVlabs metric scripts' settings (recipes.py): generate, then score with the official rules.
@@ -88,14 +111,16 @@ def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurem
     preset, resolution = str(settings["preset"]), int(settings["resolution"])
     benchmark, metric = R.CLI_BENCHMARKS[str(settings["benchmark"])], str(settings["metric"])
     limit = settings["prompt_limit"]
-    out = runs_root() / f"{preset}-{benchmark}-{resolution}{f'-first{limit}' if limit else ''}"
+    out = run_folder(settings)
     sampling = SamplingConfig(sampler=R.CLI_SAMPLER, steps=int(settings["steps"]), cfg_scale=float(settings["cfg"]),
                               pag_scale=float(settings["pag"]))
     run(GenerateRequest(benchmark=benchmark, weights=str(checkpoint_in(_need_local(f"{R.HF_ORG}/{preset}"))),
                         out=out, vae=str(_need_local(R.VAE)), text_encoder=str(_need_local(R.TEXT_ENCODER)),
                         sampling=sampling, resolution=resolution, seed=int(settings["seed"]),
                         limit=int(limit) if limit else None, data=_data(benchmark)))
-    result = _stored(out.parent / f"{out.name}.{metric}.json", lambda: _score(metric, benchmark, out, settings))
+    _refresh_gallery(out, benchmark)
+    result = stored_result(out.parent / f"{out.name}.{metric}.json",
+                           lambda: _score(metric, benchmark, out, settings))
     field = str(settings["field"])
     key = metric if field == "overall" else f"{metric}/{field}"
     return Measurement(result.aggregate[key], f"{key} = {result.aggregate[key]:.4f} ({out})")
@@ -110,7 +135,7 @@ def run_reconstruction(settings: dict[str, Setting], column: Column) -> Measurem
     ae = {R.VAE: "dc-ae-f32c32", R.SDXL_VAE: "sdxl-vae"}[vae]
     weights = _need_local(vae)
     source = MJHQSource(folder=str(data_dir() / "mjhq30k"))
-    result = _stored(runs_root() / f"recon-{ae}-1024.json",
-                     lambda: score_recon(ae, str(weights), source, resolution=1024))
+    result = stored_result(runs_root() / f"recon-{ae}-1024.json",
+                           lambda: score_recon(ae, str(weights), source, resolution=1024))
     metric = str(settings["metric"])
     return Measurement(result.aggregate[metric], f"{metric} = {result.aggregate[metric]:.4f} ({ae}, 1024 px)")
