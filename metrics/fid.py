@@ -18,7 +18,7 @@ from pytorch_fid import inception as pfid_inception
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 from metrics.base import (FeatureCache, Metric, MetricError, ProtocolMismatchError, Result, atomic_path,
-                          canonical_json, package_versions, sha256_file)
+                          canonical_json, package_versions, protocol_id, sha256_file)
 from metrics.images import ImageSet, extract_features
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -212,16 +212,31 @@ class FID(Metric):
         return {"dataset": images.name, "revision": images.revision, "subset": subset,
                 "img_size": self.config.img_size, "n": len(images), "implementation": self.protocol}
 
+    def _stats_path(self, images: ImageSet, subset: str) -> Path | None:
+        if self.config.cache_dir is None:
+            return None
+        name = f"{_slug(images.name)}-{_slug(subset)}-{self.config.img_size}px-n{len(images)}.npz"
+        return Path(self.config.cache_dir) / "fid-stats" / name
+
+    def _save_features(self, images: ImageSet, feats: np.ndarray) -> dict[str, str]:
+        """The generated features and reference statistics behind the number, so `sana-eval compare` can
+        bootstrap FID over images; only with a cache_dir."""
+        if self.config.cache_dir is None:
+            return {}
+        path = Path(self.config.cache_dir) / "fid-features" / (
+            f"{_slug(images.name)}-{self.config.img_size}px-n{len(images)}-{protocol_id(self.protocol)}.npy")
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, feats)
+        return {"features": str(path.resolve()), "features_sha256": sha256_file(path)}
+
     def reference_stats(self, images: ImageSet, subset: str = "all",
                         feats: np.ndarray | None = None) -> FIDStats:
         """Statistics of a reference set, read from / written to the stats cache when cache_dir is set."""
         key = self.stats_key(images, subset)
-        path = None
-        if self.config.cache_dir is not None:
-            name = f"{_slug(images.name)}-{_slug(subset)}-{self.config.img_size}px-n{len(images)}.npz"
-            path = Path(self.config.cache_dir) / "fid-stats" / name
-            if path.is_file():
-                return load_stats(path, key)
+        path = self._stats_path(images, subset)
+        if path is not None and path.is_file():
+            return load_stats(path, key)
         mu, sigma = feature_stats(self.features(images) if feats is None else feats,
                                   what=f"{images.name} [{subset}]", allow_few=self.config.allow_few_images)
         stats = FIDStats(mu, sigma, key)
@@ -261,6 +276,9 @@ class FID(Metric):
             "n_reference": len(reference), "reference_stats_sha256": ref_sha,
             "weights_path": str(self.weights_path), "device": str(self.device),
         }
+        saved = self._save_features(generated, gen_feats)
+        if saved:
+            provenance.update(saved, reference_stats=str(self._stats_path(reference, "all").resolve()))
         if self.config.cross_checks:
             from metrics.fid_crosscheck import cross_check_fid
             provenance["cross_checks"] = cross_check_fid(self, generated, reference, self.config.cross_checks)

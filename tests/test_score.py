@@ -95,3 +95,29 @@ def test_unknown_cross_check_is_refused_before_any_work(tmp_path, capsys):
                  "--cross-check", "clean-fid", "--cross-check", "bogus", "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert code == 2 and "bogus" in err and "clean-fid" in err and err.count("\n") == 1
+
+
+def test_fid_results_carry_what_compare_needs_to_bootstrap_over_images(tmp_path, monkeypatch):
+    import numpy as np
+
+    from metrics.fid import FID, frechet_distance, load_stats
+    from sana_eval.compare import _load_fid_side
+
+    hub = tmp_path / "hub"
+    _, sha = make_random_fid_weights(hub)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    fid = FID(FIDConfig(weights_sha256=sha, num_workers=0, device="cpu", img_size=32, allow_few_images=True,
+                        cache_dir=str(tmp_path / "cache")))
+    from metrics.images import folder_image_set
+
+    write_images(tmp_path / "gen", 6, (32, 32), seed=1, ext=".png")
+    write_images(tmp_path / "ref", 6, (32, 32), seed=2, ext=".png")
+    with pytest.warns(UserWarning):
+        result = fid.score(folder_image_set(tmp_path / "gen"), folder_image_set(tmp_path / "ref"),
+                           by_category=False)
+    feats = np.load(result.provenance["features"])
+    stats = load_stats(result.provenance["reference_stats"], fid.stats_key(folder_image_set(tmp_path / "ref"), "all"))
+    assert feats.shape == (6, 2048)
+    mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
+    assert frechet_distance(mu, sigma, stats.mu, stats.sigma) == pytest.approx(result.aggregate["fid"], rel=1e-6)
+    _load_fid_side(result, "A")  # compare's own checks (sha256, recomputed value) accept it
