@@ -312,3 +312,13 @@ def test_recipe_commands_parse_with_the_real_cli():
                     build_parser().parse_args(argv[1:])
                     checked += 1
     assert checked > 50
+
+
+def test_peer_parameter_counts_come_from_their_published_configs():
+    results = {(r.row, r.column): r for r in evaluate_table(get_table("table7"))}
+    sdxl = results["1024 x 1024 / SDXL", "params"]
+    assert sdxl.verdict == "reproduced" and sdxl.reproduced == pytest.approx(2.567, abs=1e-3)
+    assert results["1024 x 1024 / FLUX-dev", "params"].reproduced == pytest.approx(11.90, abs=0.01)
+    lumina = results["1024 x 1024 / LUMINA-Next", "params"]
+    assert lumina.verdict == "differs" and "peer params" in lumina.notes
+    assert results["1024 x 1024 / DALLE3", "params"].verdict == "not run"

@@ -42,9 +42,14 @@ PEERS = {"PixArt-α": "pixart-alpha", "PixArt-Σ": "pixart-sigma", "LUMINA-Next"
 def _t7_peer_recipes(label: str, group: str) -> dict[str, Recipe]:
     """Speed cells of a peer row (its diffusers implementation, sana_eval/bench_peers.py); quality cells have none."""
     peer, res = PEERS[label], RES[group]
-    return {"throughput": R.peer_speed(peer, res, "throughput", batch=16),
+    return {"params": R.peer_params("table7", peer),
+            "throughput": R.peer_speed(peer, res, "throughput", batch=16),
             "latency": R.peer_speed(peer, res, "latency", batch=1),
             "speedup": R.peer_speed(peer, res, "speedup", batch=16, baseline=SPEEDUP_BASELINE[group])}
+
+
+def _peer_params_only(table: str):
+    return lambda label, group: {"params": R.peer_params(table, PEERS[label])}
 
 
 def _row(label: str, group: str, values: str, recipes, peer_recipes=None) -> RowSpec:
@@ -63,6 +68,9 @@ _MULTILING = Note("paper.md §5", "The released Sana_600M_512px / Sana_600M_1024
                                  "variants, not the paper's; the README reports 5.61 / 28.80 / 0.68 / 84.2 for the "
                                  "1024 px one.",
                   _cells(("fid", "clip", "geneval", "dpg"), (("Sana-0.6B", G512), ("Sana-0.6B", G1024))))
+_LUMINA_PARAMS = Note("peer params", "Peer parameter counts are the denoiser of each published diffusers config; "
+                                      "Lumina-Next's has 1.75 B against the nominal '2B' of its name.",
+                       ((f"{G1024} / LUMINA-Next", "params"),))
 _GENEVAL_COUNT = Note("paper.md §6.1", "The paper says GenEval has 533 prompts; GenEval and the repo use 553.",
                       _cells(("geneval",)))
 
@@ -102,7 +110,7 @@ TABLE7 = build_table(
            Note("timing", TIMING_NOTE, _cells(("latency", "throughput"))),
            Note("peer timing", PEER_TIMING_NOTE, tuple((f"{group} / {label}", key) for group, label in PEER_ROWS
                                                        for key in ("throughput", "latency", "speedup"))),
-           _MULTILING, _GENEVAL_COUNT),
+           _MULTILING, _GENEVAL_COUNT, _LUMINA_PARAMS),
 )
 
 _GENEVAL_FIELDS = (("overall", "Overall"), ("single_object", "Single obj."), ("two_object", "Two obj."),
@@ -124,7 +132,7 @@ TABLE10 = build_table(
     id="table10", number=10, title="GenEval details",
     caption="GenEval overall and per task.", source="P",
     columns=(C.params("B"), *(C.geneval(key, name) for key, name in _GENEVAL_FIELDS)),
-    rows=[_row(label, group, values, _t10_recipes) for group, label, values in (
+    rows=[_row(label, group, values, _t10_recipes, _peer_params_only("table10")) for group, label, values in (
         (G512, "PixArt-α", "0.6 0.48 0.98 0.50 0.44 0.80 0.08 0.07"),
         (G512, "PixArt-Σ", "0.6 0.52 0.98 0.59 0.50 0.80 0.10 0.15"),
         (G512, "Sana-0.6B", "0.6 0.64 0.99 0.71 0.63 0.91 0.16 0.42"),
@@ -141,7 +149,7 @@ TABLE10 = build_table(
         (G1024, "Sana-1.6B", "1.6 0.66 0.99 0.77 0.62 0.88 0.21 0.47"),
     )],
     notes=(_SIC, Note("paper.md Table 10", "PixArt-Σ at 1024 px is in Table 7 but not here."),
-           Note(_GENEVAL_COUNT.ref, _GENEVAL_COUNT.text, _cells(("overall",)))),
+           Note(_GENEVAL_COUNT.ref, _GENEVAL_COUNT.text, _cells(("overall",))), _LUMINA_PARAMS),
 )
 
 _DPG_FIELDS = (("overall", "DPG overall"), ("global", "Global"), ("entity", "Entity"), ("attribute", "Attribute"),
@@ -160,7 +168,7 @@ TABLE11 = build_table(
     id="table11", number=11, title="DPG-Bench details and ImageReward",
     caption="DPG-Bench overall and per category; ImageReward on its 100-prompt benchmark.", source="P",
     columns=(C.params("B"), *(C.dpg(key, name) for key, name in _DPG_FIELDS), C.image_reward("ImageReward")),
-    rows=[_row(label, group, values, _t11_recipes) for group, label, values in (
+    rows=[_row(label, group, values, _t11_recipes, _peer_params_only("table11")) for group, label, values in (
         (G512, "PixArt-α", "0.6 71.6 81.7 80.1 80.4 81.7 76.5 0.92"),
         (G512, "PixArt-Σ", "0.6 79.5 87.5 87.1 86.5 84.0 86.1 0.97"),
         (G512, "Sana-0.6B", "0.6 84.3 82.6 90.0 88.6 90.1 91.9 0.93"),
@@ -179,5 +187,5 @@ TABLE11 = build_table(
     )],
     notes=(_SIC, Note("paper.md Table 11", "This ImageReward (100 prompts x 10 images) is a different protocol "
                                            "from Table 5's Image-Reward (first 1K MJHQ images).",
-                      _cells(("image_reward",)))),
+                      _cells(("image_reward",))), _LUMINA_PARAMS),
 )

@@ -50,6 +50,13 @@ def macs(table: str, preset: str, resolution: int, *, self_attention: str, ffn: 
                   command=f"sana-eval reproduce {table}")
 
 
+def peer_params(table: str, peer: str) -> Recipe:
+    """Denoiser parameters of a peer's published config (sana_eval/peer_models.py), counted on the meta device."""
+    return Recipe("peer_params", {"peer": peer},
+                  (Need("code", "diffusers", "the peer models' implementations"),),
+                  command=f"sana-eval reproduce {table}")
+
+
 def generate_score(preset: str, resolution: int, benchmark: str, metric: str, field: str = "overall",
                    limit: int | None = None) -> Recipe:
     """Generate the benchmark's images with the released checkpoint, then score them (paper §5)."""

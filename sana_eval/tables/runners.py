@@ -61,6 +61,21 @@ def run_architecture(settings: dict[str, Setting], column: Column) -> Measuremen
     return Measurement(float(fields[quantity]), f"{preset}")
 
 
+@functools.lru_cache(maxsize=None)
+def _peer_parameter_count(peer: str) -> int:
+    from sana_eval.peer_models import count_peer_parameters
+
+    return count_peer_parameters(peer)
+
+
+# The "Params (B)" of the peer rows (Tables 7, 10, 11): the denoiser of each published config.
+@register_runner("peer_params")
+def run_peer_params(settings: dict[str, Setting], column: Column) -> Measurement:
+    peer = str(settings["peer"])
+    count = _peer_parameter_count(peer)
+    return Measurement(count / UNIT_SCALE[column.unit], f"{count:,} denoiser parameters ({peer}, published config)")
+
+
 # Block-design settings of a "macs" recipe, applied over its preset (model/config.py, model/ablation_blocks.py).
 BLOCK_DESIGN = ("self_attention", "ffn", "mlp_ratio", "in_channels", "patch_size")
 
