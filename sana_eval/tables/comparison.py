@@ -69,8 +69,10 @@ _MULTILING = Note("paper.md §5", "The released Sana_600M_512px / Sana_600M_1024
                                  "1024 px one.",
                   _cells(("fid", "clip", "geneval", "dpg"), (("Sana-0.6B", G512), ("Sana-0.6B", G1024))))
 _LUMINA_PARAMS = Note("peer params", "Peer parameter counts are the denoiser of each published diffusers config; "
-                                      "Lumina-Next's has 1.75 B against the nominal '2B' of its name.",
-                       ((f"{G1024} / LUMINA-Next", "params"),))
+                                      "FLUX.1 has 11.9 B and Lumina-Next 1.75 B against the nominal 12B and 2B "
+                                      "the paper prints.",
+                       tuple((f"{G1024} / {label}", "params") for label in ("LUMINA-Next", "FLUX-dev",
+                                                                             "FLUX-schnell")))
 _GENEVAL_COUNT = Note("paper.md §6.1", "The paper says GenEval has 533 prompts; GenEval and the repo use 553.",
                       _cells(("geneval",)))
 
