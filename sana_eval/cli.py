@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
-from pathlib import Path
+
+from sana_eval import commands
 
 EXAMPLES = """examples:
   sana-eval info Sana_1600M_1024px --json
@@ -20,194 +19,6 @@ EXAMPLES = """examples:
 """
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from model.config import PRESETS, get_preset
-    from model.transformer import count_parameters
-
-    if args.weights:
-        from model.checkpoints import describe
-
-        info = describe(args.weights)
-    elif args.preset:
-        cfg = get_preset(args.preset)
-        info = {"preset": args.preset, "config": dataclasses.asdict(cfg),
-                "self_heads": cfg.self_heads, "ffn_hidden": cfg.ffn_hidden,
-                "parameters": count_parameters(cfg)}
-    else:
-        info = {"presets": {name: count_parameters(cfg) for name, cfg in PRESETS.items()}}
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key}: {value}")
-    return 0
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from model.checkpoints import convert
-
-    written = convert(args.src, args.dst, args.to)
-    print(f"wrote {written}")
-    return 0
-
-
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from sana_eval.reproduce import reproduce
-
-    for path in reproduce(args.tables, Path(args.out), version=args.version):
-        print(f"wrote {path}")
-    return 0
-
-
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from model.pipeline import SamplingConfig
-    from sana_eval.run_generate import GenerateRequest, run
-
-    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg, shift=args.shift,
-                              pag_scale=args.pag_scale, decode_tile=args.decode_tile)
-    request = GenerateRequest(
-        benchmark=args.benchmark, weights=args.weights, out=Path(args.out), vae=args.vae,
-        text_encoder=args.text_encoder, conventions=args.conventions, sampling=sampling, chi=args.chi,
-        resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
-        shard=args.shard, layout=args.layout, data=args.data, device=args.device)
-    summary = run(request)
-    print(f"{summary.written} written, {summary.kept} kept of {summary.files} files in {summary.out_dir} "
-          f"({summary.seconds:.1f} s); manifest {summary.manifest}")
-    return 0
-
-
-def _cmd_score(args: argparse.Namespace) -> int:
-    from sana_eval.results import write_results
-    from sana_eval.score import (MJHQSource, score_dpg, score_folder, score_geneval, score_imagereward,
-                                 score_mjhq, score_recon)
-
-    source = MJHQSource(folder=args.mjhq, cache_dir=args.cache_dir, limit=args.limit)
-    common = dict(device=args.device, cache_dir=args.cache_dir, fid_weights=args.fid_weights,
-                  allow_few_images=args.allow_few_images)
-    if args.benchmark != "recon" and not args.images:
-        raise ValueError(f"--benchmark {args.benchmark} needs --images DIR (as sana-eval generate wrote it)")
-    run = dict(device=args.device, cache_dir=args.cache_dir)
-    if args.benchmark == "folder":
-        results = score_folder(args.images, reference=args.reference, prompts=args.prompts,
-                               metrics=args.metrics.split(","), fid_size=args.fid_size,
-                               clip_weights=args.clip_weights, cross_checks=args.cross_check, **common)
-    elif args.benchmark == "mjhq30k":
-        results = score_mjhq(args.images, source, args.metrics.split(","), fid_size=args.fid_size, ext=args.ext,
-                             clip_weights=args.clip_weights, cross_checks=args.cross_check, **common)
-    elif args.benchmark == "recon":
-        results = [score_recon(args.ae, args.weights, source, resolution=args.resolution, **common)]
-    elif args.benchmark == "geneval":
-        results = [score_geneval(args.images, detector=args.detector, detector_weights=args.detector_weights,
-                                 clip_weights=args.clip_weights, limit=args.limit, data=args.data, **run)]
-    elif args.benchmark == "dpg":
-        results = [score_dpg(args.images, vqa=args.vqa, vqa_weights=args.vqa_weights, mode=args.dpg_mode,
-                             csv=args.dpg_csv, grid=args.grid, resolution=args.tile, **run)]
-    else:
-        results = [score_imagereward(args.images, weights=args.weights, data=args.data, **run)]
-    for result in results:
-        headline = ", ".join(f"{k} {v:.4f}" for k, v in result.aggregate.items() if "/" not in k)
-        print(f"{result.metric}: {headline}")
-    print(f"wrote {write_results(results, args.out)}")
-    return 0
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from sana_eval.compare_report import compare_command
-
-    return compare_command(Path(args.run_a), Path(args.run_b), args.fail_if_worse,
-                           Path(args.out) if args.out else None, args.n_boot, args.seed,
-                           require_significant=args.require_significant, device=args.device)
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from sana_eval.sweeps import run_sweep
-
-    common = {k: v for k, v in {"device": args.device, "cache_dir": args.cache_dir,
-                                "clip_weights": args.clip_weights}.items() if v}
-    scorer = {"mjhq": {**common, **({"fid_weights": args.fid_weights} if args.fid_weights else {})},
-              "geneval": {**common, **({"detector_weights": args.detector_weights} if args.detector_weights else {})}}
-    path = run_sweep(args.name, args.weights, Path(args.out), limit=args.limit, resolution=args.resolution,
-                     seed=args.seed, vae=args.vae, text_encoder=args.text_encoder, data=args.data, mjhq=args.mjhq,
-                     fid_size=args.fid_size, allow_few_images=args.allow_few_images, batch_size=args.batch_size,
-                     device=args.device, scorer=scorer)
-    print(f"wrote {path}")
-    return 0
-
-
-def _cmd_smoke(args: argparse.Namespace) -> int:
-    from sana_eval.smoke import run_smoke
-
-    report = run_smoke(Path(args.out), progress=True)
-    print(report.read_text().splitlines()[0])
-    print(f"wrote {report}")
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from sana_eval.bench import time_dc_ae_decode, time_transformer
-
-    if args.suite == "sana":
-        from sana_eval.bench_suite import run_speed_suite
-
-        path = run_speed_suite(args.out, args.models, args.resolutions, args.batch or [1, 16], args.dtype,
-                               steps=args.steps, decode_tile=args.decode_tile, text_dtype=args.text_dtype,
-                               vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens)
-        print(f"wrote {path}")
-        return 0
-    if args.suite == "peers":
-        from sana_eval.bench_peers import run_peer_suite
-        from sana_eval.peer_models import PEERS
-
-        path = run_peer_suite(args.out, args.peers or list(PEERS), args.resolutions, args.batch or [1], args.dtype,
-                              timed_steps=args.timed_steps)
-        print(f"wrote {path}")
-        return 0
-    if args.suite == "text-encoders":
-        from sana_eval.bench_suite import run_text_encoder_suite
-
-        batch = (args.batch or [32])[0]
-        print(f"wrote {run_text_encoder_suite(args.out, args.text_encoder, batch, args.sequence_length, args.dtype)}")
-        return 0
-    if args.component == "e2e":
-        from sana_eval.bench_clock import measure_matmul_peak
-        from sana_eval.bench_e2e import time_sana_e2e
-
-        peak = measure_matmul_peak(args.dtype)
-        for preset in args.preset:
-            for batch in args.batch or [1, 16]:
-                timing = time_sana_e2e(preset, args.resolution, batch, args.dtype, args.steps,
-                                       decode_tile=args.decode_tile, text_dtype=args.text_dtype,
-                                       vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens, matmul_peak_tflops=peak)
-                print(json.dumps(timing.to_dict()), flush=True)
-        return 0
-    if args.component == "text-encoder":
-        from sana_eval.bench_text import time_text_encoder
-
-        for name in args.text_encoder:
-            for batch in args.batch or [32]:
-                print(json.dumps(time_text_encoder(name, batch, args.sequence_length, args.dtype).to_dict()),
-                      flush=True)
-        return 0
-    if args.component == "fid-features":
-        from sana_eval.bench import time_fid_features
-
-        for row in time_fid_features(args.images, args.resolution, args.fid_size):
-            print(json.dumps(row.to_dict()), flush=True)
-        return 0
-    if args.component == "dc-ae":
-        for batch in args.batch or [1, 16]:
-            for impl in args.impl:
-                timing = time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile)
-                print(json.dumps(timing.to_dict()), flush=True)
-        return 0
-    for preset in args.preset:
-        for batch in args.batch or [1, 16]:
-            for impl in args.impl:
-                timing = time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps)
-                print(json.dumps(timing.to_dict()), flush=True)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sana-eval", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("preset", nargs="?", help="preset name (omit to list all presets)")
     info.add_argument("--weights", help="describe this checkpoint instead (file or diffusers directory)")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(func=_cmd_info)
+    info.set_defaults(func=commands.cmd_info)
 
     convert = sub.add_parser("convert", help="rewrite a transformer checkpoint in another format, losslessly",
                              epilog="example:\n  sana-eval convert Sana_600M_1024px.pth out/transformer "
@@ -229,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="NVlabs .pth, diffusers directory or .safetensors file")
     convert.add_argument("dst", help="output path")
     convert.add_argument("--to", required=True, choices=["nvlabs", "diffusers", "safetensors"])
-    convert.set_defaults(func=_cmd_convert)
+    convert.set_defaults(func=commands.cmd_convert)
 
     reproduce = sub.add_parser("reproduce", help="rerun paper tables and write versioned reports",
                                epilog="example:\n  sana-eval reproduce table6 --out reports",
@@ -237,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("tables", nargs="+", help="table ids (table1 … table14) or 'all'")
     reproduce.add_argument("--out", default="reports", help="reports folder (default: reports)")
     reproduce.add_argument("--version", help="report version name (default: <UTC date>-<git sha>)")
-    reproduce.set_defaults(func=_cmd_reproduce)
+    reproduce.set_defaults(func=commands.cmd_reproduce)
     gen = sub.add_parser("generate", help="generate a benchmark's images in its scorer's layout (resumable)",
                          epilog="examples:\n"
                                 "  sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth "
@@ -271,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--layout", help="override the scorer layout (e.g. dpg-sana, mjhq-png)")
     gen.add_argument("--data", help="folder holding the official prompt files (else cache or download)")
     gen.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    gen.set_defaults(func=_cmd_generate)
+    gen.set_defaults(func=commands.cmd_generate)
 
     score = sub.add_parser("score", help="score an image folder (FID, CLIP score) or an autoencoder (Table 1)",
                            epilog="examples:\n"
@@ -323,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "torchmetrics-noantialias, clean-fid; CLIP score torchmetrics")
     score.add_argument("--allow-few-images", action="store_true", help="FID on < 2048 images (warns)")
     score.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    score.set_defaults(func=_cmd_score)
+    score.set_defaults(func=commands.cmd_score)
 
     cmp = sub.add_parser("compare", help="B − A per metric with bootstrap CIs; exit 1 on a regression",
                          epilog="example:\n  sana-eval compare a/results.json b/results.json "
@@ -339,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--n-boot", type=int, default=1000)
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--device", help="where FID bootstraps run (cuda is much faster)")
-    cmp.set_defaults(func=_cmd_compare)
+    cmp.set_defaults(func=commands.cmd_compare)
 
     from sana_eval.sweeps import SWEEPS
 
@@ -366,14 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--fid-weights")
     sweep.add_argument("--clip-weights")
     sweep.add_argument("--detector-weights")
-    sweep.set_defaults(func=_cmd_sweep)
+    sweep.set_defaults(func=commands.cmd_sweep)
 
     smoke = sub.add_parser("smoke", help="the whole chain on tiny random models, offline on CPU; its numbers are "
                                          "NOT comparable to the paper",
                            epilog="example:\n  sana-eval smoke --out reports/smoke",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     smoke.add_argument("--out", default="reports/smoke", help="output folder (default: reports/smoke)")
-    smoke.set_defaults(func=_cmd_smoke)
+    smoke.set_defaults(func=commands.cmd_smoke)
 
     bench = sub.add_parser("bench", help="speed on a CUDA GPU: transformer (ours and the peer), end to end, "
                                          "text encoders, DC-AE, FID features",
@@ -416,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     bench.add_argument("--impl", nargs="+", choices=["ours", "diffusers"], default=["ours"])
     bench.add_argument("--steps", type=int, default=20)
-    bench.set_defaults(func=_cmd_bench)
+    bench.set_defaults(func=commands.cmd_bench)
     return parser
 
 

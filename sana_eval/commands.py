@@ -1,0 +1,195 @@
+"""What each `sana-eval` subcommand does: thin calls into the modules, one function per subcommand."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from model.config import PRESETS, get_preset
+    from model.transformer import count_parameters
+
+    if args.weights:
+        from model.checkpoints import describe
+
+        info = describe(args.weights)
+    elif args.preset:
+        cfg = get_preset(args.preset)
+        info = {"preset": args.preset, "config": dataclasses.asdict(cfg),
+                "self_heads": cfg.self_heads, "ffn_hidden": cfg.ffn_hidden,
+                "parameters": count_parameters(cfg)}
+    else:
+        info = {"presets": {name: count_parameters(cfg) for name, cfg in PRESETS.items()}}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from model.checkpoints import convert
+
+    written = convert(args.src, args.dst, args.to)
+    print(f"wrote {written}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from sana_eval.reproduce import reproduce
+
+    for path in reproduce(args.tables, Path(args.out), version=args.version):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from model.pipeline import SamplingConfig
+    from sana_eval.run_generate import GenerateRequest, run
+
+    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg, shift=args.shift,
+                              pag_scale=args.pag_scale, decode_tile=args.decode_tile)
+    request = GenerateRequest(
+        benchmark=args.benchmark, weights=args.weights, out=Path(args.out), vae=args.vae,
+        text_encoder=args.text_encoder, conventions=args.conventions, sampling=sampling, chi=args.chi,
+        resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
+        shard=args.shard, layout=args.layout, data=args.data, device=args.device)
+    summary = run(request)
+    print(f"{summary.written} written, {summary.kept} kept of {summary.files} files in {summary.out_dir} "
+          f"({summary.seconds:.1f} s); manifest {summary.manifest}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from sana_eval.results import write_results
+    from sana_eval.score import (MJHQSource, score_dpg, score_folder, score_geneval, score_imagereward,
+                                 score_mjhq, score_recon)
+
+    source = MJHQSource(folder=args.mjhq, cache_dir=args.cache_dir, limit=args.limit)
+    common = dict(device=args.device, cache_dir=args.cache_dir, fid_weights=args.fid_weights,
+                  allow_few_images=args.allow_few_images)
+    if args.benchmark != "recon" and not args.images:
+        raise ValueError(f"--benchmark {args.benchmark} needs --images DIR (as sana-eval generate wrote it)")
+    run = dict(device=args.device, cache_dir=args.cache_dir)
+    if args.benchmark == "folder":
+        results = score_folder(args.images, reference=args.reference, prompts=args.prompts,
+                               metrics=args.metrics.split(","), fid_size=args.fid_size,
+                               clip_weights=args.clip_weights, cross_checks=args.cross_check, **common)
+    elif args.benchmark == "mjhq30k":
+        results = score_mjhq(args.images, source, args.metrics.split(","), fid_size=args.fid_size, ext=args.ext,
+                             clip_weights=args.clip_weights, cross_checks=args.cross_check, **common)
+    elif args.benchmark == "recon":
+        results = [score_recon(args.ae, args.weights, source, resolution=args.resolution, **common)]
+    elif args.benchmark == "geneval":
+        results = [score_geneval(args.images, detector=args.detector, detector_weights=args.detector_weights,
+                                 clip_weights=args.clip_weights, limit=args.limit, data=args.data, **run)]
+    elif args.benchmark == "dpg":
+        results = [score_dpg(args.images, vqa=args.vqa, vqa_weights=args.vqa_weights, mode=args.dpg_mode,
+                             csv=args.dpg_csv, grid=args.grid, resolution=args.tile, **run)]
+    else:
+        results = [score_imagereward(args.images, weights=args.weights, data=args.data, **run)]
+    for result in results:
+        headline = ", ".join(f"{k} {v:.4f}" for k, v in result.aggregate.items() if "/" not in k)
+        print(f"{result.metric}: {headline}")
+    print(f"wrote {write_results(results, args.out)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sana_eval.compare_report import compare_command
+
+    return compare_command(Path(args.run_a), Path(args.run_b), args.fail_if_worse,
+                           Path(args.out) if args.out else None, args.n_boot, args.seed,
+                           require_significant=args.require_significant, device=args.device)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sana_eval.sweeps import run_sweep
+
+    common = {k: v for k, v in {"device": args.device, "cache_dir": args.cache_dir,
+                                "clip_weights": args.clip_weights}.items() if v}
+    scorer = {"mjhq": {**common, **({"fid_weights": args.fid_weights} if args.fid_weights else {})},
+              "geneval": {**common, **({"detector_weights": args.detector_weights} if args.detector_weights else {})}}
+    path = run_sweep(args.name, args.weights, Path(args.out), limit=args.limit, resolution=args.resolution,
+                     seed=args.seed, vae=args.vae, text_encoder=args.text_encoder, data=args.data, mjhq=args.mjhq,
+                     fid_size=args.fid_size, allow_few_images=args.allow_few_images, batch_size=args.batch_size,
+                     device=args.device, scorer=scorer)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from sana_eval.smoke import run_smoke
+
+    report = run_smoke(Path(args.out), progress=True)
+    print(report.read_text().splitlines()[0])
+    print(f"wrote {report}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sana_eval.bench import time_dc_ae_decode, time_transformer
+
+    if args.suite == "sana":
+        from sana_eval.bench_suite import run_speed_suite
+
+        path = run_speed_suite(args.out, args.models, args.resolutions, args.batch or [1, 16], args.dtype,
+                               steps=args.steps, decode_tile=args.decode_tile, text_dtype=args.text_dtype,
+                               vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens)
+        print(f"wrote {path}")
+        return 0
+    if args.suite == "peers":
+        from sana_eval.bench_peers import run_peer_suite
+        from sana_eval.peer_models import PEERS
+
+        path = run_peer_suite(args.out, args.peers or list(PEERS), args.resolutions, args.batch or [1], args.dtype,
+                              timed_steps=args.timed_steps)
+        print(f"wrote {path}")
+        return 0
+    if args.suite == "text-encoders":
+        from sana_eval.bench_suite import run_text_encoder_suite
+
+        batch = (args.batch or [32])[0]
+        print(f"wrote {run_text_encoder_suite(args.out, args.text_encoder, batch, args.sequence_length, args.dtype)}")
+        return 0
+    if args.component == "e2e":
+        from sana_eval.bench_clock import measure_matmul_peak
+        from sana_eval.bench_e2e import time_sana_e2e
+
+        peak = measure_matmul_peak(args.dtype)
+        for preset in args.preset:
+            for batch in args.batch or [1, 16]:
+                timing = time_sana_e2e(preset, args.resolution, batch, args.dtype, args.steps,
+                                       decode_tile=args.decode_tile, text_dtype=args.text_dtype,
+                                       vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens, matmul_peak_tflops=peak)
+                print(json.dumps(timing.to_dict()), flush=True)
+        return 0
+    if args.component == "text-encoder":
+        from sana_eval.bench_text import time_text_encoder
+
+        for name in args.text_encoder:
+            for batch in args.batch or [32]:
+                print(json.dumps(time_text_encoder(name, batch, args.sequence_length, args.dtype).to_dict()),
+                      flush=True)
+        return 0
+    if args.component == "fid-features":
+        from sana_eval.bench import time_fid_features
+
+        for row in time_fid_features(args.images, args.resolution, args.fid_size):
+            print(json.dumps(row.to_dict()), flush=True)
+        return 0
+    if args.component == "dc-ae":
+        for batch in args.batch or [1, 16]:
+            for impl in args.impl:
+                timing = time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile)
+                print(json.dumps(timing.to_dict()), flush=True)
+        return 0
+    for preset in args.preset:
+        for batch in args.batch or [1, 16]:
+            for impl in args.impl:
+                timing = time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps)
+                print(json.dumps(timing.to_dict()), flush=True)
+    return 0
