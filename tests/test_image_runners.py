@@ -46,6 +46,7 @@ def test_generate_score_runs_once_and_reuses_the_stored_result(tmp_path, monkeyp
     first = IR.run_generate_score(recipe.settings, column)
     again = IR.run_generate_score(recipe.settings, column)
     assert first.value == again.value == 0.62
+    assert "weights sha256" in first.detail  # the run's hashes reach the report (here: no manifest, so "?")
     assert len(requests) == 2 and len(scored) == 1          # generation resumes (a no-op); scores are reused
     request = requests[0]
     assert request.benchmark == "geneval" and request.resolution == 1024 and request.seed == 0

@@ -102,6 +102,17 @@ def _refresh_gallery(out: Path, benchmark: str) -> None:
         warnings.warn(f"{out}: no sample gallery ({err})", stacklevel=2)
 
 
+def _run_identity(out: Path) -> str:
+    """Weights and prompt-set hashes of a generation run, from its manifest, for the report's provenance."""
+    from sana_eval.generate import read_run
+
+    identity, _ = read_run(out)
+    weights = identity.get("run_config", {}).get("weights_sha256", "?")
+    digest = weights if isinstance(weights, str) else ", ".join(f"{k} {v[:12]}" for k, v in sorted(weights.items()))
+    prompts = str(identity.get("benchmark", {}).get("items_sha256", "?"))[:12]
+    return f"weights sha256 {digest}; prompts {prompts}"
+
+
 # Paper §5 with the NVlabs metric scripts' settings (recipes.py): generate, then score with the official rules.
 @register_runner("generate_score")
 def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurement:
@@ -123,7 +134,7 @@ def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurem
                            lambda: _score(metric, benchmark, out, settings))
     field = str(settings["field"])
     key = metric if field == "overall" else f"{metric}/{field}"
-    return Measurement(result.aggregate[key], f"{key} = {result.aggregate[key]:.4f} ({out})")
+    return Measurement(result.aggregate[key], f"{key} = {result.aggregate[key]:.4f} ({out}; {_run_identity(out)})")
 
 
 # Paper Table 1: encode-decode the real MJHQ-30K images; resolution and count are not stated, we use 1024 px, all.
