@@ -193,11 +193,29 @@ class TinyImageReward:
     vocab_dir: Path      # holds vocab.txt
 
 
+def random_image_reward_weights(arch, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict in the official ImageReward.pt key layout: norm gains near 1, fan-in scaled matrices."""
+    from metrics.image_reward_model import POSITION_IDS, official_shapes
+
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in official_shapes(arch).items():
+        if key == POSITION_IDS:
+            sd[key] = torch.arange(arch.max_positions).unsqueeze(0)
+        elif "norm" in key.lower() and key.endswith("weight"):
+            sd[key] = 1 + 0.2 * torch.randn(shape, generator=gen)
+        elif len(shape) >= 2 and "embed" not in key and "token" not in key:
+            sd[key] = torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
+        else:
+            sd[key] = 0.3 * torch.randn(shape, generator=gen)
+    return sd
+
+
 def tiny_image_reward(folder: Path, seed: int = 0) -> TinyImageReward:
     """Random official-format ImageReward weights for a 32-px ViT and a 2-layer BERT, plus med_config/vocab."""
     from safetensors.torch import save_file
 
-    from metrics.image_reward_model import POSITION_IDS, RewardArch, official_shapes
+    from metrics.image_reward_model import RewardArch
 
     # bert-base-uncased has no [DEC]; the reward's tokenizer adds [DEC] and [ENC] itself.
     vocab = [t for t in BERT_VOCAB if t != "[DEC]"]
@@ -212,17 +230,6 @@ def tiny_image_reward(folder: Path, seed: int = 0) -> TinyImageReward:
            "hidden_act": "gelu", "model_type": "bert", "pad_token_id": 0, "type_vocab_size": 2,
            "encoder_width": arch.vision_width, "add_cross_attention": True}
     (folder / "med_config.json").write_text(json.dumps(med))
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in official_shapes(arch).items():
-        if key == POSITION_IDS:
-            sd[key] = torch.arange(arch.max_positions).unsqueeze(0)
-        elif "norm" in key.lower() and key.endswith("weight"):
-            sd[key] = 1 + 0.2 * torch.randn(shape, generator=gen)
-        elif len(shape) >= 2 and "embed" not in key and "token" not in key:
-            sd[key] = torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
-        else:
-            sd[key] = 0.3 * torch.randn(shape, generator=gen)
     weights = folder / "ImageReward.safetensors"
-    save_file(sd, str(weights))
+    save_file(random_image_reward_weights(arch, seed), str(weights))
     return TinyImageReward(arch, weights, folder / "med_config.json", folder)

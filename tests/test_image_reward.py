@@ -27,6 +27,7 @@ from metrics.base import MetricError
 from metrics.image_reward_model import (POSITION_IDS, ImageRewardModel, ImageRewardWeightsError, RewardArch,
                                         convert_state_dict, official_shapes)
 from metrics.images import ImageSet
+from sana_eval.smoke_components import random_image_reward_weights
 
 VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "!", "-", "'", "a", "an", "the", "of",
          "in", "on", "by", "photo", "cat", "##s", "dog", "cafe", "naive", "red", "blue", "astronaut", "riding",
@@ -58,17 +59,7 @@ def files(tmp_path_factory):
            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "encoder_width": 768,
            "add_cross_attention": True}
     (root / "med_config.json").write_text(json.dumps(med))
-    g = torch.Generator().manual_seed(0)
-    sd = {}
-    for k, shape in official_shapes(TINY).items():
-        if k == POSITION_IDS:
-            sd[k] = torch.arange(TINY.max_positions).unsqueeze(0)
-        elif "norm" in k.lower() and k.endswith("weight"):
-            sd[k] = 1 + 0.2 * torch.randn(shape, generator=g)
-        elif len(shape) >= 2 and "embed" not in k and "token" not in k:
-            sd[k] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-        else:
-            sd[k] = 0.3 * torch.randn(shape, generator=g)
+    sd = random_image_reward_weights(TINY, 0)
     torch.save(sd, root / "ImageReward.pt")
     img_dir = root / "images"
     img_dir.mkdir()
