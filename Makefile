@@ -23,7 +23,7 @@ smoke: setup
 
 # Tests that need a CUDA GPU (full-size parity); elsewhere they skip.
 gpu-test: setup
-	$(BIN)/pytest -q tests/test_transformer.py -k gpu
+	$(BIN)/pytest -q tests/test_transformer.py tests/test_kernels.py -k gpu
 
 # Speed of ours against the peer (diffusers) in the same run; needs a CUDA GPU.
 bench: setup

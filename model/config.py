@@ -12,6 +12,7 @@ Fp16Clamp = Literal["always", "fp16_input"]
 RMSNormCast = Literal["nvlabs", "diffusers"]
 SelfAttention = Literal["linear", "softmax"]
 FFN = Literal["mix", "mlp"]
+Kernels = Literal["auto", "eager", "triton"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class TransformerConfig:
     # Block-design ablations of paper Table 8 (model/ablation_blocks.py); the released models use the defaults.
     self_attention: SelfAttention = "linear"  # "softmax": DiT/PixArt full attention, heads of linear_head_dim
     ffn: FFN = "mix"                    # "mlp": DiT/PixArt Linear-GELU(tanh)-Linear, hidden int(mlp_ratio * D)
+    # Paper §2.2 kernel fusion: "triton" runs the fused linear attention (model/kernels/), "eager" the PyTorch
+    # reference path; "auto" takes Triton on CUDA when it is installed. The weights are the same either way.
+    kernels: Kernels = "auto"
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # the checkpoint's inference precision
     flow_shift: float = 3.0             # the sampler shift of the checkpoint's NVlabs config
     # Numerics where NVlabs and diffusers differ (model_spec §1.11); NVlabs behaviour by default.
@@ -52,7 +56,7 @@ class TransformerConfig:
                              f"{self.linear_head_dim}")
         if self.hidden_size % self.cross_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of cross_heads {self.cross_heads}")
-        for name, allowed in (("self_attention", SelfAttention), ("ffn", FFN)):
+        for name, allowed in (("self_attention", SelfAttention), ("ffn", FFN), ("kernels", Kernels)):
             if getattr(self, name) not in allowed.__args__:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed.__args__)}")
         if self.qk_norm and self.self_attention != "linear":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .kernel_choice import use_triton
+
 FP16_MAX = 65504.0
 
 
@@ -25,3 +27,19 @@ def relu_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hea
     out = torch.matmul(q, kv)                                        # (B, h, N, d+1)
     out = (out[..., :-1] / (out[..., -1:] + eps)).to(out_dtype)      # (B, h, N, d)
     return out.transpose(1, 2).reshape(B, N, D)
+
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, eps: float,
+                     out_dtype: torch.dtype, kernels: str = "auto") -> torch.Tensor:
+    """relu_linear_attention, through the fused Triton kernels (paper §2.2) when `kernels` selects them
+    (model/kernel_choice.py); the same result up to fp32 summation order."""
+    if not use_triton(kernels, q):
+        return relu_linear_attention(q, k, v, heads, eps, out_dtype)
+    from .kernels.linear_attention import fused_relu_linear_attention, supported
+    if not supported(q, heads):
+        if kernels == "triton":
+            raise ValueError(f"the fused linear attention needs a power-of-two head width of 16-128, got "
+                             f"{q.shape[-1] // heads}")
+        return relu_linear_attention(q, k, v, heads, eps, out_dtype)
+    return fused_relu_linear_attention(q, k, v, heads, eps, out_dtype)

@@ -11,10 +11,12 @@ from torch import nn
 
 from .ablation_blocks import MlpFFN, SoftmaxSelfAttention
 from .config import TransformerConfig, get_preset
-from .linear_attention import FP16_MAX, relu_linear_attention
+from .kernel_choice import use_triton
+from .linear_attention import FP16_MAX, linear_attention
 
 TIMESTEP_FREQUENCY_DIM = 256
 MASK_BIAS = -10000.0
+NORM_EPS = 1e-6                     # the blocks' and final layer's LayerNorm (model_spec §1.4)
 
 
 class RMSNorm(nn.Module):
@@ -101,6 +103,7 @@ class LinearSelfAttention(nn.Module):
         self.heads = cfg.self_heads
         self.eps = cfg.linear_attn_eps
         self.clamp_always = cfg.fp16_clamp == "always"
+        self.kernels = cfg.kernels
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d)
         if cfg.qk_norm:  # SANA-1.5: across all heads, before the ReLU
@@ -112,7 +115,7 @@ class LinearSelfAttention(nn.Module):
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         keep = x.shape[0] - perturbed_rows
-        out = relu_linear_attention(q[:keep], k[:keep], v[:keep], self.heads, self.eps, x.dtype)
+        out = linear_attention(q[:keep], k[:keep], v[:keep], self.heads, self.eps, x.dtype, self.kernels)
         if perturbed_rows:  # PAG's perturbed branch: identity attention, each token keeps its own value
             out = torch.cat([out, v[keep:]])
         out = self.proj(out)
@@ -156,8 +159,15 @@ class MixFFN(nn.Module):
         self.inverted_conv = nn.ModuleDict({"conv": nn.Conv2d(d, 2 * f, 1)})
         self.depth_conv = nn.ModuleDict({"conv": nn.Conv2d(2 * f, 2 * f, 3, padding=1, groups=2 * f)})
         self.point_conv = nn.ModuleDict({"conv": nn.Conv2d(f, d, 1, bias=False)})
+        self.kernels = cfg.kernels
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:  # (B, N, D)
+        if use_triton(self.kernels, x):
+            from .kernels.mix_ffn import dwconv_glu
+            # The 1×1 convs are GEMMs on the token layout; the middle is one fused kernel.
+            h = F.linear(x, self.inverted_conv["conv"].weight.flatten(1), self.inverted_conv["conv"].bias)
+            h = dwconv_glu(h, self.depth_conv["conv"].weight, self.depth_conv["conv"].bias, hw)  # (B, N, f)
+            return F.linear(h, self.point_conv["conv"].weight.flatten(1))                      # (B, N, D)
         # A channels-last view, not an NCHW copy: the 1×1 convs then run as plain GEMMs on the token layout.
         x = x.unflatten(1, hw).permute(0, 3, 1, 2)                 # (B, D, H, W)
         x = self.depth_conv["conv"](F.silu(self.inverted_conv["conv"](x)))
@@ -172,10 +182,11 @@ class SanaBlock(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.kernels = cfg.kernels
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=NORM_EPS)
         self.attn = LinearSelfAttention(cfg) if cfg.self_attention == "linear" else SoftmaxSelfAttention(cfg)
         self.cross_attn = CrossAttention(cfg)
-        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=NORM_EPS)
         self.mlp = MixFFN(cfg) if cfg.ffn == "mix" else MlpFFN(cfg)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
@@ -184,6 +195,12 @@ class SanaBlock(nn.Module):
         B, N, D = x.shape
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t0.reshape(B, 6, D)).chunk(6, dim=1)  # (B, 1, D) each
+        if use_triton(self.kernels, x):  # the same sums in two fused passes (model/kernels/block_ops.py)
+            from .kernels.block_ops import gated_residual, modulated_layer_norm
+            x = gated_residual(x, gate_msa, self.attn(modulated_layer_norm(x, shift_msa, scale_msa, NORM_EPS),
+                                                      perturbed_rows))
+            x = x + self.cross_attn(x, y, mask)
+            return gated_residual(x, gate_mlp, self.mlp(modulated_layer_norm(x, shift_mlp, scale_mlp, NORM_EPS), hw))
         h = modulate(self.norm1(x), shift_msa, scale_msa).to(x.dtype)
         x = x + gate_msa * self.attn(h, perturbed_rows)
         x = x + self.cross_attn(x, y, mask)
@@ -197,7 +214,7 @@ class FinalLayer(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.norm_final = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.norm_final = nn.LayerNorm(d, elementwise_affine=False, eps=NORM_EPS)
         self.linear = nn.Linear(d, cfg.patch_size**2 * cfg.out_channels)
         self.scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
 

@@ -93,6 +93,22 @@ def test_tiny_model_matches_diffusers(preset, timestep):
     assert rel_err(got, expected) <= TOLERANCE
 
 
+@pytest.mark.parametrize("preset", ["tiny", "tiny-pe", "tiny-qknorm"])
+def test_fused_kernels_match_diffusers(preset, monkeypatch):
+    """kernels="triton" (paper §2.2 fusion) on a non-square latent with masked captions computes diffusers'
+    function; compiled on a GPU, in Triton's interpreter on the CPU (tests/conftest.py)."""
+    pytest.importorskip("triton")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    ours, ref, cfg = pair(preset, kernels="triton")
+    x, y, mask = inputs(cfg, h=6, w=10)
+    t = torch.tensor([999.0, 447.944, 8.929])
+    with torch.no_grad():
+        expected = ref(x, y, t, encoder_attention_mask=mask, return_dict=False)[0]
+        got = ours.to(device)(*(z.to(device) for z in (x, t, y, mask))).cpu()
+    assert rel_err(got, expected) <= TOLERANCE
+
+
 def test_non_square_latent_and_resolution_change():
     ours, ref, cfg = pair("tiny")
     x, y, mask = inputs(cfg, h=6, w=10)
@@ -207,9 +223,10 @@ def test_bad_latent_shape_is_rejected():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size parity runs on a CUDA GPU (make gpu-test)")
+@pytest.mark.parametrize("kernels", ["eager", "triton"])
 @pytest.mark.parametrize("preset", ["Sana_600M_1024px", "Sana_1600M_1024px", "SANA1.5_1.6B_1024px"])
-def test_full_size_model_matches_diffusers_on_gpu(preset):
-    cfg = get_preset(preset).replace(**DIFFUSERS_NUMERICS)
+def test_full_size_model_matches_diffusers_on_gpu(preset, kernels):
+    cfg = get_preset(preset).replace(kernels=kernels, **DIFFUSERS_NUMERICS)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     with torch.device("cuda"):

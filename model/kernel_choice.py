@@ -1,0 +1,33 @@
+"""Which implementation a call runs: the eager PyTorch reference or the fused Triton kernels (paper §2.2)."""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+@functools.cache
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    """Triton's interpreter (TRITON_INTERPRET=1) runs the kernels on CPU tensors: how CPU tests reach them."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def use_triton(kernels: str, x: torch.Tensor) -> bool:
+    """`kernels` is TransformerConfig.kernels: "eager", "triton" (an error where it cannot run) or "auto"
+    (Triton on CUDA tensors when it is installed)."""
+    if kernels == "eager":
+        return False
+    runnable = triton_available() and (x.is_cuda or interpreting())
+    if kernels == "triton" and not runnable:
+        raise RuntimeError("kernels='triton' needs CUDA tensors and the triton package; use kernels='eager' or "
+                           "'auto' on the CPU")
+    return runnable and (x.is_cuda or kernels == "triton")

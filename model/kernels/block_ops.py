@@ -1,0 +1,76 @@
+"""Fused element-wise parts of a Linear DiT block (paper §2.2 kernel fusion; model_spec §1.4).
+
+Eager PyTorch makes each of LayerNorm, ×(1 + scale), + shift, gate × branch and the residual add its own pass
+over the (B, N, D) activations, and the broadcast ones run PyTorch's slow strided kernel. Here AdaLN-single's
+modulated norm is one pass and the gated residual another, computed in fp32 and rounded once.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+ROWS = 4                    # tokens per program of the norm kernel
+BLOCK = 1024                # elements per program of the residual kernel
+
+
+@triton.jit
+def _modulated_norm_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, rows, tokens, D, stride_mod, eps,
+                           ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_D)
+    inside = (row < rows)[:, None] & (cols < D)[None, :]
+    offsets = row[:, None] * D + cols[None, :]
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / D
+    centred = tl.where(inside, x - mean[:, None], 0.0)
+    rstd = tl.rsqrt(tl.sum(centred * centred, axis=1) / D + eps)
+    mod = (row // tokens)[:, None] * stride_mod + cols[None, :]
+    shift = tl.load(shift_ptr + mod, mask=inside, other=0.0).to(tl.float32)
+    scale = tl.load(scale_ptr + mod, mask=inside, other=0.0).to(tl.float32)
+    out = centred * rstd[:, None] * (1.0 + scale) + shift
+    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _gated_residual_kernel(x_ptr, gate_ptr, y_ptr, out_ptr, total, per_row, D, stride_gate, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offsets < total
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    gate = tl.load(gate_ptr + (offsets // per_row) * stride_gate + offsets % D, mask=inside, other=0.0)
+    tl.store(out_ptr + offsets, (x + gate.to(tl.float32) * y).to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def _modulation(t: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """A (B, 1, D) view of AdaLN-single's (B, 6, D) table: rows of any stride, channels contiguous."""
+    B, _, D = x.shape
+    if t.shape != (B, 1, D) or t.stride(-1) != 1:
+        raise ValueError(f"{name} of shape {tuple(t.shape)} does not modulate x of shape {tuple(x.shape)}")
+    return t
+
+
+def modulated_layer_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm(x) (no affine) · (1 + scale) + shift for x (B, N, D) contiguous, shift/scale (B, 1, D)."""
+    B, N, D = x.shape
+    if not x.is_contiguous():
+        raise ValueError("modulated_layer_norm needs contiguous (B, N, D) activations")
+    shift, scale = _modulation(shift, x, "shift"), _modulation(scale, x, "scale")
+    if shift.stride(0) != scale.stride(0):
+        raise ValueError("shift and scale must be views of one modulation table")
+    out = torch.empty_like(x)
+    _modulated_norm_kernel[(triton.cdiv(B * N, ROWS),)](x, shift, scale, out, B * N, N, D, shift.stride(0), eps,
+                                                        ROWS=ROWS, BLOCK_D=triton.next_power_of_2(D))
+    return out
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x + gate · y for x, y (B, N, D) and gate (B, 1, D); x's dtype."""
+    B, N, D = x.shape
+    if y.shape != x.shape:
+        raise ValueError(f"branch of shape {tuple(y.shape)} does not match the residual {tuple(x.shape)}")
+    x, y, gate = x.contiguous(), y.contiguous(), _modulation(gate, x, "gate")
+    out = torch.empty_like(x)
+    _gated_residual_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, gate, y, out, x.numel(), N * D, D, gate.stride(0),
+                                                             BLOCK=BLOCK)
+    return out

@@ -1,0 +1,199 @@
+"""The fused Triton linear attention (model/kernels/) against a float64 closed form of paper Eq. 1.
+
+Without a GPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1), which executes
+the same kernel code with NumPy; on a CUDA GPU (make gpu-test) they are compiled. The interpreter's bf16 dot is
+broken (it returns garbage for bf16 operands), so bf16 is checked on the GPU only.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import get_preset
+from model.linear_attention import linear_attention, relu_linear_attention
+from model.transformer import build_transformer
+
+triton = pytest.importorskip("triton")
+kernels = pytest.importorskip("model.kernels.linear_attention")
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+def closed_form(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, eps: float) -> torch.Tensor:
+    """Eq. 1 written quadratically: out_i = Σ_j v_j φ(k_j)·φ(q_i) / (Σ_j φ(k_j)·φ(q_i) + eps), float64."""
+    B, N, D = q.shape
+    split = lambda z: z.double().unflatten(-1, (heads, D // heads)).transpose(1, 2)  # noqa: E731 (B, h, N, d)
+    sim = torch.relu(split(q)) @ torch.relu(split(k)).transpose(-1, -2)             # (B, h, N, N)
+    out = (sim @ split(v)) / (sim.sum(-1, keepdim=True) + eps)
+    return out.transpose(1, 2).reshape(B, N, D)
+
+
+def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((ours.double() - ref).norm() / ref.norm()).item()
+
+
+def qkv_views(batch: int, tokens: int, heads: int, head_dim: int, dtype: torch.dtype, device: str = "cpu",
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v as the transformer passes them: strided views into one (B, N, 3D) qkv projection output."""
+    gen = torch.Generator(device).manual_seed(seed)
+    qkv = torch.randn(batch, tokens, 3 * heads * head_dim, generator=gen, device=device).to(dtype)
+    return qkv.chunk(3, dim=-1)
+
+
+# Token counts straddle the 64-token blocks and the split of the token loop; head widths 16 and 32 (Sana's).
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float16, 1e-3)])
+@pytest.mark.parametrize("batch, tokens, heads, head_dim", [(2, 100, 2, 32), (1, 257, 3, 16), (3, 64, 1, 32)])
+def test_kernels_match_closed_form(dtype, tol, batch, tokens, heads, head_dim):
+    q, k, v = qkv_views(batch, tokens, heads, head_dim, dtype, DEVICE)
+    out = kernels.fused_relu_linear_attention(q, k, v, heads, 1e-8, dtype)
+    assert out.shape == q.shape and out.dtype == dtype and out.is_contiguous()
+    assert rel_err(out, closed_form(q, k, v, heads, 1e-8)) < tol
+    # The eager path rounds the same fp32 result to the same dtype: at most one ulp apart.
+    eager = relu_linear_attention(q, k, v, heads, 1e-8, dtype)
+    assert rel_err(out, eager.double()) < tol
+
+
+def test_kernels_sum_every_token_slice(monkeypatch):
+    """Few programs per (row, head) force many token slices, summed in the output kernel."""
+    monkeypatch.setattr(kernels, "TARGET_PROGRAMS", 64)
+    q, k, v = qkv_views(1, 1000, 2, 16, torch.float32, DEVICE, seed=3)
+    out = kernels.fused_relu_linear_attention(q, k, v, 2, 1e-15, torch.float32)
+    assert rel_err(out, closed_form(q, k, v, 2, 1e-15)) < 1e-6
+
+
+def test_kernels_keep_eps_for_dead_queries():
+    """A query with no positive channel has φ(q) = 0: numerator and normaliser vanish, the output is 0, not NaN."""
+    q, k, v = qkv_views(1, 70, 1, 16, torch.float32, DEVICE, seed=1)
+    q = q.clone()
+    q[0, 5] = -1.0
+    out = kernels.fused_relu_linear_attention(q, k, v, 1, 1e-8, torch.float32)
+    assert torch.equal(out[0, 5].cpu(), torch.zeros(16)) and torch.isfinite(out).all()
+
+
+def test_kernels_reject_what_they_cannot_run():
+    q, k, v = qkv_views(1, 8, 1, 32, torch.float32, DEVICE)
+    assert kernels.supported(q, 1) and not kernels.supported(q, 3)   # head width 32 vs 10.67
+    with pytest.raises(ValueError, match="does not match q"):
+        kernels.fused_relu_linear_attention(q, k[:, :4], v, 1, 1e-8, torch.float32)
+
+
+def test_triton_on_cpu_tensors_is_an_error_outside_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    q, k, v = qkv_views(1, 8, 1, 32, torch.float32)
+    with pytest.raises(RuntimeError, match="needs CUDA"):
+        linear_attention(q, k, v, 1, 1e-8, torch.float32, kernels="triton")
+
+
+def test_auto_takes_the_eager_path_on_cpu():
+    q, k, v = qkv_views(2, 30, 2, 16, torch.float32)
+    torch.testing.assert_close(linear_attention(q, k, v, 2, 1e-8, torch.float32, "auto"),
+                               relu_linear_attention(q, k, v, 2, 1e-8, torch.float32), rtol=0, atol=0)
+
+
+def test_config_rejects_unknown_kernels():
+    with pytest.raises(ValueError, match="kernels"):
+        get_preset("tiny").replace(kernels="cuda")
+
+
+@pytest.mark.skipif(not CUDA, reason="compiled Triton kernels need a CUDA GPU (make gpu-test)")
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float16, 1e-3), (torch.bfloat16, 8e-3)])
+@pytest.mark.parametrize("batch, tokens", [(2, 1024), (1, 4096), (2, 16384), (3, 777)])
+def test_gpu_kernels_match_closed_form(dtype, tol, batch, tokens):
+    q, k, v = qkv_views(batch, tokens, 36, 32, dtype, "cuda", seed=tokens)
+    out = linear_attention(q, k, v, 36, 1e-8, dtype, kernels="triton")
+    torch.cuda.synchronize()
+    ref = closed_form(q[:, :4096], k, v, 36, 1e-8) if tokens > 4096 else closed_form(q, k, v, 36, 1e-8)
+    assert rel_err(out[:, :ref.shape[1]], ref) < tol
+
+
+@pytest.mark.skipif(not CUDA, reason="compiled Triton kernels need a CUDA GPU (make gpu-test)")
+@pytest.mark.parametrize("preset, dtype", [("Sana_600M_1024px", torch.float16),
+                                           ("SANA1.5_1.6B_1024px", torch.bfloat16)])
+def test_gpu_fused_transformer_is_as_accurate_as_eager(preset, dtype, monkeypatch):
+    """Whole models in their inference dtype (q/k-norm for 1.5), against the eager model in fp32 on the same
+    weights: the fused kernels round less often, so their error must not exceed the eager path's."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cfg = get_preset(preset)
+    torch.manual_seed(0)
+    ref = build_transformer(cfg.replace(kernels="eager"), device="cuda").eval()
+    gen = torch.Generator("cuda").manual_seed(1)
+    x = torch.randn(2, 32, 32, 32, device="cuda", generator=gen)
+    y = torch.randn(2, 300, cfg.caption_channels, device="cuda", generator=gen)
+    mask = torch.ones(2, 300, device="cuda", dtype=torch.long)
+    mask[1, 120:] = 0
+    t = torch.tensor([999.0, 500.0], device="cuda")
+    errors = {}
+    with torch.no_grad():
+        expected = ref(x, t, y, mask).double()
+        for kernels in ("eager", "triton"):
+            model = build_transformer(cfg.replace(kernels=kernels), device="cuda", dtype=dtype).eval()
+            model.load_state_dict(ref.state_dict())
+            errors[kernels] = rel_err(model(x.to(dtype), t, y.to(dtype), mask), expected)
+    assert errors["triton"] <= 1.1 * errors["eager"], errors
+
+
+# --- the fused block parts (model/kernels/block_ops.py, model/kernels/mix_ffn.py) --------------------------------
+
+def modulation(batch: int, width: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """shift, scale, gate as the block slices them: (B, 1, D) views of one (B, 6, D) table."""
+    table = torch.randn(batch, 6, width, device=device) * 0.5
+    shift, scale, gate, *_ = table.chunk(6, dim=1)
+    return shift, scale, gate
+
+
+@pytest.mark.parametrize("batch, tokens, width", [(2, 30, 72), (3, 7, 64), (1, 5, 2240)])
+def test_modulated_layer_norm_matches_its_formula(batch, tokens, width):
+    from model.kernels.block_ops import modulated_layer_norm
+
+    x = torch.randn(batch, tokens, width, device=DEVICE) * 3 + 1
+    shift, scale, _ = modulation(batch, width, DEVICE)
+    out = modulated_layer_norm(x, shift, scale, 1e-6)
+    x64 = x.double()
+    norm = (x64 - x64.mean(-1, keepdim=True)) / torch.sqrt(x64.var(-1, unbiased=False, keepdim=True) + 1e-6)
+    assert rel_err(out, norm * (1 + scale.double()) + shift.double()) < 1e-6
+
+
+@pytest.mark.parametrize("batch, tokens, width", [(2, 30, 72), (1, 1000, 40)])
+def test_gated_residual_matches_its_formula(batch, tokens, width):
+    from model.kernels.block_ops import gated_residual
+
+    x, y = torch.randn(2, batch, tokens, width, device=DEVICE)
+    _, _, gate = modulation(batch, width, DEVICE)
+    assert rel_err(gated_residual(x, gate, y), x.double() + gate.double() * y.double()) < 1e-7
+
+
+def test_block_ops_reject_mismatched_shapes():
+    from model.kernels.block_ops import gated_residual, modulated_layer_norm
+
+    x = torch.randn(2, 4, 8, device=DEVICE)
+    shift, scale, gate = modulation(2, 8, DEVICE)
+    with pytest.raises(ValueError, match="does not modulate"):
+        modulated_layer_norm(x, shift[:1], scale[:1], 1e-6)
+    with pytest.raises(ValueError, match="does not match the residual"):
+        gated_residual(x, gate, x[:, :3])
+
+
+@pytest.mark.parametrize("batch, h, w, channels", [(2, 5, 7, 2 * 80), (1, 9, 9, 2 * 64), (1, 1, 3, 2 * 8)])
+def test_dwconv_glu_matches_torch_conv(batch, h, w, channels):
+    """Against F.conv2d on the NCHW image in float64: borders, a grid smaller than a block, f off the block."""
+    from model.kernels.mix_ffn import dwconv_glu
+
+    x = torch.randn(batch, h * w, channels, device=DEVICE) * 2
+    weight = torch.randn(channels, 1, 3, 3, device=DEVICE) * 0.3
+    bias = torch.randn(channels, device=DEVICE)
+    out = dwconv_glu(x, weight, bias, (h, w))
+    image = torch.nn.functional.silu(x.double()).transpose(1, 2).reshape(batch, channels, h, w)
+    conv = torch.nn.functional.conv2d(image, weight.double(), bias.double(), padding=1, groups=channels)
+    value, gate = conv.chunk(2, dim=1)
+    expected = (value * torch.nn.functional.silu(gate)).flatten(2).transpose(1, 2)   # (B, N, f)
+    assert out.shape == expected.shape and rel_err(out, expected) < 1e-6
+
+
+def test_dwconv_glu_rejects_a_wrong_grid():
+    from model.kernels.mix_ffn import dwconv_glu
+
+    with pytest.raises(ValueError, match="do not fit"):
+        dwconv_glu(torch.randn(1, 12, 8, device=DEVICE), torch.randn(8, 1, 3, 3, device=DEVICE),
+                   torch.randn(8, device=DEVICE), (3, 5))
