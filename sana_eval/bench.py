@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from model.config import get_preset
+from model.config import TransformerConfig, get_preset
 from model.transformer import build_transformer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -21,6 +21,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 @dataclass(frozen=True)
 class TransformerTiming:
     impl: str
+    kernels: str                # ours: "eager" or "triton" (paper §2.2 kernel fusion); the peer: "diffusers"
     preset: str
     resolution: int
     batch: int
@@ -63,27 +64,41 @@ def _peer_model(preset: str) -> torch.nn.Module:
         qk_norm="rms_norm_across_heads" if cfg.qk_norm else None)
 
 
+def _inputs(cfg: TransformerConfig, resolution: int, rows: int, device: torch.device,
+            dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Random latents and caption embeddings of a CFG batch, a full caption mask and t = 999."""
+    side = resolution // 32                                   # the DC-AE f32 latent
+    gen = torch.Generator(device).manual_seed(0)
+    x = torch.randn(rows, cfg.in_channels, side, side, device=device, dtype=dtype, generator=gen)
+    y = torch.randn(rows, cfg.model_max_length, cfg.caption_channels, device=device, dtype=dtype, generator=gen)
+    mask = torch.ones(rows, cfg.model_max_length, device=device, dtype=torch.long)
+    return x, torch.full((rows,), 999, device=device, dtype=torch.long), y, mask
+
+
+def resolved_kernels(config: TransformerConfig, device: torch.device) -> str:
+    """What `kernels="auto"` runs on `device` (model/linear_attention.py): the name a report should carry."""
+    if config.kernels != "auto":
+        return config.kernels
+    from model.kernel_choice import triton_available
+
+    return "triton" if device.type == "cuda" and triton_available() else "eager"
+
+
 @torch.no_grad()
 def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
-                     steps: int = 20, repeats: int = 5) -> TransformerTiming:
+                     steps: int = 20, repeats: int = 5, kernels: str = "auto") -> TransformerTiming:
     """One forward and `steps` forwards of a 2·batch CFG pass at `resolution` px."""
     if not torch.cuda.is_available():
         raise RuntimeError("time_transformer needs a CUDA GPU")
     device, torch_dtype = torch.device("cuda"), DTYPES[dtype]
-    cfg = get_preset(preset)
+    cfg = get_preset(preset).replace(kernels=kernels)
     if impl == "ours":
         model = build_transformer(cfg, device=device, dtype=torch_dtype).eval()
     elif impl == "diffusers":
         model = _peer_model(preset).to(device, torch_dtype).eval()
     else:
         raise ValueError(f"unknown impl {impl!r}; expected 'ours' or 'diffusers'")
-    side, rows = resolution // 32, 2 * batch
-    gen = torch.Generator(device).manual_seed(0)
-    x = torch.randn(rows, cfg.in_channels, side, side, device=device, dtype=torch_dtype, generator=gen)
-    y = torch.randn(rows, cfg.model_max_length, cfg.caption_channels, device=device, dtype=torch_dtype,
-                    generator=gen)
-    mask = torch.ones(rows, cfg.model_max_length, device=device, dtype=torch.long)
-    t = torch.full((rows,), 999, device=device, dtype=torch.long)
+    x, t, y, mask = _inputs(cfg, resolution, 2 * batch, device, torch_dtype)
     if impl == "ours":
         forward = lambda: model(x, t, y, mask)  # noqa: E731
     else:
@@ -96,7 +111,8 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
     torch.cuda.reset_peak_memory_stats()
     step_s = _median_seconds(forward, repeats)
     denoise_s = _median_seconds(denoise, max(1, repeats // 2), warmup=1)
-    return TransformerTiming(impl=impl, preset=preset, resolution=resolution, batch=batch, dtype=dtype,
+    return TransformerTiming(impl=impl, kernels=resolved_kernels(cfg, device) if impl == "ours" else impl,
+                             preset=preset, resolution=resolution, batch=batch, dtype=dtype,
                              step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
                              peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
                              gpu=torch.cuda.get_device_name())

@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "  sana-eval bench --suite peers --peers flux-dev sd3-medium --resolutions 1024 "
                                   "--batch 1 --dtype fp16 --out runs/peers",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_argument("--component", choices=["transformer", "e2e", "text-encoder", "dc-ae", "fid-features"],
+    bench.add_argument("--component", choices=["transformer", "e2e", "text-encoder", "dc-ae", "fid-features",
+                                               "attention"],
                        default="transformer",
                        help="the denoising transformer (20 CFG steps), Sana end to end (Gemma-2 + 20 steps + DC-AE, "
                             "Tables 7/14), a text encoder (Tables 9/13), DC-AE decoding, or FID feature extraction "
@@ -218,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--text-dtype", choices=["bf16", "fp16", "fp32"], help="e2e: Gemma-2 (default --dtype)")
     bench.add_argument("--vae-dtype", choices=["bf16", "fp16", "fp32"], help="e2e: DC-AE (default --dtype)")
     bench.add_argument("--chi-tokens", type=int, default=200, help="e2e: Gemma tokens of the CHI (estimate)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                       help="e2e: override a field of each --preset, e.g. Table 8's block designs: --set "
+                            "self_attention=softmax --set ffn=mlp --set mlp_ratio=4.0 --set in_channels=4 "
+                            "--set patch_size=2")
+    bench.add_argument("--vae", choices=["dc-ae-f32c32-sana-1.0", "dc-ae-f32c32-sana-1.1", "sdxl-vae"],
+                       help="e2e: the decoder (default dc-ae-f32c32-sana-1.0; sdxl-vae: Table 8's F8C4, with "
+                            "--set in_channels=4 --set patch_size=2)")
     bench.add_argument("--images", type=int, default=2000, help="fid-features: how many JPEGs")
     bench.add_argument("--fid-size", type=int, default=512, help="fid-features: Sana's FID resize (512)")
     bench.add_argument("--decode-tile", type=int, help="dc-ae: tiled decoding with this latent tile side")
@@ -227,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     bench.add_argument("--impl", nargs="+", choices=["ours", "diffusers"], default=["ours"])
     bench.add_argument("--steps", type=int, default=20)
+    bench.add_argument("--kernels", nargs="+", choices=["auto", "eager", "triton"], default=["auto"],
+                       help="transformer/e2e/attention: linear attention eager or fused Triton (paper §2.2)")
+    bench.add_argument("--profile", action="store_true",
+                       help="transformer: print the GPU kernels of one forward by time instead of timing")
+    bench.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384],
+                       help="attention: image tokens (1024 px = 1024, 2K = 4096, 4K = 16384)")
     bench.set_defaults(func=commands.cmd_bench)
     return parser
 

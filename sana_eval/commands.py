@@ -5,6 +5,10 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.config import TransformerConfig
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -130,6 +134,32 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overridden(preset: str, overrides: list[str]) -> str | TransformerConfig:
+    """`--set FIELD=VALUE` items applied over a preset (paper Table 8's block designs); the preset name if none.
+    Each value is parsed as the type of the field it replaces."""
+    from model.config import get_preset
+
+    if not overrides:
+        return preset
+    config, fields = get_preset(preset), {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not hasattr(config, key):
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with a transformer config field, e.g. "
+                             f"self_attention=softmax")
+        kind = type(getattr(config, key))
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"--set {item!r}: {key} takes true or false")
+            fields[key] = text.lower() == "true"
+            continue
+        try:
+            fields[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {key} expects {kind.__name__}") from None
+    return config.replace(**fields)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from sana_eval.bench import time_dc_ae_decode, time_transformer
 
@@ -159,13 +189,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sana_eval.bench_clock import measure_matmul_peak
         from sana_eval.bench_e2e import time_sana_e2e
 
+        models = [_overridden(preset, args.overrides) for preset in args.preset]  # bad --set fails before timing
+        vae = {"vae": args.vae} if args.vae else {}
         peak = measure_matmul_peak(args.dtype)
-        for preset in args.preset:
+        for model in models:
             for batch in args.batch or [1, 16]:
-                timing = time_sana_e2e(preset, args.resolution, batch, args.dtype, args.steps,
-                                       decode_tile=args.decode_tile, text_dtype=args.text_dtype,
-                                       vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens, matmul_peak_tflops=peak)
-                print(json.dumps(timing.to_dict()), flush=True)
+                for kernels in args.kernels:
+                    timing = time_sana_e2e(model, args.resolution, batch, args.dtype, args.steps,
+                                           decode_tile=args.decode_tile, text_dtype=args.text_dtype,
+                                           vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens,
+                                           matmul_peak_tflops=peak, kernels=kernels, **vae)
+                    print(json.dumps(timing.to_dict()), flush=True)
+        return 0
+    if args.component == "attention":
+        from model.config import get_preset
+        from sana_eval.bench_kernels import time_linear_attention
+
+        width = get_preset(args.preset[0]).hidden_size
+        for tokens in args.tokens:
+            for batch in args.batch or [1, 16]:
+                for kernels in args.kernels:
+                    timing = time_linear_attention(2 * batch, tokens, width, dtype=args.dtype, kernels=kernels)
+                    print(json.dumps(timing.to_dict()), flush=True)
         return 0
     if args.component == "text-encoder":
         from sana_eval.bench_text import time_text_encoder
@@ -187,9 +232,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 timing = time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile)
                 print(json.dumps(timing.to_dict()), flush=True)
         return 0
+    if args.profile:
+        from sana_eval.bench_kernels import profile_transformer
+
+        for preset in args.preset:
+            for batch in args.batch or [1]:
+                for kernels in args.kernels:
+                    print(f"# {preset}, {args.resolution} px, batch {batch} (CFG: {2 * batch} rows), {args.dtype}, "
+                          f"kernels {kernels}")
+                    print(profile_transformer(preset, args.resolution, batch, args.dtype, kernels), flush=True)
+        return 0
     for preset in args.preset:
         for batch in args.batch or [1, 16]:
             for impl in args.impl:
-                timing = time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps)
-                print(json.dumps(timing.to_dict()), flush=True)
+                for kernels in args.kernels if impl == "ours" else ["auto"]:
+                    timing = time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps,
+                                              kernels=kernels)
+                    print(json.dumps(timing.to_dict()), flush=True)
     return 0

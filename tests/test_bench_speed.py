@@ -13,10 +13,11 @@ import torch
 from model.config import get_preset
 from model.dc_ae import DCAEConfig
 from sana_eval.bench_clock import Clock, measure_matmul_peak, median_phases
-from sana_eval.bench_e2e import CAPTION_TOKENS, SanaWorkload, time_sana_e2e
+from sana_eval.bench_e2e import CAPTION_TOKENS, DEFAULT_VAE, SDXL_VAE, SanaWorkload, resolve_vae, time_sana_e2e
 from sana_eval.bench_suite import run_speed_suite, run_text_encoder_suite
 from sana_eval.bench_text import (TEXT_ENCODERS, TextEncoderSpec, build_text_encoder, count_text_encoder_parameters,
                                   text_encoder_name, time_text_encoder)
+from sana_eval.peer_models import VAES
 from sana_eval.tables import get_table
 from sana_eval.tables import speed_runners as SR
 from sana_eval.tables.runners import PLANNED, RUNNERS, evaluate_table
@@ -31,6 +32,10 @@ TINY_VAE = DCAEConfig(widths=(4, 4, 8, 8, 16, 32), encoder_depths=(1,) * 6, deco
 TINY_GEMMA2 = TextEncoderSpec("gemma2", 48, 96, 2, 2, 1, 16, 1000, "test/tiny-gemma-2")   # 48 = tiny caption width
 TINY = get_preset("tiny")
 TINY_E2E = dict(vae=TINY_VAE, text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu")
+# Table 8's F8C4P2 FullAttn & FFN blocks on the tiny model, decoded by an SDXL-VAE-shaped AutoencoderKL (f8, 4 ch).
+TINY_F8 = TINY.replace(self_attention="softmax", ffn="mlp", mlp_ratio=4.0, in_channels=4, patch_size=2)
+TINY_SDXL_VAE = VAES["sdxl"].tiny()
+SDXL_SCALING = 0.13025              # stabilityai/sdxl-vae config.json scaling_factor
 
 
 @pytest.fixture(autouse=True)
@@ -178,6 +183,90 @@ def test_time_sana_e2e_on_cpu():
         time_sana_e2e(TINY, 48, 1, "fp32", steps=1, repeats=1, **TINY_E2E)
 
 
+# --- Table 8's F8C4P2 rows: the f8 latent, patch 2, the SDXL-VAE-shaped decoder --------------------------------
+
+def test_f8c4p2_run_denoises_the_f8_latent_and_decodes_with_the_sdxl_vae():
+    batch, steps = 3, 2
+    work = SanaWorkload(TINY_F8, 64, batch, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", cfg=True,
+                        vae=TINY_SDXL_VAE, text_encoder=TINY_GEMMA2, chi_tokens=4, decode_tile=None, decode_chunk=2,
+                        device=CPU)
+    from diffusers import AutoencoderKL
+
+    assert isinstance(work.vae, AutoencoderKL) and not hasattr(work.vae, "encoder")   # the decoder only
+    dit, decoded, seen = [], [], []
+    work.transformer.register_forward_hook(lambda m, args, out: dit.append(tuple(args[0].shape)))
+    work.vae.post_quant_conv.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    original = work._decode
+    work._decode = lambda latents: decoded.append(latents.clone()) or original(latents)
+    images = work(Clock(CPU), steps)
+    assert dit == [(2 * batch, 4, 8, 8)] * steps               # 64 px // 8: the f8 latent, CFG rows
+    assert images.shape == (batch, 3, 64, 64)
+    # diffusers' SDXL pipeline divides by the VAE's scaling factor before AutoencoderKL.decode.
+    for latents, z in zip(decoded, seen):
+        torch.testing.assert_close(z, latents / SDXL_SCALING)
+    with torch.no_grad():
+        reference = work.vae.decode(decoded[0] / SDXL_SCALING).sample
+    torch.testing.assert_close(images[:2], reference)
+
+
+def test_time_sana_e2e_times_an_f8c4p2_design_on_cpu():
+    t = time_sana_e2e(TINY_F8, 64, 2, "fp32", steps=2, repeats=1, vae=TINY_SDXL_VAE, kernels="eager",
+                      text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu")
+    assert (t.vae, t.kernels, t.rows) == ("custom AutoencoderKL", "eager", 4)
+    assert t.blocks == "F8C4P2, softmax attention, mlp FFN x4.0" and t.preset == "custom"
+    assert t.total_s > 0 and t.decode_s > 0
+    # Tiled decoding runs the AutoencoderKL tile by tile: 8 x 8 latents in tiles of 4.
+    tiled = time_sana_e2e(TINY_F8, 64, 1, "fp32", steps=1, repeats=1, vae=TINY_SDXL_VAE, decode_tile=4,
+                          text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu")
+    assert tiled.decode_tile == 4 and tiled.decode_s > 0
+    base = time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, **TINY_E2E)
+    assert (base.vae, base.blocks, base.preset) == ("custom DC-AE", "F32C32P1, linear attention, mix FFN x2.5", "tiny")
+
+
+def test_autoencoders_must_fit_the_transformer():
+    f8 = dict(TINY_E2E, vae=TINY_SDXL_VAE)
+    with pytest.raises(ValueError, match="transformer in_channels 32 .* AutoencoderKL latents 4"):
+        time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, **f8)
+    with pytest.raises(ValueError, match="latent side 9 .* not a multiple of the transformer's patch_size 2"):
+        time_sana_e2e(TINY_F8, 72, 1, "fp32", steps=1, repeats=1, **f8)
+    with pytest.raises(ValueError, match="resolution 60 is not a multiple of the AutoencoderKL's 8"):
+        time_sana_e2e(TINY_F8, 60, 1, "fp32", steps=1, repeats=1, **f8)
+    with pytest.raises(ValueError, match="unknown autoencoder 'sdxl'; known: .*sdxl-vae"):
+        resolve_vae("sdxl")
+    # The names the CLI and Table 8 use: the SDXL VAE is f8 with 4 latent channels, the DC-AE f32 with 32.
+    name, sdxl = resolve_vae(SDXL_VAE)
+    assert name == "sdxl-vae" and sdxl.latent_channels == 4 and sdxl.scaling_factor == SDXL_SCALING
+    assert sdxl.block_out_channels == (128, 256, 512, 512)     # stabilityai/sdxl-vae config.json: f8
+    assert resolve_vae(DEFAULT_VAE)[1].latent_channels == 32
+
+
+def test_bench_cli_sets_block_design_vae_and_kernels(monkeypatch, capsys):
+    from sana_eval import bench_clock, bench_e2e
+    from sana_eval.cli import main
+
+    timing = time_sana_e2e(TINY_F8, 64, 1, "fp32", steps=1, repeats=1, vae=TINY_SDXL_VAE, text_encoder=TINY_GEMMA2,
+                           chi_tokens=4, device="cpu")
+    calls = []
+    monkeypatch.setattr(bench_clock, "measure_matmul_peak", lambda dtype: 1.0)
+    monkeypatch.setattr(bench_e2e, "time_sana_e2e", lambda *args, **kw: calls.append((args, kw)) or timing)
+    argv = ["bench", "--component", "e2e", "--preset", "Sana_600M_1024px", "--batch", "1", "--dtype", "fp16",
+            "--set", "self_attention=softmax", "--set", "ffn=mlp", "--set", "mlp_ratio=4.0", "--set", "in_channels=4",
+            "--set", "patch_size=2", "--vae", "sdxl-vae", "--kernels", "eager", "triton"]
+    assert main(argv) == 0
+    expected = get_preset("Sana_600M_1024px").replace(self_attention="softmax", ffn="mlp", mlp_ratio=4.0,
+                                                      in_channels=4, patch_size=2)
+    assert [(args[0], args[2], kw["vae"], kw["kernels"]) for args, kw in calls] == [
+        (expected, 1, "sdxl-vae", "eager"), (expected, 1, "sdxl-vae", "triton")]
+    assert '"blocks": "F8C4P2, softmax attention, mlp FFN x4.0"' in capsys.readouterr().out
+    calls.clear()
+    assert main(argv[:7]) == 0                                   # no --set / --vae: the preset by name
+    assert [(args[0], "vae" in kw) for args, kw in calls] == [("Sana_600M_1024px", False)]
+    for bad, message in ((["--set", "ffn"], "expected FIELD=VALUE"), (["--set", "patch_size=two"], "expects int"),
+                         (["--set", "use_pe=maybe"], "takes true or false"), (["--set", "ffn=glu"], "ffn 'glu'")):
+        assert main(argv[:7] + bad) == 2, bad
+        assert message in capsys.readouterr().err, bad
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is absent")
 def test_timing_on_a_missing_gpu_is_a_one_line_error():
     with pytest.raises(ValueError, match="speed timing needs a CUDA GPU and none is available"):
@@ -246,7 +335,7 @@ def test_speed_suite_writes_records_table_and_plot(tmp_path):
     assert all(r["machine"]["torch"] == torch.__version__ and r["machine"]["gpu"] == "cpu" for r in records)
     assert records[0]["total_s"] > 0 and "not a multiple" in records[2]["error"]
     text = md.read_text()
-    assert "| tiny | custom | 64 | 2 |" in text and "not a multiple" in text
+    assert "| tiny | tiny | 64 | 2 |" in text and "not a multiple" in text
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no preset for tiny at 32 px"):
         run_speed_suite(tmp_path, models=("tiny",), resolutions=(32,), device="cpu", presets=presets, matmul_n=64)

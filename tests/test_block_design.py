@@ -1,5 +1,5 @@
-"""The Table 8 block-design variants against hand-written formulas, MAC counts against closed forms, and the
-table8 MACs cells of `sana-eval reproduce`."""
+"""The Table 8 block-design variants against hand-written formulas, MAC counts against closed forms, the table8
+MACs cells of `sana-eval reproduce`, and the recipes and routing of its timing cells."""
 from __future__ import annotations
 
 import math
@@ -15,6 +15,7 @@ from model.transformer import MixFFN, build_transformer
 from sana_eval.tables import get_table
 from sana_eval.tables.block_design import MACS_PRESET, TIMING
 from sana_eval.tables.runners import evaluate_table
+from sana_eval.tables.schema import Column, Tolerance
 
 TINY = get_preset("tiny")                                   # 64 wide, 2 deep, 2 self-attention heads of 32
 F8C4P2 = dict(in_channels=4, patch_size=2)
@@ -164,7 +165,10 @@ def test_table8_macs_cells_count_the_recorded_configs():
         assert f"= {hypothesis:.3f} T" in cell.detail
         assert hypothesis == pytest.approx(float(row.cells["macs"].paper.text), rel=0.007)
         for key in ("throughput", "latency"):
-            assert results[row.id, key].verdict == "not run" and results[row.id, key].reasons == (TIMING,)
+            if not torch.cuda.is_available():
+                assert results[row.id, key].verdict == "not run", (row.id, key)
+                assert results[row.id, key].reasons[0].startswith("needs a CUDA GPU (A100"), (row.id, key)
+            assert "timing" in results[row.id, key].notes
 
 
 def test_other_widths_do_not_fit_the_full_attention_ratio():
@@ -179,3 +183,97 @@ def test_other_widths_do_not_fit_the_full_attention_ratio():
     assert abs(ratio(1152) / paper - 1) < 0.015
     assert abs(ratio(1024) / paper - 1) > 0.02 and abs(ratio(1280) / paper - 1) > 0.04
     assert abs(ratio(2240) / paper - 1) > 0.15
+
+
+# --- the table8 timing cells ------------------------------------------------------------------------------------
+
+# Paper Table 8's rows -> (blocks, AE side, decoder, kernels); the "+ Kernel Fusion" rows are the row above, fused.
+T8_TIMING = {
+    "F8C4P2 / FullAttn & FFN": ("softmax+mlp", "F8C4P2", "sdxl-vae", "eager"),
+    "F8C4P2 / + LinearAttn": ("linear+mlp", "F8C4P2", "sdxl-vae", "eager"),
+    "F8C4P2 / + MixFFN": ("linear+mix", "F8C4P2", "sdxl-vae", "eager"),
+    "F8C4P2 / + Kernel Fusion": ("linear+mix", "F8C4P2", "sdxl-vae", "triton"),
+    "F32C32P1 / LinearAttn & MixFFN": ("linear+mix", "F32C32P1", "dc-ae-f32c32-sana-1.0", "eager"),
+    "F32C32P1 / + Kernel Fusion": ("linear+mix", "F32C32P1", "dc-ae-f32c32-sana-1.0", "triton"),
+}
+
+
+def _expected_config(row_id: str) -> TransformerConfig:
+    blocks, ae, _, kernels = T8_TIMING[row_id]
+    return get_preset("Sana_600M_1024px").replace(**VARIANTS[blocks], **(F8C4P2 if ae == "F8C4P2" else {}),
+                                                  kernels=kernels)
+
+
+def test_table8_timing_recipes_carry_each_rows_design_decoder_and_kernels():
+    import shlex
+
+    from sana_eval.cli import build_parser
+    from sana_eval.commands import _overridden
+
+    table = get_table("table8")
+    assert [row.id for row in table.rows] == list(T8_TIMING)
+    for row in table.rows:
+        blocks, ae, vae, kernels = T8_TIMING[row.id]
+        design = {**VARIANTS[blocks], **(F8C4P2 if ae == "F8C4P2" else dict(in_channels=32, patch_size=1))}
+        for key, batch in (("throughput", 16), ("latency", 1)):       # the caption: TP at 16, latency at 1
+            recipe = row.cells[key].recipe
+            assert recipe.kind == "speed"
+            settings = recipe.settings
+            assert {k: settings[k] for k in ("preset", "resolution", "batch", "steps", "dtype", "measure", "scope",
+                                             "vae", "kernels")} == {
+                "preset": "Sana_600M_1024px", "resolution": 1024, "batch": batch, "steps": 20, "dtype": "float16",
+                "measure": key, "scope": "end_to_end", "vae": vae, "kernels": kernels}
+            assert {k: settings[k] for k in design} == design
+            needs = {need.name for need in recipe.needs}
+            assert ("model.kernels" in needs) == (kernels == "triton") and "A100" in needs
+            args = build_parser().parse_args(shlex.split(recipe.command)[1:])   # the printed command runs as is
+            assert (args.component, args.preset, args.batch, args.steps, args.dtype, args.vae, args.kernels) == (
+                "e2e", ["Sana_600M_1024px"], [batch], 20, "fp16", vae, [kernels])
+            assert args.resolution == 1024
+            assert dict(o.split("=") for o in args.overrides) == {k: str(v) for k, v in design.items()}
+            assert _overridden(args.preset[0], args.overrides).replace(kernels=kernels) == _expected_config(row.id)
+    assert "20 steps" in TIMING and "826 ms" in TIMING and "A100" in TIMING
+    assert table.notes_for("F8C4P2 / + Kernel Fusion", "latency")
+
+
+def test_table8_timing_cells_route_design_kernels_and_decoder_to_the_e2e_timing(monkeypatch):
+    """The runner times the row's config: the preset with the row's blocks, AE side and kernel path, decoded by
+    the row's autoencoder. The timing function is replaced by a recorder returning a real tiny measurement."""
+    from sana_eval import bench_e2e
+    from sana_eval.bench_text import TextEncoderSpec
+    from sana_eval.peer_models import VAES
+    from sana_eval.tables import speed_runners as SR
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                       # the test machine's cores are shared
+    try:
+        tiny = TINY.replace(**VARIANTS["softmax+mlp"], **F8C4P2)
+        timing = bench_e2e.time_sana_e2e(tiny, 64, 1, "fp32", steps=1, repeats=1, vae=VAES["sdxl"].tiny(),
+                                         text_encoder=TextEncoderSpec("gemma2", 48, 96, 1, 2, 1, 16, 100, "tiny"),
+                                         chi_tokens=4, device="cpu", kernels="eager")
+        calls = []
+        monkeypatch.setattr(bench_e2e, "time_sana_e2e", lambda *args, **kw: calls.append((args, kw)) or timing)
+        SR._e2e.cache_clear()
+        table = get_table("table8")
+        columns = {c.key: c for c in table.columns}
+        for row in table.rows:
+            for key in ("throughput", "latency"):
+                calls.clear()
+                measured = SR.run_speed(row.cells[key].recipe.settings, columns[key])
+                [(args, kw)] = calls
+                assert args == (_expected_config(row.id), 1024, 16 if key == "throughput" else 1, "fp16", 20)
+                assert kw == {"vae": T8_TIMING[row.id][2]}
+                expected = timing.img_per_s if key == "throughput" else 1000 * timing.total_s   # latency in ms
+                assert measured.value == pytest.approx(expected)
+                assert "F8C4P2, softmax attention, mlp FFN x4.0" in measured.detail
+                assert "decoder custom AutoencoderKL, kernels eager" in measured.detail
+        # Table 7's cells set no design: the released preset, its default kernels and the DC-AE.
+        calls.clear()
+        seconds = Column("latency", "Latency (s)", "s", False, Tolerance("rel", 0.15))
+        SR.run_speed({"preset": "Sana_600M_1024px", "resolution": 1024, "batch": 1, "steps": 20,
+                      "dtype": "float16", "gpu": "A100", "measure": "latency", "scope": "end_to_end"}, seconds)
+        assert calls == [((get_preset("Sana_600M_1024px"), 1024, 1, "fp16", 20),
+                          {"vae": bench_e2e.DEFAULT_VAE})]
+    finally:
+        SR._e2e.cache_clear()
+        torch.set_num_threads(threads)

@@ -6,22 +6,38 @@ from . import recipes as R
 from .schema import Column, Note, RowSpec, Tolerance, build_table
 
 F8, F32 = "F8C4P2", "F32C32P1"
-TIMING = ("timing needs an A100 and the step count, which the paper does not state; sana-eval bench times "
-          "released presets only (the F32C32P1 LinearAttn & MixFFN row is Sana_600M_1024px) and the Kernel Fusion "
-          "rows need the Triton kernels (paper §2.2), not in this repo")
+TIMING = ("Timed like Table 7 (sana_eval/bench_e2e.py): random weights, FP16, 1024 px, Gemma-2 text encoding + "
+          "20 Flow-DPM-Solver steps with CFG + decoding, throughput at batch 16 and latency at batch 1, the row's "
+          "blocks at Sana-0.6B's size (note \"macs-model\"). F8C4P2 rows patchify the f8 latent (128 x 128 at "
+          "1024 px) with patch 2 and decode with an SDXL-VAE-shaped AutoencoderKL; F32C32P1 rows decode with the "
+          "DC-AE. Rows without kernel fusion run the PyTorch (eager) path, the \"+ Kernel Fusion\" rows our fused "
+          "Triton kernels (paper §2.2). Caveats: the paper ran an A100 (the detail names our GPU) and states no step "
+          "count; 20 steps is Table 7's, whose Sana-0.6B latency (0.9 s) matches the F32C32P1 row's 826 ms. Nor "
+          "does it say whether text encoding and decoding are inside the timing (ours include them, paper.md §2), "
+          "or which text encoder the ablation models used.")
 
 # The size the MACs pin down (note "macs-model"): 1152 wide, 28 deep = Sana-0.6B = DiT-XL/PixArt-XL.
 MACS_PRESET = "Sana_600M_1024px"
 _AE = {F8: dict(in_channels=4, patch_size=2), F32: dict(in_channels=32, patch_size=1)}
+_DECODER = {F8: "sdxl-vae", F32: "dc-ae-f32c32-sana-1.0"}      # sana_eval/bench_e2e.py autoencoder names
 _BLOCKS = {"FullAttn & FFN": dict(self_attention="softmax", ffn="mlp", mlp_ratio=4.0),   # PixArt's Mlp, ratio 4
            "LinearAttn & FFN": dict(self_attention="linear", ffn="mlp", mlp_ratio=4.0),
            "LinearAttn & MixFFN": dict(self_attention="linear", ffn="mix", mlp_ratio=2.5)}  # GLUMBConv2.5
 
 
 def _t8_row(group: str, label: str, blocks: str, values: str) -> RowSpec:
-    """Kernel fusion changes no MACs: a "+ Kernel Fusion" row counts the blocks of the row above it."""
-    recipe = R.macs("table8", MACS_PRESET, 1024, **_BLOCKS[blocks], **_AE[group])
-    return RowSpec(label, group, tuple(values.split()), recipes={"macs": recipe}, no_recipe=TIMING)
+    """Kernel fusion changes no MACs: a "+ Kernel Fusion" row counts the blocks of the row above it and times
+    them with the fused Triton kernels."""
+    design = {**_BLOCKS[blocks], **_AE[group]}
+    timing = dict(design=design, vae=_DECODER[group], kernels="triton" if label == "+ Kernel Fusion" else "eager")
+    return RowSpec(label, group, tuple(values.split()), recipes={
+        "macs": R.macs("table8", MACS_PRESET, 1024, **design),
+        "throughput": R.speed(MACS_PRESET, 1024, "throughput", batch=16, **timing),
+        "latency": R.speed(MACS_PRESET, 1024, "latency", batch=1, **timing)})
+
+
+_T8_ROWS = ((F8, "FullAttn & FFN"), (F8, "+ LinearAttn"), (F8, "+ MixFFN"), (F8, "+ Kernel Fusion"),
+            (F32, "LinearAttn & MixFFN"), (F32, "+ Kernel Fusion"))
 
 TRAINED = ("needs each variant trained for 52K iterations with the same (undisclosed) setting; "
            "training is out of scope (paper.md §4)")
@@ -54,9 +70,9 @@ TABLE8 = build_table(
                               "or FLOPs printed as MACs, and a count that leaves out the cross-attention kernel "
                               "(NVlabs runs it through xformers). The paper states none of this; Sana-1.6B gives "
                               "1.15-1.38x the printed values at batch 1.",
-                tuple((f"{group} / {label}", "macs") for group, label in (
-                    (F8, "FullAttn & FFN"), (F8, "+ LinearAttn"), (F8, "+ MixFFN"), (F8, "+ Kernel Fusion"),
-                    (F32, "LinearAttn & MixFFN"), (F32, "+ Kernel Fusion")))),
+                tuple((f"{group} / {label}", "macs") for group, label in _T8_ROWS)),
+           Note("timing", TIMING, tuple((f"{group} / {label}", key) for group, label in _T8_ROWS
+                                        for key in ("throughput", "latency"))),
            Note("ablation-blocks", "FullAttn here keeps Sana's bias-free qkv and heads of 32 channels; NVlabs' "
                                    "FlashAttention ablation has a qkv bias and 16 heads, and its F8C4 model predicts "
                                    "sigma (8 output channels). None of these changes the MACs by more than "

@@ -1,7 +1,7 @@
 """Recipe builders: one function per kind of measurement, so a setting is written once for every cell using it."""
 from __future__ import annotations
 
-from .schema import Need, Recipe
+from .schema import Need, Recipe, Setting
 
 # Inference defaults of the repo's metric toolkit (paper.md §4 "Inference defaults", §5 [R]); the paper states none.
 SAMPLER = "flow_dpm-solver"
@@ -86,20 +86,30 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
 
 
 def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = PAPER_GPU, steps: int = STEPS,
-          dtype: str = "float16", baseline: str | None = None, quantization: str | None = None) -> Recipe:
+          dtype: str = "float16", baseline: str | None = None, quantization: str | None = None,
+          design: dict[str, Setting] | None = None, vae: str | None = None, kernels: str | None = None) -> Recipe:
     """Throughput (images/s), latency (s) or speedup over a baseline model: random weights, timed end to end on
-    whatever CUDA GPU runs it (sana_eval/bench_e2e.py); the report names that GPU next to the paper's."""
+    whatever CUDA GPU runs it (sana_eval/bench_e2e.py); the report names that GPU next to the paper's.
+
+    Table 8 times block designs: `design` overrides the preset's fields (self_attention, ffn, mlp_ratio,
+    in_channels, patch_size), `vae` names the decoder ("sdxl-vae" for F8C4), `kernels` the linear-attention path
+    ("eager" PyTorch or the fused "triton" kernels of paper §2.2). Left out, the preset and its defaults run."""
     settings = {"preset": preset, "resolution": resolution, "measure": measure, "batch": batch, "steps": steps,
                 "dtype": dtype, "gpu": gpu, "baseline": baseline, "quantization": quantization,
                 # paper.md §7: unknown whether Gemma and the DC-AE decode are inside the paper's timings; we include
                 # them ("denoise": the 20 transformer steps alone; both are in every cell's detail)
-                "scope": "end_to_end"}
+                "scope": "end_to_end", **(design or {})}
+    settings.update({k: v for k, v in (("vae", vae), ("kernels", kernels)) if v})
     needs = [Need("gpu", gpu, TIMING_GPU)]
     if baseline:
         needs.append(Need("code", PEER_BENCH, f"timing of the speedup baseline {baseline} with diffusers"))
     if quantization:
         needs.append(Need("code", "model.kernels.w8a8", f"{quantization} GEMM and fused kernels (paper §4)"))
+    if kernels == "triton":
+        needs.append(Need("code", "model.kernels", "the fused Triton kernels (paper §2.2 kernel fusion)"))
     extra = (f" --baseline {baseline}" if baseline else "") + (f" --quantize {quantization}" if quantization else "")
+    extra += "".join(f" --set {key}={value}" for key, value in (design or {}).items())
+    extra += (f" --vae {vae}" if vae else "") + (f" --kernels {kernels}" if kernels else "")
     command = (f"sana-eval bench --component e2e --preset {preset} --resolution {resolution} --batch {batch}"
                f" --steps {steps} --dtype {CLI_DTYPES[dtype]}{extra}")
     return Recipe("speed", settings, tuple(needs), command)

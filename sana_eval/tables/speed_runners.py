@@ -1,4 +1,4 @@
-"""Runners for the speed cells (Tables 5, 7, 14) and the text-encoder cells (Tables 9, 13).
+"""Runners for the speed cells (Tables 5, 7, 8, 14) and the text-encoder cells (Tables 9, 13).
 
 Random weights (speed does not depend on them) on whatever CUDA GPU this machine has. The verdict applies the
 column's tolerance as on the paper's GPU; each cell's detail names the GPU it ran on and, when that is not the
@@ -11,10 +11,11 @@ import functools
 from typing import TYPE_CHECKING
 
 from .recipes import CLI_DTYPES, PEER_TIMED_STEPS
-from .runners import UNIT_SCALE, Measurement, register_runner
+from .runners import BLOCK_DESIGN, UNIT_SCALE, Measurement, register_runner
 from .schema import Column, Setting
 
 if TYPE_CHECKING:
+    from model.config import TransformerConfig
     from sana_eval.bench_e2e import E2ETiming
     from sana_eval.bench_peers import PeerTiming
     from sana_eval.bench_text import TextEncoderTiming
@@ -30,10 +31,11 @@ def gpu_caveat(paper_gpu: str, ran_on: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _e2e(preset: str, resolution: int, batch: int, dtype: str, steps: int) -> E2ETiming:
-    from sana_eval.bench_e2e import time_sana_e2e
+def _e2e(config: TransformerConfig, resolution: int, batch: int, dtype: str, steps: int,
+         vae: str | None) -> E2ETiming:
+    from sana_eval.bench_e2e import DEFAULT_VAE, time_sana_e2e
 
-    return time_sana_e2e(preset, resolution, batch, dtype, steps)
+    return time_sana_e2e(config, resolution, batch, dtype, steps, vae=vae or DEFAULT_VAE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,14 +52,26 @@ def _timing(settings: dict[str, Setting]) -> E2ETiming | PeerTiming:
     if settings.get("peer"):
         timed = settings.get("timed_steps")
         return _peer(str(settings["peer"]), resolution, batch, dtype, int(timed) if timed else None)
-    return _e2e(str(settings["preset"]), resolution, batch, dtype, int(settings["steps"]))
+    vae = settings.get("vae")
+    return _e2e(sana_config(settings), resolution, batch, dtype, int(settings["steps"]), str(vae) if vae else None)
+
+
+def sana_config(settings: dict[str, Setting]) -> TransformerConfig:
+    """The recipe's preset with its block design (Table 8) and kernel path, where the recipe sets them."""
+    from model.config import get_preset
+
+    overrides = {k: settings[k] for k in BLOCK_DESIGN if k in settings}
+    if settings.get("kernels"):
+        overrides["kernels"] = settings["kernels"]
+    return get_preset(str(settings["preset"])).replace(**overrides)
 
 
 def _describe(t: E2ETiming | PeerTiming, whole: bool) -> str:
     what = (f"{t.name} ({t.repo}, diffusers), text encoders {t.text_encoders}, {t.steps} steps"
             + (f" (denoiser timed over {t.timed_steps} and scaled)" if t.timed_steps < t.steps else "")
             if hasattr(t, "repo")
-            else f"Gemma-2 {t.text_tokens} tokens, {t.steps} steps, {t.achieved_tflops:.0f} TFLOP/s")
+            else f"Gemma-2 {t.text_tokens} tokens, {t.steps} steps, {t.blocks}, decoder {t.vae}, kernels "
+                 f"{t.kernels}, {t.achieved_tflops:.0f} TFLOP/s")
     memory = f"{t.peak_mem_gib:.1f} GiB" if t.peak_mem_gib is not None else "-"
     return (f"cell = {'end to end' if whole else 'denoising only'}; {t.total_s:.3f} s end to end = text "
             f"{t.text_s:.3f} + denoise {t.denoise_s:.3f} + decode {t.decode_s:.3f}; {t.img_per_s:.3f} img/s "
