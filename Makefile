@@ -27,7 +27,8 @@ gpu-test: setup
 
 # Speed of ours against the peer (diffusers) in the same run; needs a CUDA GPU.
 bench: setup
-	$(BIN)/sana-eval bench --preset Sana_600M_1024px Sana_1600M_1024px --batch 1 16 --impl ours diffusers
+	$(BIN)/sana-eval bench --preset Sana_600M_1024px Sana_1600M_1024px --batch 1 16 --impl ours diffusers --kernels eager triton
+	$(BIN)/sana-eval bench --component attention --tokens 1024 4096 16384 --batch 1 16 --kernels eager triton
 	$(BIN)/sana-eval bench --component dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers
 
 # Everything this machine's weights and hardware allow; the rest is reported as skipped with the reason.
