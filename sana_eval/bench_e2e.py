@@ -15,10 +15,11 @@ Choices the paper leaves open (paper.md §2, §7), recorded in every E2ETiming:
   With CFG the negative prompt "" is encoded per call at 300 tokens without CHI, as diffusers' SanaPipeline does
   (NVlabs caches it once, which would make the text phase cheaper).
 - Decoding: `decode_chunk` images per decoder call (default: at most 16 megapixels per call, so a batch of 16 at
-  2K/4K fits in memory), untiled unless `decode_tile` is given.
+  2K/4K fits in memory), in 1024 px tiles from 4K up unless `decode_tile` says otherwise (0: never tiled).
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import asdict, dataclass
 
 import torch
@@ -39,6 +40,8 @@ CHI_TOKENS = 200                    # estimated Gemma tokens of the CHI text, BO
 CAPTION_TOKENS = 300                # embeddings per prompt after the cut (model_max_length)
 CFG_SCALE = 4.5
 DECODE_PIXELS = 16 * 1024**2        # default decoder call size: 16 images at 1024 px, 4 at 2K, 1 at 4K
+TILED_FROM_PX = 4096                # decode tiled from this image side up (default_decode_tile)
+TILE_PX = 1024
 WARMUP_STEPS = 2                    # the warm-up run compiles the same shapes; more steps teach it nothing
 DEFAULT_VAE = "dc-ae-f32c32-sana-1.0"
 SDXL_VAE = "sdxl-vae"               # Table 8's F8C4 autoencoder (the paper's F8C4P2 rows)
@@ -189,6 +192,12 @@ def _preset(preset: str | TransformerConfig) -> tuple[str, TransformerConfig]:
     return (named[0] if named else "custom"), preset
 
 
+def default_decode_tile(resolution: int, factor: int) -> int | None:
+    """Latent tile side for 4K and above (1024 px tiles, as diffusers' 4K examples): one untiled 4K DC-AE decode
+    takes more memory than an 80 GB GPU has beside the transformer; below 4K, None (untiled)."""
+    return TILE_PX // factor if resolution >= TILED_FROM_PX else None
+
+
 def default_decode_chunk(resolution: int) -> int:
     return max(1, DECODE_PIXELS // resolution**2)
 
@@ -216,21 +225,30 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
     vae_name, vae_config = resolve_vae(vae)
     spec = get_text_encoder(text_encoder)
     chunk = decode_chunk or default_decode_chunk(resolution)
+    factor = vae_factor(vae_config)
+    decode_tile = default_decode_tile(resolution, factor) if decode_tile is None else (decode_tile or None)
     work = SanaWorkload(config, resolution, batch, dtype=dtype, text_dtype=text_dtype, vae_dtype=vae_dtype, cfg=cfg,
                         vae=vae_config, text_encoder=spec, chi_tokens=chi_tokens, decode_tile=decode_tile,
                         decode_chunk=chunk, device=dev, attn_implementation=attn_implementation)
     rows = 2 * batch if cfg else batch
-    reset_peak_memory(dev)
-    times = median_phases(lambda clock: work(clock, steps), dev, repeats,
-                          warmup=lambda: work(Clock(dev), min(steps, WARMUP_STEPS)), budget_s=budget_s)
+    try:
+        reset_peak_memory(dev)
+        times = median_phases(lambda clock: work(clock, steps), dev, repeats,
+                              warmup=lambda: work(Clock(dev), min(steps, WARMUP_STEPS)), budget_s=budget_s)
+        peak = peak_memory_gib(dev)
+        attn = str(work.text_encoder.config._attn_implementation)
+    finally:  # the next case of a suite must find the GPU empty, not this one's models and cached blocks
+        del work
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
     text_s, denoise_s, decode_s = times.phases
-    peak = peak_memory_gib(dev)
-    attn = str(work.text_encoder.config._attn_implementation)
-    macs = count_macs(config, resolution, text_tokens=CAPTION_TOKENS, batch=rows)
+    # MACs do not depend on kernel fusion; they are counted on the meta device, where no kernel runs.
+    macs = count_macs(config.replace(kernels="eager"), resolution, text_tokens=CAPTION_TOKENS, batch=rows)
     achieved = 2 * macs * steps / denoise_s / 1e12
     return E2ETiming(
         preset=name, resolution=resolution, batch=batch, rows=rows, steps=steps, cfg=cfg, dtype=dtype,
-        kernels=resolved_kernels(config, dev), blocks=block_design(config, work.factor), vae=vae_name,
+        kernels=resolved_kernels(config, dev), blocks=block_design(config, factor), vae=vae_name,
         text_dtype=text_dtype, vae_dtype=vae_dtype, text_encoder=spec.repo, attn_implementation=attn,
         text_tokens=chi_tokens + CAPTION_TOKENS - 2, decode_tile=decode_tile, decode_chunk=chunk, text_s=text_s,
         denoise_s=denoise_s, decode_s=decode_s, total_s=times.total, step_s=denoise_s / steps,

@@ -60,11 +60,12 @@ COMMIT_ENV = "SANA_EVAL_GIT_COMMIT"  # for a copied tree without .git (e.g. on a
 
 
 def git_state() -> tuple[str | None, bool]:
-    """(commit, dirty); a checkout whose state git cannot report counts as dirty. A tree without git history
-    takes the commit from $SANA_EVAL_GIT_COMMIT and is reported dirty unless SANA_EVAL_GIT_DIRTY=0."""
-    commit = _git("rev-parse", "--verify", "HEAD")
-    if commit is None and os.environ.get(COMMIT_ENV):
+    """(commit, dirty); a checkout whose state git cannot report counts as dirty. $SANA_EVAL_GIT_COMMIT names the
+    commit of a copied tree (whose own git history may be missing or stale) and wins over git; such a tree is
+    reported dirty unless SANA_EVAL_GIT_DIRTY=0."""
+    if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV], os.environ.get("SANA_EVAL_GIT_DIRTY", "1") != "0"
+    commit = _git("rev-parse", "--verify", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=normal")
     return commit, status is None or bool(status)
 

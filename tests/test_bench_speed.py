@@ -347,3 +347,16 @@ def test_text_encoder_suite_writes_records_and_table(tmp_path):
     [record] = [json.loads(line) for line in (tmp_path / "text_encoders.jsonl").read_text().splitlines()]
     assert record["name"] == "test/tiny-gemma-2" and record["latency_s"] > 0 and record["machine"]["gpu"] == "cpu"
     assert "| test/tiny-gemma-2 |" in md.read_text()
+
+
+def test_e2e_decodes_4k_in_tiles_and_runs_the_fused_kernels():
+    """Fused kernels in Triton's interpreter on the CPU (tests/conftest.py): the run and its MAC count (on the
+    meta device, where no kernel can run) both work, and MACs do not change with fusion."""
+    from sana_eval.bench_e2e import default_decode_tile
+
+    assert default_decode_tile(4096, 32) == 32 and default_decode_tile(4096, 8) == 128
+    assert default_decode_tile(2048, 32) is None
+    fused = time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, kernels="triton", **TINY_E2E)
+    eager = time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, kernels="eager", **TINY_E2E)
+    assert (fused.kernels, eager.kernels) == ("triton", "eager")
+    assert fused.macs_per_forward == eager.macs_per_forward and fused.decode_tile is None

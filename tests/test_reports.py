@@ -181,6 +181,18 @@ def test_a_tree_without_git_takes_its_commit_from_the_environment(monkeypatch):
     assert provenance.git_state() == (None, True)
 
 
+def test_the_environment_commit_wins_over_a_stale_git_history(monkeypatch):
+    """A copied tree (a GPU machine's working copy) may carry an older .git: the commit named wins."""
+    from sana_eval import provenance
+
+    monkeypatch.setattr(provenance, "_git", lambda *args: "fedcba9876543210" if args[0] == "rev-parse" else "")
+    monkeypatch.setenv("SANA_EVAL_GIT_COMMIT", "0123456789abcdef")
+    monkeypatch.delenv("SANA_EVAL_GIT_DIRTY", raising=False)
+    assert provenance.git_state() == ("0123456789abcdef", True)
+    monkeypatch.delenv("SANA_EVAL_GIT_COMMIT")
+    assert provenance.git_state() == ("fedcba9876543210", False)
+
+
 def test_a_report_links_the_sample_gallery_of_each_image_run_that_ran(tmp_path, monkeypatch):
     import dataclasses
     import os
