@@ -287,4 +287,9 @@ def write_index(root: Path) -> Path:
              "`sana-eval reproduce`.", "",
              "| Version | Time (UTC) | Commit | Tables | Reproduced | Differ | Failed | Not run |",
              "|---|---|---|---|---|---|---|---|", *_index_rows(Path(root)), ""]
+    benches = [f"- `{d.name}`: " + ", ".join(f"[{md.stem}]({d.name}/{md.name})" for md in sorted(d.glob("*.md")))
+               for d in sorted(Path(root).iterdir(), key=lambda p: p.name, reverse=True)
+               if d.is_dir() and not any(d.glob("table*.json")) and any(d.glob("*.md"))]
+    if benches:  # `sana-eval bench` outputs kept beside the table reports (speed suites, kernel comparisons)
+        lines += ["Benchmark runs (`sana-eval bench`, no table report):", "", *benches, ""]
     return write_text(Path(root) / "README.md", "\n".join(lines))

@@ -112,7 +112,10 @@ def test_index_lists_every_version_newest_first(tmp_path):
     reproduce(["table6"], tmp_path, version="2026-01-01-aaaa")
     reproduce(["table2", "table6"], tmp_path, version="2026-02-01-bbbb")
     (tmp_path / "notes").mkdir()          # a folder without reports is not a version
+    (tmp_path / "2026-01-15-cccc-bench").mkdir()          # ... but a bench run's Markdown is linked below
+    (tmp_path / "2026-01-15-cccc-bench" / "speed.md").write_text("# speed\n")
     readme = reproduce(["table6"], tmp_path, version="2026-02-01-bbbb")[-1].read_text()
+    assert "- `2026-01-15-cccc-bench`: [speed](2026-01-15-cccc-bench/speed.md)" in readme and "notes" not in readme
     lines = [line for line in readme.splitlines() if line.startswith("| `")]
     assert [re.match(r"\| `([^`]+)`", line).group(1) for line in lines] == ["2026-02-01-bbbb", "2026-01-01-aaaa"]
     assert "[2](2026-02-01-bbbb/table2.md), [6](2026-02-01-bbbb/table6.md)" in lines[0]
