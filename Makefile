@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test smoke gpu-test bench reproduce clean
+.PHONY: setup test smoke gpu-test test-mplug bench reproduce clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,17 @@ smoke: setup
 # Tests that need a CUDA GPU (full-size parity); elsewhere they skip.
 gpu-test: setup
 	$(BIN)/pytest -q tests/test_transformer.py tests/test_kernels.py -k gpu
+
+# The official DPG-Bench VQA (ModelScope mPLUG) needs its own environment: its pins (transformers 4.x, fairseq,
+# built from source with a C compiler) clash with ours. Builds .venv-mplug and runs the mPLUG backend's test there.
+MPLUG_VENV := .venv-mplug
+test-mplug:
+	python3 -m venv $(MPLUG_VENV)
+	$(MPLUG_VENV)/bin/pip install -q "torch>=2.4" torchvision "transformers==4.57.6" "modelscope[framework]==1.40.2" \
+		"timm==1.0.31" "librosa==0.11.0" "opencv-python-headless==5.0.0.93" "rapidfuzz==3.14.6" "decord==0.6.0" \
+		"unicodedata2==18.0.0" "zhconv==1.4.3" "Cython==3.3.1" "wheel==0.48.0" pytest pillow numpy
+	$(MPLUG_VENV)/bin/pip install -q --no-build-isolation "fairseq-fixed==0.12.3.1"
+	PYTHONPATH=. HF_HUB_OFFLINE=1 $(MPLUG_VENV)/bin/python -m pytest -q tests/test_vqa_mplug.py
 
 # Speed of ours against the peer (diffusers) in the same run; needs a CUDA GPU.
 bench: setup

@@ -33,7 +33,7 @@ from model.transformer import build_transformer
 from sana_eval.bench import resolved_kernels
 from sana_eval.bench_clock import (Clock, device_name, median_phases, peak_memory_gib, reset_peak_memory, timing_device,
                                    torch_dtype)
-from sana_eval.bench_text import TextEncoderSpec, _building, build_text_encoder, get_text_encoder, random_tokens
+from sana_eval.bench_text import TextEncoderSpec, building, build_text_encoder, get_text_encoder, random_tokens
 from sana_eval.peer_models import VAES, VaeSpec
 
 CHI_TOKENS = 200                    # estimated Gemma tokens of the CHI text, BOS included (model_spec §4.3 n_chi)
@@ -132,7 +132,7 @@ class SanaWorkload:
             with device:
                 self.vae = DCAE(vae).to(torch_dtype(vae_dtype)).eval()
         else:
-            with _building(device, torch_dtype(vae_dtype)):
+            with building(device, torch_dtype(vae_dtype)):
                 self.vae = vae.build().eval()
             del self.vae.encoder, self.vae.quant_conv   # generation only decodes: no encoder weights in memory
         self.text_encoder = build_text_encoder(text_encoder, device, text_dtype, attn_implementation)

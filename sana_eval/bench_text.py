@@ -90,7 +90,7 @@ def get_text_encoder(name: str | TextEncoderSpec) -> TextEncoderSpec:
 
 
 @contextlib.contextmanager
-def _building(device: torch.device, dtype: torch.dtype):
+def building(device: torch.device, dtype: torch.dtype):
     """Parameters born on `device` in `dtype`: no fp32 copy on the host first (T5-XXL would take minutes)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -107,7 +107,7 @@ def build_text_encoder(name: str | TextEncoderSpec, device: str | torch.device =
     spec = get_text_encoder(name)
     device = torch.device(device)
     target = torch_dtype(dtype) if device.type != "meta" else torch.float32
-    with _building(device, target):
+    with building(device, target):
         model = spec.model_class()(spec.config(attn_implementation))
     return model.eval()
 

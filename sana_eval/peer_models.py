@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from sana_eval.bench_text import TEXT_ENCODERS, TextEncoderSpec, _building
+from sana_eval.bench_text import TEXT_ENCODERS, TextEncoderSpec, building
 
 Family = Literal["flux", "sd3", "pixart", "hunyuan", "unet", "lumina"]
 Setting = int | float | bool | str | tuple | None
@@ -259,6 +259,6 @@ def get_peer(name: str | PeerSpec, tiny: bool = False) -> PeerSpec:
 
 def count_peer_parameters(name: str | PeerSpec, resolution: int = 1024) -> int:
     """Denoiser parameters of the published config (Table 7 "Params"), counted on the meta device."""
-    with _building(torch.device("meta"), torch.float32):
+    with building(torch.device("meta"), torch.float32):
         model = get_peer(name).build_denoiser(resolution)
     return sum(p.numel() for p in model.parameters())

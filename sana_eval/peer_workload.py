@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from sana_eval.bench_clock import Clock, torch_dtype
-from sana_eval.bench_text import _building
+from sana_eval.bench_text import building
 from sana_eval.peer_models import VAE_FACTOR, PeerSpec, PeerText
 
 FLUX_GUIDANCE = 3.5                     # FluxPipeline default distilled guidance (dev)
@@ -30,7 +30,7 @@ class Encoded:
 @functools.lru_cache(maxsize=None)
 def cached_text_encoder(text: PeerText, device: str, dtype: str) -> torch.nn.Module:
     """Text encoders are shared by several peers (T5-XXL is 4.8B): built once per process, on the device."""
-    with _building(torch.device(device), torch_dtype(dtype)):
+    with building(torch.device(device), torch_dtype(dtype)):
         return text.build().eval()
 
 
@@ -70,9 +70,9 @@ class PeerWorkload:
         self.dtype = torch_dtype(dtype)
         self.texts = [(spec.text_encoder(key), tokens) for key, tokens in spec.texts]
         self.encoders = [cached_text_encoder(text, str(device), dtype) for text, _ in self.texts]
-        with _building(device, self.dtype):
+        with building(device, self.dtype):
             self.denoiser = spec.build_denoiser(resolution).eval()
-        with _building(device, torch_dtype(vae_dtype)):
+        with building(device, torch_dtype(vae_dtype)):
             self.vae = spec.vae.build().eval()
         gen = torch.Generator(device).manual_seed(0)
         self.prompt_ids = [torch.randint(0, t.vocab, (batch, n), device=device, generator=gen) for t, n in self.texts]

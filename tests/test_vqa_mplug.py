@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("modelscope", reason="modelscope is not installed: the official DPG-Bench mPLUG scorer needs it "
-                                         "(a separate venv; see the DPG-Bench docs)")
+                                         "(its own environment: `make test-mplug` builds it and runs this test)")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
