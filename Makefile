@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test smoke gpu-test test-mplug bench reproduce clean
+.PHONY: setup test smoke gpu-test test-mplug test-mmdet bench reproduce clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,25 @@ test-mplug:
 		"unicodedata2==18.0.0" "zhconv==1.4.3" "Cython==3.3.1" "wheel==0.48.0" pytest pillow numpy
 	$(MPLUG_VENV)/bin/pip install -q --no-build-isolation "fairseq-fixed==0.12.3.1"
 	PYTHONPATH=. HF_HUB_OFFLINE=1 $(MPLUG_VENV)/bin/python -m pytest -q tests/test_vqa_mplug.py
+
+# GenEval's official detector (mmdet 2.x Mask2Former) in its own environment: mmcv-full 1.7.2 is an sdist whose ops
+# are compiled here (CPU only, about 10 min on 2 cores; a GPU build needs FORCE_CUDA=1 and nvcc, benchmarks.md §3.6).
+MMDET_VENV := .venv-mmdet
+MMDET_SRC := $(MMDET_VENV)/src
+test-mmdet:
+	python3 -m venv $(MMDET_VENV)
+	$(MMDET_VENV)/bin/pip install -q "torch>=2.4" torchvision "numpy==1.26.4" "setuptools<81" ninja wheel \
+		"opencv-python-headless==4.10.0.84" "pycocotools==2.0.11" "matplotlib==3.9.4" "scipy==1.17.1" six \
+		terminaltables "addict==2.4.0" "yapf==0.43.0" pyyaml packaging pillow pytest
+	$(MMDET_VENV)/bin/pip download -q --no-deps --no-binary :all: --no-build-isolation -d $(MMDET_SRC) "mmcv-full==1.7.2"
+	tar xzf $(MMDET_SRC)/mmcv-full-1.7.2.tar.gz -C $(MMDET_SRC)
+	# torch >= 2.14's headers need C++20; mmcv-full 1.7.2 compiles its C++ ops as C++17
+	sed -i "s/extra_compile_args\['cxx'\] = \['-std=c++17'\]/extra_compile_args['cxx'] = ['-std=c++20']/" \
+		$(MMDET_SRC)/mmcv-full-1.7.2/setup.py
+	MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=2 $(MMDET_VENV)/bin/pip install -q --no-deps --no-build-isolation \
+		$(MMDET_SRC)/mmcv-full-1.7.2
+	$(MMDET_VENV)/bin/pip install -q --no-deps --no-build-isolation "mmdet==2.28.2"
+	PYTHONPATH=. $(MMDET_VENV)/bin/python -m pytest -q -W ignore tests/test_detector_mmdet.py
 
 # Speed of ours against the peer (diffusers) in the same run; needs a CUDA GPU.
 bench: setup

@@ -1,5 +1,5 @@
 """GenEval's official detector (benchmarks.md §3.2): mmdetection 2.x Mask2Former Swin-S, used only if `mmdet`
-imports. Building that environment (mmcv-full ops compiled for the GPU, mmdet 2.x from source) is §3.6.
+imports. Building that environment (mmcv-full 1.x with compiled ops, mmdet 2.x) is §3.6.
 """
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ CHECKPOINT_URL = ("https://download.openmmlab.com/mmdetection/v2.0/mask2former/"
                   "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth")
 
 
+def official_config() -> Path:
+    """GenEval's config as mmdet ships it: in the source checkout (`pip install -e .`) or packed in a wheel/sdist
+    install under mmdet/.mim/ (the path `mim` reads)."""
+    import mmdet
+    package = Path(mmdet.__file__).parent
+    for config in (package.parent / CONFIG, package / ".mim" / CONFIG):
+        if config.is_file():
+            return config
+    raise MetricError(f"mmdet config {CONFIG} not found beside {package} nor in its .mim/ folder; pass config_path")
+
+
 def mmdet_available() -> bool:
     try:
         importlib.import_module("mmdet")
@@ -35,17 +46,16 @@ class MMDetMask2Former(Detector):
     def __init__(self, model_path: str, config_path: str | None = None, device: str = "cuda"):
         """`model_path`: the checkpoint file, or the folder holding CHECKPOINT (as evaluate_images.py --model-path)."""
         if not mmdet_available():
-            raise MetricError("the mmdet backend needs mmdetection 2.x installed from source (benchmarks.md §3.6); "
+            raise MetricError("the mmdet backend needs mmdetection 2.x and mmcv-full 1.x (benchmarks.md §3.6); "
                               "use the transformers backend otherwise")
-        import mmdet
         from mmdet.apis import init_detector
         ckpt = Path(model_path)
         ckpt = ckpt / CHECKPOINT if ckpt.is_dir() else ckpt
         if not ckpt.is_file():
             raise MetricError(f"mmdet checkpoint {ckpt} not found; download {CHECKPOINT_URL} and save it as {CHECKPOINT}")
-        config = Path(config_path) if config_path else Path(mmdet.__file__).parent.parent / CONFIG
+        config = Path(config_path) if config_path else official_config()
         if not config.is_file():
-            raise MetricError(f"mmdet config {config} not found (mmdet 2.x must be installed from source)")
+            raise MetricError(f"mmdet config {config} not found")
         self.weights = {"file": ckpt.name, "sha256": sha256_file(ckpt), "config": config.name}
         self.model = init_detector(str(config), str(ckpt), device=device)
 
