@@ -193,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "  sana-eval bench --suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench\n"
                                   "  sana-eval bench --suite text-encoders --dtype fp16 --out runs/bench\n"
                                   "  sana-eval bench --suite peers --peers flux-dev sd3-medium --resolutions 1024 "
-                                  "--batch 1 --dtype fp16 --out runs/peers",
+                                  "--batch 1 --dtype fp16 --out runs/peers\n"
+                                  "  sana-eval bench --preset Sana_600M_1024px --batch 16 --dtype fp16 "
+                                  "--kernels eager triton\n"
+                                  "  sana-eval bench --profile --preset Sana_600M_1024px --batch 16 --kernels triton\n"
+                                  "  sana-eval bench --component e2e --preset Sana_600M_1024px --batch 16 --dtype fp16 "
+                                  "--set in_channels=4 --set patch_size=2 --vae sdxl-vae --kernels triton",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--component", choices=["transformer", "e2e", "text-encoder", "dc-ae", "fid-features",
                                                "attention"],
@@ -236,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--impl", nargs="+", choices=["ours", "diffusers"], default=["ours"])
     bench.add_argument("--steps", type=int, default=20)
     bench.add_argument("--kernels", nargs="+", choices=["auto", "eager", "triton"], default=["auto"],
-                       help="transformer/e2e/attention: linear attention eager or fused Triton (paper §2.2)")
+                       help="transformer/e2e/attention: eager PyTorch or our fused Triton kernels (paper §2.2); "
+                            "auto: Triton on CUDA")
     bench.add_argument("--profile", action="store_true",
                        help="transformer: print the GPU kernels of one forward by time instead of timing")
     bench.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384],
