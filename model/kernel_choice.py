@@ -21,13 +21,17 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def use_triton(kernels: str, x: torch.Tensor) -> bool:
-    """`kernels` is TransformerConfig.kernels: "eager", "triton" (an error where it cannot run) or "auto"
-    (Triton on CUDA tensors when it is installed)."""
+def resolve(kernels: str, device: torch.device) -> str:
+    """What `kernels` (TransformerConfig.kernels) runs on `device`: "eager" or "triton". "triton" is an error where
+    it cannot run; "auto" takes Triton on CUDA when it is installed."""
     if kernels == "eager":
-        return False
-    runnable = triton_available() and (x.is_cuda or interpreting())
+        return "eager"
+    runnable = triton_available() and (device.type == "cuda" or interpreting())
     if kernels == "triton" and not runnable:
         raise RuntimeError("kernels='triton' needs CUDA tensors and the triton package; use kernels='eager' or "
                            "'auto' on the CPU")
-    return runnable and (x.is_cuda or kernels == "triton")
+    return "triton" if runnable and (device.type == "cuda" or kernels == "triton") else "eager"
+
+
+def use_triton(kernels: str, x: torch.Tensor) -> bool:
+    return resolve(kernels, x.device) == "triton"

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from model.config import TransformerConfig, get_preset
+from model.kernel_choice import resolve
 from model.transformer import build_transformer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -75,15 +76,6 @@ def _inputs(cfg: TransformerConfig, resolution: int, rows: int, device: torch.de
     return x, torch.full((rows,), 999, device=device, dtype=torch.long), y, mask
 
 
-def resolved_kernels(config: TransformerConfig, device: torch.device) -> str:
-    """What `kernels="auto"` runs on `device` (model/linear_attention.py): the name a report should carry."""
-    if config.kernels != "auto":
-        return config.kernels
-    from model.kernel_choice import triton_available
-
-    return "triton" if device.type == "cuda" and triton_available() else "eager"
-
-
 @torch.no_grad()
 def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
                      steps: int = 20, repeats: int = 5, kernels: str = "auto") -> TransformerTiming:
@@ -111,7 +103,7 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
     torch.cuda.reset_peak_memory_stats()
     step_s = _median_seconds(forward, repeats)
     denoise_s = _median_seconds(denoise, max(1, repeats // 2), warmup=1)
-    return TransformerTiming(impl=impl, kernels=resolved_kernels(cfg, device) if impl == "ours" else impl,
+    return TransformerTiming(impl=impl, kernels=resolve(cfg.kernels, device) if impl == "ours" else impl,
                              preset=preset, resolution=resolution, batch=batch, dtype=dtype,
                              step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
                              peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,

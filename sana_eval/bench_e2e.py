@@ -26,11 +26,11 @@ import torch
 
 from model.config import PRESETS, TransformerConfig, get_preset
 from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig, decode_tiled
+from model.kernel_choice import resolve
 from model.macs import count_macs
 from model.samplers import classifier_free_guidance, flow_dpm_solver
 from model.text_encoder import select_tokens
 from model.transformer import build_transformer
-from sana_eval.bench import resolved_kernels
 from sana_eval.bench_clock import (Clock, device_name, median_phases, peak_memory_gib, reset_peak_memory, timing_device,
                                    torch_dtype)
 from sana_eval.bench_text import TextEncoderSpec, building, build_text_encoder, get_text_encoder, random_tokens
@@ -248,7 +248,7 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
     achieved = 2 * macs * steps / denoise_s / 1e12
     return E2ETiming(
         preset=name, resolution=resolution, batch=batch, rows=rows, steps=steps, cfg=cfg, dtype=dtype,
-        kernels=resolved_kernels(config, dev), blocks=block_design(config, factor), vae=vae_name,
+        kernels=resolve(config.kernels, dev), blocks=block_design(config, factor), vae=vae_name,
         text_dtype=text_dtype, vae_dtype=vae_dtype, text_encoder=spec.repo, attn_implementation=attn,
         text_tokens=chi_tokens + CAPTION_TOKENS - 2, decode_tile=decode_tile, decode_chunk=chunk, text_s=text_s,
         denoise_s=denoise_s, decode_s=decode_s, total_s=times.total, step_s=denoise_s / steps,
