@@ -38,13 +38,14 @@ test-mplug:
 
 # GenEval's official detector (mmdet 2.x Mask2Former) in its own environment: mmcv-full 1.7.2 is an sdist whose ops
 # are compiled here (CPU only, about 10 min on 2 cores; a GPU build needs FORCE_CUDA=1 and nvcc, benchmarks.md §3.6).
+# transformers is there too: the converted official checkpoint is checked against mmdet's network.
 MMDET_VENV := .venv-mmdet
 MMDET_SRC := $(MMDET_VENV)/src
 test-mmdet:
 	python3 -m venv $(MMDET_VENV)
 	$(MMDET_VENV)/bin/pip install -q "torch>=2.4" torchvision "numpy==1.26.4" "setuptools<81" ninja wheel \
 		"opencv-python-headless==4.10.0.84" "pycocotools==2.0.11" "matplotlib==3.9.4" "scipy==1.17.1" six \
-		terminaltables "addict==2.4.0" "yapf==0.43.0" pyyaml packaging pillow pytest
+		terminaltables "addict==2.4.0" "yapf==0.43.0" pyyaml packaging pillow pytest "transformers>=4.44" safetensors
 	$(MMDET_VENV)/bin/pip download -q --no-deps --no-binary :all: --no-build-isolation -d $(MMDET_SRC) "mmcv-full==1.7.2"
 	tar xzf $(MMDET_SRC)/mmcv-full-1.7.2.tar.gz -C $(MMDET_SRC)
 	# torch >= 2.14's headers need C++20; mmcv-full 1.7.2 compiles its C++ ops as C++17

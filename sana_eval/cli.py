@@ -42,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", required=True, choices=["nvlabs", "diffusers", "safetensors"])
     convert.set_defaults(func=commands.cmd_convert)
 
+    convert_det = sub.add_parser(
+        "convert-detector", help="rewrite GenEval's official mmdet Mask2Former checkpoint for transformers (no mmdet "
+                                 "needed to run it after)",
+        epilog="example:\n  sana-eval convert-detector mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth "
+               "weights/geneval-mask2former\n  sana-eval score --benchmark geneval --images runs/geneval "
+               "--detector transformers --detector-weights weights/geneval-mask2former",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    convert_det.add_argument("checkpoint", help="the mmdet 2.x checkpoint (.pth)")
+    convert_det.add_argument("out", help="new folder for config.json, model.safetensors and conversion.json")
+    convert_det.add_argument("--attention-heads", type=int, default=8,
+                             help="heads of the pixel decoder and the transformer decoder (not stored in the weights; "
+                                  "GenEval's config: 8)")
+    convert_det.set_defaults(func=commands.cmd_convert_detector)
+
     reproduce = sub.add_parser("reproduce", help="rerun paper tables and write versioned reports",
                                epilog="example:\n  sana-eval reproduce table6 --out reports",
                                formatter_class=argparse.RawDescriptionHelpFormatter)

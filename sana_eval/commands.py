@@ -42,6 +42,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_detector(args: argparse.Namespace) -> int:
+    from metrics.detectors.mmdet_convert import convert_checkpoint
+
+    out = convert_checkpoint(args.checkpoint, args.out, attention_heads=args.attention_heads)
+    print(f"wrote {out} (use it with: sana-eval score --benchmark geneval --detector transformers "
+          f"--detector-weights {out})")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from sana_eval.reproduce import reproduce
 

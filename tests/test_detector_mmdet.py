@@ -1,9 +1,11 @@
-"""The official GenEval detector backend (benchmarks.md §3.2) on a tiny random Mask2Former in mmdet 2.x's own format.
+"""The official GenEval detector backend (benchmarks.md §3.2) on a tiny random Mask2Former in mmdet 2.x's own format,
+and its conversion to transformers.
 
 The config is GenEval's (mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.py, as mmdet ships it) with widths and depths
 shrunk; mmdet builds the model and mmcv saves it as a checkpoint. Detections are checked against mmdet's own
-`inference_detector` on the PNG *file*, the call GenEval's evaluate_images.py makes. Needs mmdet 2.x and mmcv-full 1.x
-with compiled ops (not in the project venv: `make test-mmdet` builds them).
+`inference_detector` on the PNG *file*, the call GenEval's evaluate_images.py makes; the converted checkpoint is
+checked against mmdet's network (logits) and against the official backend (detections). Needs mmdet 2.x and mmcv-full
+1.x with compiled ops (not in the project venv: `make test-mmdet` builds them).
 """
 import hashlib
 import json
@@ -25,7 +27,7 @@ from metrics.base import MetricError  # noqa: E402
 from metrics.detectors.base import OBJECT_NAMES  # noqa: E402
 from metrics.detectors.mmdet_backend import CHECKPOINT, MMDetMask2Former, official_config  # noqa: E402
 
-EMBED, DEPTHS, HEADS = 16, [1, 1, 1, 1], [1, 1, 2, 2]  # Swin-S: 96, [2, 2, 18, 2], [3, 6, 12, 24]
+EMBED, DEPTHS, HEADS = 16, [2, 2, 2, 2], [1, 1, 2, 2]  # Swin-S: 96, [2, 2, 18, 2], [3, 6, 12, 24]; 2: shifted windows
 FEAT, QUERIES, HEAD_HEADS = 32, 8, 2                  # official: 256, 100, 8
 MAX_PER_IMAGE = 100                                   # the official test_cfg, kept
 
@@ -157,3 +159,96 @@ def test_missing_files_are_clear_errors(tiny, tmp_path):
         MMDetMask2Former(model_path=str(tmp_path), device="cpu")
     with pytest.raises(MetricError, match=r"nope\.py not found"):
         MMDetMask2Former(model_path=str(tiny), config_path=str(tmp_path / "nope.py"), device="cpu")
+
+
+# ---------------------------------------------------------------- mmdet checkpoint -> transformers
+
+@pytest.fixture(scope="module")
+def converted(tiny, tmp_path_factory):
+    from metrics.detectors.mmdet_convert import convert_checkpoint
+    return convert_checkpoint(tiny / CHECKPOINT, tmp_path_factory.mktemp("hf") / "converted",
+                              attention_heads=HEAD_HEADS)
+
+
+@pytest.fixture(scope="module")
+def converted_detector(converted):
+    from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF
+    return Mask2FormerHF(str(converted), Mask2FormerConfig(device="cpu"))
+
+
+def mmdet_input(model, image):
+    """The tensor mmdet's test pipeline makes of an image (inference_detector's steps, on a copy of the config)."""
+    from mmdet.datasets import replace_ImageToTensor
+    from mmdet.datasets.pipelines import Compose
+    cfg = model.cfg.copy()
+    cfg.data.test.pipeline[0].type = "LoadImageFromWebcam"
+    data = Compose(replace_ImageToTensor(cfg.data.test.pipeline))(
+        {"img": np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])})
+    return data["img"][0].data[None] if hasattr(data["img"][0], "data") else data["img"][0][None]
+
+
+def test_hf_preprocess_is_mmdets_test_pipeline(official):
+    """Bit for bit: OpenCV's uint8 bilinear resize, padding with 128 before normalising."""
+    from metrics.detectors.mask2former_hf import Mask2FormerConfig, preprocess
+    rng = np.random.default_rng(1)
+    square = [Image.fromarray(rng.integers(0, 256, (s, s, 3), dtype=np.uint8)) for s in (512, 1024)]  # GenEval's
+    for image in images() + square:
+        ours, (h, w) = preprocess(image, Mask2FormerConfig())
+        theirs = mmdet_input(official, image)
+        assert ours.shape == theirs.shape and min(h, w) == 800
+        assert torch.equal(ours, theirs)
+
+
+def test_converted_weights_give_mmdets_logits(official, converted):
+    """Same input through mmdet's network and transformers' one, in float64 so that a wrong rewrite cannot hide in
+    float32 noise: the backbone's four maps, and the last decoder layer's class and mask logits."""
+    import copy
+    from metrics.detectors.mask2former_hf import Mask2FormerConfig, load_model, preprocess
+    theirs, ours = copy.deepcopy(official).double(), load_model(converted).double().eval()
+    for image in images():
+        x = preprocess(image, Mask2FormerConfig())[0].double()
+        with torch.no_grad():
+            maps = theirs.backbone(x)
+            cls, masks = theirs.panoptic_head(theirs.extract_feat(x), [{}])
+            out = ours(pixel_values=x, output_hidden_states=True)
+        for a, b in zip(out.encoder_hidden_states, maps, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        assert out.class_queries_logits.shape == cls[-1].shape == (1, QUERIES, len(OBJECT_NAMES) + 1)
+        # mmcv's deformable attention keeps a few float32 steps, hence 1e-6 after the backbone
+        torch.testing.assert_close(out.class_queries_logits, cls[-1], rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.masks_queries_logits, masks[-1], rtol=0, atol=1e-6)
+        assert cls[-1].std() > 0.3 and masks[-1].std() > 0.3  # random weights that spread the logits
+
+
+def test_converted_detector_matches_the_official_detector(detector, converted_detector):
+    for n, image in enumerate(images()):
+        ours, theirs = converted_detector.detect(image), detector.detect(image)
+        assert sorted(ours) == sorted(theirs), n
+        for name in theirs:
+            a = sorted(ours[name], key=lambda d: -d.score)
+            b = sorted(theirs[name], key=lambda d: -d.score)
+            assert len(a) == len(b), (n, name)
+            for da, db in zip(a, b):  # same input tensor (cv2 resize, 128 padding): float32 noise only
+                assert da.score == pytest.approx(db.score, rel=1e-3), (n, name)
+                assert (da.mask != db.mask).mean() < 1e-4, (n, name)  # a logit within noise of 0 may flip
+                assert max(abs(u - v) for u, v in zip(da.box, db.box)) <= 1, (n, name)
+
+
+def test_converted_folder_records_its_source(tiny, converted, converted_detector):
+    p = converted_detector.protocol
+    assert p["backend"] == "transformers-mask2former" and p["official"] is False
+    assert p["weights"]["converted_from"]["sha256"] == hashlib.sha256((tiny / CHECKPOINT).read_bytes()).hexdigest()
+    assert p["weights"]["converted_from"]["file"] == CHECKPOINT and CHECKPOINT in p["note"]
+    assert sorted(path.name for path in converted.iterdir()) == ["config.json", "conversion.json", "model.safetensors"]
+    config = json.loads((converted / "config.json").read_text())
+    assert config["decoder_layers"] == 4 and config["num_queries"] == QUERIES  # mmdet's 3 + the query-only layer
+    assert config["backbone_config"]["depths"] == DEPTHS and config["backbone_config"]["num_heads"] == HEADS
+
+
+def test_converter_refuses_bad_requests(tiny, converted, tmp_path):
+    from metrics.detectors.mmdet_convert import convert_checkpoint
+    with pytest.raises(MetricError, match="sampling_offsets has 48 rows, not heads x levels x points x 2 = 8 x"):
+        convert_checkpoint(tiny / CHECKPOINT, tmp_path / "out")  # GenEval's 8 heads; the tiny model has 2
+    with pytest.raises(MetricError, match="exists; the converter writes a new folder"):
+        convert_checkpoint(tiny / CHECKPOINT, converted, attention_heads=HEAD_HEADS)
+    assert not any(tmp_path.iterdir())  # nothing half written
