@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from .cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
 from .dc_ae import DCAE
 from .samplers import classifier_free_guidance, flow_dpm_solver, flow_euler, perturbed_attention_guidance
 from .text_encoder import TextEncoder, TextEncoderConfig
@@ -55,6 +56,16 @@ class SanaPipeline:
     vae: DCAE
     text_encoder: TextEncoder
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cuda_graphs: CudaGraphs = "auto"  # replay denoiser steps from CUDA graphs (bit-identical; model/cuda_graph.py)
+    _graphed: GraphedDenoiser | None = field(default=None, init=False, repr=False)
+
+    def _denoiser(self, latent: torch.Tensor):
+        """The transformer, or its graph-replaying wrapper, which is kept across calls with its recorded graphs."""
+        if not use_graphs(self.cuda_graphs, self.transformer, latent):
+            return self.transformer
+        if self._graphed is None or self._graphed.model is not self.transformer:
+            self._graphed = GraphedDenoiser(self.transformer)
+        return self._graphed
 
     @property
     def default_resolution(self) -> int:
@@ -77,7 +88,8 @@ class SanaPipeline:
         emb, mask = emb.to(self.device, dtype), mask.to(self.device)
 
         def batched(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.transformer(x.to(dtype), t, emb, mask, **kwargs).float()
+            x = x.to(dtype)
+            return self._denoiser(x)(x, t, emb, mask, **kwargs).float()
 
         return guide(batched)
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from model.config import TransformerConfig, get_preset
+from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
 from model.kernel_choice import resolve
 from model.transformer import build_transformer
 
@@ -23,6 +24,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 class TransformerTiming:
     impl: str
     kernels: str                # ours: "eager" or "triton" (paper §2.2 kernel fusion); the peer: "diffusers"
+    cuda_graphs: bool           # ours: forwards replayed from a CUDA graph (model/cuda_graph.py)
     preset: str
     resolution: int
     batch: int
@@ -78,8 +80,10 @@ def _inputs(cfg: TransformerConfig, resolution: int, rows: int, device: torch.de
 
 @torch.no_grad()
 def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
-                     steps: int = 20, repeats: int = 5, kernels: str = "auto") -> TransformerTiming:
-    """One forward and `steps` forwards of a 2·batch CFG pass at `resolution` px."""
+                     steps: int = 20, repeats: int = 5, kernels: str = "auto",
+                     cuda_graphs: CudaGraphs = "auto") -> TransformerTiming:
+    """One forward and `steps` forwards of a 2·batch CFG pass at `resolution` px. `cuda_graphs` applies to ours
+    ("auto": at small batch x resolution, as the pipeline does)."""
     if not torch.cuda.is_available():
         raise RuntimeError("time_transformer needs a CUDA GPU")
     device, torch_dtype = torch.device("cuda"), DTYPES[dtype]
@@ -91,8 +95,10 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
     else:
         raise ValueError(f"unknown impl {impl!r}; expected 'ours' or 'diffusers'")
     x, t, y, mask = _inputs(cfg, resolution, 2 * batch, device, torch_dtype)
+    graphed = impl == "ours" and use_graphs(cuda_graphs, model, x)
     if impl == "ours":
-        forward = lambda: model(x, t, y, mask)  # noqa: E731
+        run = GraphedDenoiser(model) if graphed else model
+        forward = lambda: run(x, t, y, mask)  # noqa: E731
     else:
         forward = lambda: model(x, y, t, encoder_attention_mask=mask, return_dict=False)  # noqa: E731
 
@@ -104,7 +110,7 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
     step_s = _median_seconds(forward, repeats)
     denoise_s = _median_seconds(denoise, max(1, repeats // 2), warmup=1)
     return TransformerTiming(impl=impl, kernels=resolve(cfg.kernels, device) if impl == "ours" else impl,
-                             preset=preset, resolution=resolution, batch=batch, dtype=dtype,
+                             cuda_graphs=graphed, preset=preset, resolution=resolution, batch=batch, dtype=dtype,
                              step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
                              peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
                              gpu=torch.cuda.get_device_name())

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from model.config import PRESETS, TransformerConfig, get_preset
+from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
 from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig, decode_tiled
 from model.kernel_choice import resolve
 from model.macs import count_macs
@@ -79,6 +80,7 @@ class E2ETiming:
     cfg: bool
     dtype: str                      # the transformer's
     kernels: str                    # linear attention: "eager" or the fused "triton" kernels (paper §2.2)
+    cuda_graphs: bool               # denoiser forwards replayed from a CUDA graph (model/cuda_graph.py)
     blocks: str                     # block design (Table 8): e.g. "F32C32P1, linear attention, mix FFN x2.5"
     vae: str                        # the decoder: a DC-AE preset, "sdxl-vae" or "custom ..."
     text_dtype: str
@@ -113,7 +115,7 @@ class SanaWorkload:
     def __init__(self, config: TransformerConfig, resolution: int, batch: int, *, dtype: str, text_dtype: str,
                  vae_dtype: str, cfg: bool, vae: Autoencoder, text_encoder: TextEncoderSpec, chi_tokens: int,
                  decode_tile: int | None, decode_chunk: int, device: torch.device,
-                 attn_implementation: str | None = None) -> None:
+                 attn_implementation: str | None = None, cuda_graphs: CudaGraphs = "auto") -> None:
         factor, kind = vae_factor(vae), "DC-AE" if isinstance(vae, DCAEConfig) else "AutoencoderKL"
         if resolution % factor:
             raise ValueError(f"resolution {resolution} is not a multiple of the {kind}'s {factor}")
@@ -141,6 +143,8 @@ class SanaWorkload:
         self.null_ids = random_tokens(text_encoder, batch, CAPTION_TOKENS, device, seed=1)
         gen = torch.Generator(device).manual_seed(2)
         self.noise = torch.randn(batch, config.in_channels, side, side, device=device, generator=gen)  # fp32
+        rows = self.noise[:1].expand(2 * batch if cfg else batch, -1, -1, -1)  # the shape the DiT sees
+        self.graphed = GraphedDenoiser(self.transformer) if use_graphs(cuda_graphs, self.transformer, rows) else None
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Sampler latents (B, C, h, w) -> images (B, 3, f·h, f·w); each decoder undoes its own scaling."""
@@ -171,8 +175,10 @@ class SanaWorkload:
         emb = emb.to(dtype)                                              # (rows, 300, D)
         clock.mark()
 
+        denoiser = self.graphed or self.transformer
+
         def batched(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.transformer(x.to(dtype), t, emb, mask).float()
+            return denoiser(x.to(dtype), t, emb, mask).float()
 
         velocity = classifier_free_guidance(batched, CFG_SCALE) if self.cfg else batched
         latents = flow_dpm_solver(velocity, self.noise, steps, self.config.flow_shift)  # (B, C, h, w) fp32
@@ -208,12 +214,13 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
                   decode_chunk: int | None = None, vae: str | Autoencoder = DEFAULT_VAE,
                   text_encoder: str | TextEncoderSpec = "gemma-2-2b", attn_implementation: str | None = None,
                   repeats: int = 3, budget_s: float | None = 30.0, matmul_peak_tflops: float | None = None,
-                  kernels: str | None = None, device: str = "cuda") -> E2ETiming:
+                  kernels: str | None = None, cuda_graphs: CudaGraphs = "auto", device: str = "cuda") -> E2ETiming:
     """Time text encoding, `steps` denoising forwards and decoding of `batch` images at `resolution` px.
 
     Latency is `total_s` at batch 1, throughput `img_per_s` at batch 16 (paper Table 7 caption). Repeats stop
     after `budget_s` seconds of timed runs (at least one). `matmul_peak_tflops` (measure_matmul_peak) turns the
-    achieved TFLOP/s into a fraction of the GPU's peak. `kernels` overrides the preset's linear-attention path.
+    achieved TFLOP/s into a fraction of the GPU's peak. `kernels` overrides the preset's linear-attention path;
+    `cuda_graphs` is the pipeline's option ("auto": graphs at small batch x resolution).
     `vae`: a DC-AE preset, "sdxl-vae" (Table 8's F8C4 rows: give a config with in_channels=4, patch_size=2) or a
     DCAEConfig / VaeSpec; its latent channels must be the transformer's in_channels.
     """
@@ -229,7 +236,8 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
     decode_tile = default_decode_tile(resolution, factor) if decode_tile is None else (decode_tile or None)
     work = SanaWorkload(config, resolution, batch, dtype=dtype, text_dtype=text_dtype, vae_dtype=vae_dtype, cfg=cfg,
                         vae=vae_config, text_encoder=spec, chi_tokens=chi_tokens, decode_tile=decode_tile,
-                        decode_chunk=chunk, device=dev, attn_implementation=attn_implementation)
+                        decode_chunk=chunk, device=dev, attn_implementation=attn_implementation,
+                        cuda_graphs=cuda_graphs)
     rows = 2 * batch if cfg else batch
     try:
         reset_peak_memory(dev)
@@ -237,6 +245,7 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
                               warmup=lambda: work(Clock(dev), min(steps, WARMUP_STEPS)), budget_s=budget_s)
         peak = peak_memory_gib(dev)
         attn = str(work.text_encoder.config._attn_implementation)
+        graphed = work.graphed is not None
     finally:  # the next case of a suite must find the GPU empty, not this one's models and cached blocks
         del work
         gc.collect()
@@ -248,7 +257,7 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
     achieved = 2 * macs * steps / denoise_s / 1e12
     return E2ETiming(
         preset=name, resolution=resolution, batch=batch, rows=rows, steps=steps, cfg=cfg, dtype=dtype,
-        kernels=resolve(config.kernels, dev), blocks=block_design(config, factor), vae=vae_name,
+        kernels=resolve(config.kernels, dev), cuda_graphs=graphed, blocks=block_design(config, factor), vae=vae_name,
         text_dtype=text_dtype, vae_dtype=vae_dtype, text_encoder=spec.repo, attn_implementation=attn,
         text_tokens=chi_tokens + CAPTION_TOKENS - 2, decode_tile=decode_tile, decode_chunk=chunk, text_s=text_s,
         denoise_s=denoise_s, decode_s=decode_s, total_s=times.total, step_s=denoise_s / steps,

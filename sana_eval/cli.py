@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "  sana-eval bench --preset Sana_600M_1024px --batch 16 --dtype fp16 "
                                   "--kernels eager triton\n"
                                   "  sana-eval bench --profile --preset Sana_600M_1024px --batch 16 --kernels triton\n"
+                                  "  sana-eval bench --preset Sana_600M_1024px --batch 1 --cuda-graphs off on\n"
                                   "  sana-eval bench --component e2e --preset Sana_600M_1024px --batch 16 --dtype fp16 "
                                   "--set in_channels=4 --set patch_size=2 --vae sdxl-vae --kernels triton",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--kernels", nargs="+", choices=["auto", "eager", "triton"], default=["auto"],
                        help="transformer/e2e/attention: eager PyTorch or our fused Triton kernels (paper §2.2); "
                             "auto: Triton on CUDA")
+    bench.add_argument("--cuda-graphs", nargs="+", choices=["auto", "on", "off"], default=["auto"],
+                       help="transformer/e2e: replay our denoiser steps from CUDA graphs (bit-identical); auto: at "
+                            "small batch x resolution, where a step is launch-bound")
     bench.add_argument("--profile", action="store_true",
                        help="transformer: print the GPU kernels of one forward by time instead of timing")
     bench.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384],

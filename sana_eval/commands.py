@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,11 +204,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         peak = measure_matmul_peak(args.dtype)
         for model in models:
             for batch in args.batch or [1, 16]:
-                for kernels in args.kernels:
+                for kernels, graphs in itertools.product(args.kernels, args.cuda_graphs):
                     timing = time_sana_e2e(model, args.resolution, batch, args.dtype, args.steps,
                                            decode_tile=args.decode_tile, text_dtype=args.text_dtype,
                                            vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens,
-                                           matmul_peak_tflops=peak, kernels=kernels, **vae)
+                                           matmul_peak_tflops=peak, kernels=kernels, cuda_graphs=graphs, **vae)
                     print(json.dumps(timing.to_dict()), flush=True)
         return 0
     if args.component == "attention":
@@ -254,8 +255,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for preset in args.preset:
         for batch in args.batch or [1, 16]:
             for impl in args.impl:
-                for kernels in args.kernels if impl == "ours" else ["auto"]:
+                ours = itertools.product(args.kernels, args.cuda_graphs)
+                for kernels, graphs in ours if impl == "ours" else [("auto", "off")]:
                     timing = time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps,
-                                              kernels=kernels)
+                                              kernels=kernels, cuda_graphs=graphs)
                     print(json.dumps(timing.to_dict()), flush=True)
     return 0

@@ -252,3 +252,39 @@ def test_converter_refuses_bad_requests(tiny, converted, tmp_path):
     with pytest.raises(MetricError, match="exists; the converter writes a new folder"):
         convert_checkpoint(tiny / CHECKPOINT, converted, attention_heads=HEAD_HEADS)
     assert not any(tmp_path.iterdir())  # nothing half written
+
+
+def test_geneval_architecture_at_full_size_converts(tmp_path):
+    """GenEval's config unchanged (random weights) with the converter's defaults: the architecture of
+    facebook/mask2former-swin-small-coco-instance, and mmdet's logits in float64."""
+    import mmcv
+    from mmcv.runner import save_checkpoint
+    from mmdet.datasets import CocoDataset
+    from mmdet.models import build_detector
+    from metrics.detectors.mask2former_hf import Mask2FormerConfig, load_model, preprocess
+    from metrics.detectors.mmdet_convert import convert_checkpoint
+    cfg = mmcv.Config.fromfile(str(official_config()))
+    cfg.model.backbone.init_cfg = None  # no ImageNet download
+    torch.manual_seed(0)
+    net = build_detector(cfg.model)
+    net.init_weights()
+    save_checkpoint(net, str(tmp_path / CHECKPOINT), meta={"CLASSES": CocoDataset.CLASSES})
+    out = convert_checkpoint(tmp_path / CHECKPOINT, tmp_path / "hf")
+    config = json.loads((out / "config.json").read_text())
+    swin = config["backbone_config"]
+    assert (swin["embed_dim"], swin["depths"], swin["num_heads"], swin["window_size"]) == (96, [2, 2, 18, 2],
+                                                                                          [3, 6, 12, 24], 7)
+    assert {k: config[k] for k in ("hidden_dim", "feature_size", "mask_feature_size", "num_queries", "encoder_layers",
+                                   "decoder_layers", "dim_feedforward", "encoder_feedforward_dim",
+                                   "num_attention_heads")} == {
+        "hidden_dim": 256, "feature_size": 256, "mask_feature_size": 256, "num_queries": 100, "encoder_layers": 6,
+        "decoder_layers": 10, "dim_feedforward": 2048, "encoder_feedforward_dim": 1024, "num_attention_heads": 8}
+    assert [config["id2label"][str(i)] for i in range(80)] == list(CocoDataset.CLASSES)
+    x = preprocess(images()[1], Mask2FormerConfig(scale=(320, 256)))[0].double()  # small input; last stage 8 > 7
+    ours = load_model(out).double().eval()
+    net = net.double().eval()
+    with torch.no_grad():
+        cls, masks = net.panoptic_head(net.extract_feat(x), [{}])
+        got = ours(pixel_values=x)
+    torch.testing.assert_close(got.class_queries_logits, cls[-1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.masks_queries_logits, masks[-1], rtol=0, atol=1e-6)

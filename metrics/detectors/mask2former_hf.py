@@ -6,7 +6,8 @@ are labelled with this backend and never merged with official-backend numbers. A
 mmdet 2.x so that only the weights differ: LSJ test pipeline (keep-ratio resize into 1333x800 by OpenCV's bilinear
 on uint8; pad to /32 with 128; ImageNet normalisation), and `MaskFormerFusionHead.instance_postprocess` — top-100
 (query, class) pairs, score = class prob x mean foreground mask prob, mask logits resized to the padded input,
-cropped, resized to the image (bilinear), mask = logit > 0, box = tight box of the mask with exclusive max (`mask2bbox`).
+cropped, resized to the image (bilinear), mask = logit > 0, box = tight box of the mask with exclusive max
+(`mask2bbox`). With GenEval's converted weights the input tensor is mmdet's bit for bit (make test-mmdet).
 transformers' own `post_process_instance_segmentation` differs (binarises at 384x384, nearest upsampling, drops
 empty masks), so it is not used; with a 384x384 unpadded input the two coincide, which the test checks.
 GenEval's own weights run here too once `sana-eval convert-detector` has rewritten them (mmdet_convert.py); the

@@ -155,8 +155,8 @@ def convert_state_dict(sd: dict[str, torch.Tensor], shape: Mask2FormerShape) -> 
             src, dst = f"backbone.stages.{i}.blocks.{j}.", f"{enc}encoder.layers.{i}.blocks.{j}."
             move(src + "norm1", dst + "layernorm_before")
             move(src + "norm2", dst + "layernorm_after")
-            stored = take(src + "attn.w_msa.relative_position_index")
-            if not torch.equal(stored.long(), index):
+            stored = unused.pop(src + "attn.w_msa.relative_position_index", None)  # a buffer: not in every file
+            if stored is not None and not torch.equal(stored.long(), index):
                 raise MetricError(f"mmdet checkpoint: {src}attn.w_msa.relative_position_index is not Swin's index "
                                   f"for window {shape.window_size}")
             out[dst + "attention.self.relative_position_bias_table"] = take(
