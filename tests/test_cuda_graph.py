@@ -74,10 +74,12 @@ def test_pipeline_images_do_not_depend_on_graphs(tmp_path):
     pipe.vae.cuda()
     pipe.device = torch.device("cuda")
     images = {}
-    for mode in ("off", "on"):
-        pipe.cuda_graphs = mode
+    for mode in ("off", "on", "off again"):
+        pipe.cuda_graphs = mode.split()[0]
         for sampler in ("flow_dpm_solver", "flow_euler"):  # DPM-Solver keeps earlier velocities
             images[mode, sampler] = pipe(prompts, seeds=[0, 1], config=SamplingConfig(sampler=sampler, steps=6))
     assert pipe._graphed is not None and len(pipe._graphed._recorded) == 1
     for sampler in ("flow_dpm_solver", "flow_euler"):
-        assert torch.equal(images["on", sampler], images["off", sampler])
+        # an eager rerun tells a nondeterministic pipeline (seen once on a fresh machine) from a graph effect
+        rerun_equal = torch.equal(images["off again", sampler], images["off", sampler])
+        assert torch.equal(images["on", sampler], images["off", sampler]), (sampler, rerun_equal)
