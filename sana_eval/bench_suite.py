@@ -154,16 +154,17 @@ def speed_markdown(records: list[dict], matmul_peak: float, dtype: str, matmul_n
              f"Total = Gemma-2 text encoding + {records[0].get('steps', '?') if records else '?'} denoising steps "
              "(CFG: 2·batch rows) + DC-AE decoding; img/s = "
              "batch / total. Paper: Table 14 latency (batch 1) or throughput (batch 16).", "",
-             "| Model | Preset | Kernels | px | Batch | Text s | Denoise s | Decode s | Total s | img/s | Step ms | "
-             "TFLOP/s | % peak | Mem GiB | Paper |", "|" + "---|" * 15]
+             "| Model | Preset | Kernels | Graphs | px | Batch | Text s | Denoise s | Decode s | Total s | img/s | "
+             "Step ms | TFLOP/s | % peak | Mem GiB | Paper |", "|" + "---|" * 16]
     for r in records:
         paper = ", ".join(f"{k} {v}" for k, v in r["paper_table14"].items() if v) or "-"
         if "error" in r:
-            head.append(f"| {r['model']} | | | {r['resolution']} | {r['batch']} | {r['error']} |" + " |" * 9
+            head.append(f"| {r['model']} | | | | {r['resolution']} | {r['batch']} | {r['error']} |" + " |" * 9
                         + f" {paper} |")
             continue
         mfu = f"{100 * r['mfu']:.0f}" if r["mfu"] is not None else "-"
-        head.append(f"| {r['model']} | {r['preset']} | {r['kernels']} | {r['resolution']} | {r['batch']} | "
+        graphs = {True: "yes", False: "no"}.get(r.get("cuda_graphs"), "-")  # "-": records from before the field
+        head.append(f"| {r['model']} | {r['preset']} | {r['kernels']} | {graphs} | {r['resolution']} | {r['batch']} | "
                     f"{_fmt(r['text_s'])} | "
                     f"{_fmt(r['denoise_s'])} | {_fmt(r['decode_s'])} | {_fmt(r['total_s'])} | "
                     f"{_fmt(r['img_per_s'])} | {1000 * r['step_s']:.1f} | {_fmt(r['achieved_tflops'], 1)} | "

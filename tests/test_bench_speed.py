@@ -335,7 +335,7 @@ def test_speed_suite_writes_records_table_and_plot(tmp_path):
     assert all(r["machine"]["torch"] == torch.__version__ and r["machine"]["gpu"] == "cpu" for r in records)
     assert records[0]["total_s"] > 0 and "not a multiple" in records[2]["error"]
     text = md.read_text()
-    assert "| tiny | tiny | eager | 64 | 2 |" in text and "not a multiple" in text
+    assert "| tiny | tiny | eager | no | 64 | 2 |" in text and "not a multiple" in text
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no preset for tiny at 32 px"):
         run_speed_suite(tmp_path, models=("tiny",), resolutions=(32,), device="cpu", presets=presets, matmul_n=64)
