@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernel_choice import use_triton
+
 BlockType = Literal["ResBlock", "EfficientViTBlock"]
 _RES, _EVIT = "ResBlock", "EfficientViTBlock"
 
@@ -35,9 +37,13 @@ class DCAEConfig:
     norm_eps: float = 1e-5
     attention_eps: float = 1e-15
     scaling_factor: float = 0.41407      # z = E(x)·s, so that latents have about unit variance; no shift
+    # Not architecture: RMSNorm2d + residual in PyTorch ("eager") or as one Triton kernel; "auto": Triton on CUDA
+    kernels: Literal["auto", "eager", "triton"] = "auto"
 
     def __post_init__(self) -> None:
         n = len(self.widths)
+        if self.kernels not in ("auto", "eager", "triton"):
+            raise ValueError(f"DCAEConfig.kernels={self.kernels!r}; expected 'auto', 'eager' or 'triton'")
         for name in ("encoder_depths", "decoder_depths", "block_types", "qkv_multiscales"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"DCAEConfig.{name} has {len(getattr(self, name))} stages, widths has {n}")
@@ -88,17 +94,21 @@ def get_dc_ae_preset(name: str) -> DCAEConfig:
 # RMSNorm over channels with weight and bias, in fp32 like efficientvit's Triton kernel (§3.2 "RMSNorm2d").
 
 class RMSNorm2d(nn.Module):
-    def __init__(self, channels: int, eps: float) -> None:
+    def __init__(self, channels: int, eps: float, kernels: str = "auto") -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.kernels = eps, kernels
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W)
+        """norm(x), or residual + norm(x) with the norm rounded to x's dtype first."""
+        if use_triton(self.kernels, x) and x.is_contiguous() and (residual is None or residual.is_contiguous()):
+            from .kernels.rms_norm_2d import rms_norm_2d
+            return rms_norm_2d(x, self.weight, self.bias, self.eps, residual)
         x32 = x.float()
         y = x32 * torch.rsqrt(x32.pow(2).mean(dim=1, keepdim=True) + self.eps)
-        y = y * self.weight.float()[:, None, None] + self.bias.float()[:, None, None]
-        return y.to(x.dtype)
+        y = (y * self.weight.float()[:, None, None] + self.bias.float()[:, None, None]).to(x.dtype)
+        return y if residual is None else residual + y
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -109,10 +119,10 @@ class ResBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.norm = RMSNorm2d(channels, cfg.norm_eps)
+        self.norm = RMSNorm2d(channels, cfg.norm_eps, cfg.kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        return x + self.norm(self.conv2(F.silu(self.conv1(x))))
+        return self.norm(self.conv2(F.silu(self.conv1(x))), residual=x)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -143,7 +153,7 @@ class MultiscaleLinearAttention(nn.Module):
         self.to_v = nn.Linear(channels, channels, bias=False)
         self.to_qkv_multiscale = nn.ModuleList(MultiscaleProjection(3 * channels, heads, k) for k in kernel_sizes)
         self.to_out = nn.Linear(channels * (1 + len(kernel_sizes)), channels, bias=False)
-        self.norm_out = RMSNorm2d(channels, cfg.norm_eps)
+        self.norm_out = RMSNorm2d(channels, cfg.norm_eps, cfg.kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         b, _, h, w = x.shape
@@ -161,7 +171,7 @@ class MultiscaleLinearAttention(nn.Module):
             out = self._quadratic(heads)  # (B, G', d, N)
         out = out.reshape(b, -1, h, w)  # (B, C(1+S), H, W)
         out = F.conv2d(out, self.to_out.weight[:, :, None, None])  # (B, C, H, W)
-        return x + self.norm_out(out)
+        return self.norm_out(out, residual=x)
 
     def _linear(self, heads: torch.Tensor) -> torch.Tensor:
         q, k, v = heads.chunk(3, dim=2)  # (B, G', d, N) each
@@ -187,12 +197,12 @@ class GLUMBConv(nn.Module):
         self.conv_inverted = nn.Conv2d(channels, 2 * hidden, 1)
         self.conv_depth = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
         self.conv_point = nn.Conv2d(hidden, channels, 1, bias=False)
-        self.norm = RMSNorm2d(channels, cfg.norm_eps)
+        self.norm = RMSNorm2d(channels, cfg.norm_eps, cfg.kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         h = self.conv_depth(F.silu(self.conv_inverted(x)))  # (B, 2·hidden, H, W)
         value, gate = h.chunk(2, dim=1)
-        return x + self.norm(self.conv_point(value * F.silu(gate)))
+        return self.norm(self.conv_point(value * F.silu(gate)), residual=x)
 
 
 class EfficientViTBlock(nn.Module):
@@ -274,7 +284,7 @@ class Decoder(nn.Module):
             nn.Sequential(*([Upsample(w[s + 1], w[s])] if s < last else []),
                           *(_block(cfg, s) for _ in range(cfg.decoder_depths[s])))
             for s in range(len(w)))
-        self.norm_out = RMSNorm2d(w[0], cfg.norm_eps)
+        self.norm_out = RMSNorm2d(w[0], cfg.norm_eps, cfg.kernels)
         self.conv_out = nn.Conv2d(w[0], cfg.in_channels, 3, padding=1)
         self.in_repeats = w[-1] // cfg.latent_channels
 

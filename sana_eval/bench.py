@@ -6,6 +6,7 @@ repeats after warm-up, and 20 forwards back to back for the denoising time.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -119,6 +120,7 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
 @dataclass(frozen=True)
 class DecodeTiming:
     impl: str
+    kernels: str                # ours: "eager" or "triton" (RMSNorm2d + residual fused); the peer: "diffusers"
     resolution: int
     batch: int
     dtype: str
@@ -134,14 +136,14 @@ class DecodeTiming:
 
 @torch.no_grad()
 def time_dc_ae_decode(resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
-                      tile: int | None = None, repeats: int = 3) -> DecodeTiming:
+                      tile: int | None = None, repeats: int = 3, kernels: str = "auto") -> DecodeTiming:
     """DC-AE f32c32 decoding of `batch` random latents (the baseline's `dcae_decode` case)."""
     if not torch.cuda.is_available():
         raise RuntimeError("time_dc_ae_decode needs a CUDA GPU")
     from model.dc_ae import DCAE, get_dc_ae_preset
 
     device, torch_dtype = torch.device("cuda"), DTYPES[dtype]
-    config = get_dc_ae_preset("dc-ae-f32c32-sana-1.0")
+    config = dataclasses.replace(get_dc_ae_preset("dc-ae-f32c32-sana-1.0"), kernels=kernels)
     if impl == "ours":
         with torch.device(device):
             ae = DCAE(config).to(torch_dtype).eval()
@@ -164,7 +166,8 @@ def time_dc_ae_decode(resolution: int, batch: int, dtype: str = "bf16", impl: st
     z = torch.randn(batch, config.latent_channels, side, side, device=device, dtype=torch_dtype)
     torch.cuda.reset_peak_memory_stats()
     seconds = _median_seconds(lambda: decode(z), repeats, warmup=1)
-    return DecodeTiming(impl=impl, resolution=resolution, batch=batch, dtype=dtype, tile=tile, decode_s=seconds,
+    return DecodeTiming(impl=impl, kernels=resolve(kernels, device) if impl == "ours" else impl,
+                        resolution=resolution, batch=batch, dtype=dtype, tile=tile, decode_s=seconds,
                         img_per_s=batch / seconds, peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
                         gpu=torch.cuda.get_device_name())
 

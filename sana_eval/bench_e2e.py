@@ -19,6 +19,7 @@ Choices the paper leaves open (paper.md §2, §7), recorded in every E2ETiming:
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import asdict, dataclass
 
@@ -79,7 +80,7 @@ class E2ETiming:
     steps: int
     cfg: bool
     dtype: str                      # the transformer's
-    kernels: str                    # linear attention: "eager" or the fused "triton" kernels (paper §2.2)
+    kernels: str                    # the transformer's and DC-AE's: "eager" or fused "triton" kernels (paper §2.2)
     cuda_graphs: bool               # denoiser forwards replayed from a CUDA graph (model/cuda_graph.py)
     blocks: str                     # block design (Table 8): e.g. "F32C32P1, linear attention, mix FFN x2.5"
     vae: str                        # the decoder: a DC-AE preset, "sdxl-vae" or "custom ..."
@@ -219,7 +220,8 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
 
     Latency is `total_s` at batch 1, throughput `img_per_s` at batch 16 (paper Table 7 caption). Repeats stop
     after `budget_s` seconds of timed runs (at least one). `matmul_peak_tflops` (measure_matmul_peak) turns the
-    achieved TFLOP/s into a fraction of the GPU's peak. `kernels` overrides the preset's linear-attention path;
+    achieved TFLOP/s into a fraction of the GPU's peak. `kernels` overrides the fused paths of the transformer and
+    of a DC-AE;
     `cuda_graphs` is the pipeline's option ("auto": graphs at small batch x resolution).
     `vae`: a DC-AE preset, "sdxl-vae" (Table 8's F8C4 rows: give a config with in_channels=4, patch_size=2) or a
     DCAEConfig / VaeSpec; its latent channels must be the transformer's in_channels.
@@ -230,6 +232,8 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
     dev = timing_device(device)
     text_dtype, vae_dtype = text_dtype or dtype, vae_dtype or dtype
     vae_name, vae_config = resolve_vae(vae)
+    if kernels is not None and isinstance(vae_config, DCAEConfig):
+        vae_config = dataclasses.replace(vae_config, kernels=kernels)
     spec = get_text_encoder(text_encoder)
     chunk = decode_chunk or default_decode_chunk(resolution)
     factor = vae_factor(vae_config)

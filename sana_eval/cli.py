@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--impl", nargs="+", choices=["ours", "diffusers"], default=["ours"])
     bench.add_argument("--steps", type=int, default=20)
     bench.add_argument("--kernels", nargs="+", choices=["auto", "eager", "triton"], default=["auto"],
-                       help="transformer/e2e/attention: eager PyTorch or our fused Triton kernels (paper §2.2); "
-                            "auto: Triton on CUDA")
+                       help="transformer/e2e/attention/dc-ae: eager PyTorch or our fused Triton kernels (paper "
+                            "§2.2); auto: Triton on CUDA")
     bench.add_argument("--cuda-graphs", nargs="+", choices=["auto", "on", "off"], default=["auto"],
                        help="transformer/e2e: replay our denoiser steps from CUDA graphs (bit-identical); auto: at "
                             "small batch x resolution, where a step is launch-bound")

@@ -239,8 +239,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.component == "dc-ae":
         for batch in args.batch or [1, 16]:
             for impl in args.impl:
-                timing = time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile)
-                print(json.dumps(timing.to_dict()), flush=True)
+                for kernels in args.kernels if impl == "ours" else ["auto"]:
+                    timing = time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile,
+                                               kernels=kernels)
+                    print(json.dumps(timing.to_dict()), flush=True)
         return 0
     if args.profile:
         from sana_eval.bench_kernels import profile_transformer

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 
@@ -252,3 +253,22 @@ def test_tiled_decode_of_the_tiny_model(tiny_pair):
     bound = 0.1 * full.std()
     assert (tiled - full).abs().mean() <= bound
     assert (full[..., f:] - full[..., :-f]).abs().mean() > 3 * bound
+
+
+@pytest.mark.parametrize("size", [32, 8])
+def test_tiny_fused_rms_norms_match_diffusers(tiny_pair, size):
+    """kernels="triton": RMSNorm2d and its residual add as one Triton kernel (model/kernels/rms_norm_2d.py); on the
+    CPU it runs in Triton's interpreter (tests/conftest.py)."""
+    pytest.importorskip("triton")
+    ref, eager = tiny_pair
+    fused = DCAE(dataclasses.replace(TINY, kernels="triton")).eval()
+    fused.load_state_dict(eager.state_dict())
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size)) * 2 - 1
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fused, ref = fused.to(device), copy.deepcopy(ref).to(device)
+    with torch.no_grad():
+        z_ref = ref.encode(x.to(device)).latent
+        assert rel_err(fused.encode(x.to(device)), z_ref * TINY.scaling_factor) <= TOLERANCE
+        assert rel_err(fused.decode(z_ref * TINY.scaling_factor), ref.decode(z_ref).sample) <= TOLERANCE
+    with pytest.raises(ValueError, match="DCAEConfig.kernels='fast'"):
+        dataclasses.replace(TINY, kernels="fast")

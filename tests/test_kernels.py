@@ -197,3 +197,56 @@ def test_dwconv_glu_rejects_a_wrong_grid():
     with pytest.raises(ValueError, match="do not fit"):
         dwconv_glu(torch.randn(1, 12, 8, device=DEVICE), torch.randn(8, 1, 3, 3, device=DEVICE),
                    torch.randn(8, device=DEVICE), (3, 5))
+
+
+# --- DC-AE's RMSNorm2d + residual (model/kernels/rms_norm_2d.py) -------------------------------------------------
+
+@pytest.mark.parametrize("channels, h, w, residual", [(12, 5, 7, False), (40, 9, 3, True), (128, 3, 30, True)])
+def test_rms_norm_2d_matches_its_formula(channels, h, w, residual):
+    from model.kernels.rms_norm_2d import rms_norm_2d
+
+    x = torch.randn(2, channels, h, w, device=DEVICE) * 3
+    weight, bias = torch.randn(2, channels, device=DEVICE)
+    skip = torch.randn(2, channels, h, w, device=DEVICE) if residual else None
+    out = rms_norm_2d(x, weight, bias, 1e-5, skip)
+    x64 = x.double()
+    want = x64 * torch.rsqrt(x64.pow(2).mean(1, keepdim=True) + 1e-5) * weight.double()[:, None, None] \
+        + bias.double()[:, None, None]
+    assert rel_err(out, want + (skip.double() if residual else 0)) < 1e-6
+
+
+def test_rms_norm_2d_rejects_what_it_cannot_run():
+    from model.kernels.rms_norm_2d import rms_norm_2d
+
+    x = torch.randn(1, 8, 4, 4, device=DEVICE)
+    with pytest.raises(ValueError, match="contiguous"):
+        rms_norm_2d(x.transpose(2, 3), torch.ones(8, device=DEVICE), torch.zeros(8, device=DEVICE), 1e-5)
+    with pytest.raises(ValueError, match="do not fit 8 channels"):
+        rms_norm_2d(x, torch.ones(4, device=DEVICE), torch.zeros(4, device=DEVICE), 1e-5)
+
+
+@pytest.mark.skipif(not CUDA, reason="compiled Triton kernels need a CUDA GPU (make gpu-test)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_fused_dc_ae_decode_is_as_accurate_as_eager(dtype, monkeypatch):
+    """The full-size decoder at 512 px in its inference dtype, against the eager decoder in fp32: fusing the norms
+    rounds less often, so the error must not exceed the eager path's."""
+    import dataclasses
+
+    from model.dc_ae import DCAE, get_dc_ae_preset
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    cfg = get_dc_ae_preset("dc-ae-f32c32-sana-1.0")
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        ref = DCAE(dataclasses.replace(cfg, kernels="eager")).eval()
+    for p in ref.parameters():
+        p.data.normal_(0, 0.02)
+    z = torch.randn(2, 32, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    errors = {}
+    with torch.no_grad():
+        expected = ref.decode(z).double()
+        for kernels in ("eager", "triton"):
+            with torch.device("cuda"):
+                model = DCAE(dataclasses.replace(cfg, kernels=kernels)).eval()
+            model.load_state_dict(ref.state_dict())
+            errors[kernels] = rel_err(model.to(dtype).decode(z.to(dtype)), expected)
+    assert errors["triton"] <= 1.1 * errors["eager"], errors

@@ -195,4 +195,5 @@ def _local_model_folder(weights: str) -> Path:
         return Path(snapshot_download(weights, local_files_only=True))
     except Exception as err:  # the hub raises several types for "not in the cache"
         raise MetricError(f"Mask2Former weights {weights!r} not found offline ({type(err).__name__}); fetch them "
-                          f"with `huggingface-cli download {weights}` or pass a local folder") from None
+                          f"with `huggingface-cli download {weights}`, or pass a local folder, e.g. GenEval's own "
+                          f"checkpoint after `sana-eval convert-detector`") from None
