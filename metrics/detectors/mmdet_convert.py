@@ -84,7 +84,7 @@ def infer_shape(sd: dict[str, torch.Tensor], attention_heads: int = 8) -> Mask2F
     if offsets != heads * _LEVELS * _POINTS * 2:
         raise MetricError(f"mmdet checkpoint: {pix}encoder.layers.0.attentions.0.sampling_offsets has {offsets} "
                           f"rows, not heads x levels x points x 2 = {heads} x {_LEVELS} x {_POINTS} x 2 "
-                          "(pass the checkpoint's attention head count)")
+                          "(give the checkpoint's head count: attention_heads, --attention-heads)")
     hidden = get("panoptic_head.query_feat.weight").shape[1]
     if hidden % heads or feature.shape[1] != hidden:
         raise MetricError(f"mmdet checkpoint: decoder width {hidden} (pixel decoder {feature.shape[1]}) "
