@@ -47,11 +47,24 @@ class _Recorded:
 
 class GraphedDenoiser:
     """Calls `model(*tensors, **options)` through one recorded CUDA graph per input signature (shapes, dtypes,
-    options); keeps at most `max_graphs`, dropping the least recently used (each holds its forward's memory)."""
+    options); keeps at most `max_graphs`, dropping the least recently used (each holds its forward's memory).
+
+    A replay reads the weights at the addresses it recorded: after moving or replacing the model's tensors (.to(),
+    load_state_dict(assign=True)) call `forget_if_weights_moved()`, as SanaPipeline does on every call."""
 
     def __init__(self, model: nn.Module, max_graphs: int = 2, warmup: int = 2):
         self.model, self.max_graphs, self.warmup = model, max_graphs, warmup
         self._recorded: OrderedDict[tuple, _Recorded] = OrderedDict()
+        self._addresses = self._weight_addresses()
+
+    def _weight_addresses(self) -> tuple[int, ...]:
+        return tuple(t.data_ptr() for t in (*self.model.parameters(), *self.model.buffers()))
+
+    def forget_if_weights_moved(self) -> None:
+        addresses = self._weight_addresses()
+        if addresses != self._addresses:
+            self._recorded.clear()
+            self._addresses = addresses
 
     def __call__(self, *tensors: torch.Tensor, **options) -> torch.Tensor:
         key = (tuple((t.shape, t.dtype, t.device) for t in tensors), tuple(sorted(options.items())))

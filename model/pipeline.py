@@ -67,6 +67,10 @@ class SanaPipeline:
             self._graphed = GraphedDenoiser(self.transformer)
         return self._graphed
 
+    def _forget_moved_weights(self) -> None:
+        if self._graphed is not None:
+            self._graphed.forget_if_weights_moved()
+
     @property
     def default_resolution(self) -> int:
         return self.transformer.config.sample_size * self.vae.config.spatial_compression
@@ -109,6 +113,7 @@ class SanaPipeline:
         if len(noise) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(noise)} noise samples")
         text = self.text_encoder.encode_cfg(list(prompts), use_chi=config.use_chi)
+        self._forget_moved_weights()  # recorded graphs read the weights where they were
         velocity = self._velocity(text, config, len(prompts))
         shift = config.shift if config.shift is not None else self.transformer.config.flow_shift
         sampler = SAMPLERS[config.sampler]

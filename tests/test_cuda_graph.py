@@ -79,7 +79,26 @@ def test_pipeline_images_do_not_depend_on_graphs(tmp_path):
         for sampler in ("flow_dpm_solver", "flow_euler"):  # DPM-Solver keeps earlier velocities
             images[mode, sampler] = pipe(prompts, seeds=[0, 1], config=SamplingConfig(sampler=sampler, steps=6))
     assert pipe._graphed is not None and len(pipe._graphed._recorded) == 1
+    pipe.cuda_graphs = "on"
+    old = [t.data for t in pipe.transformer.parameters()]
+    pipe.transformer.double().float()  # the same values in new tensors ...
+    for t in old:
+        t.zero_()                      # ... and zeros where the recorded graph would read them
+    again = pipe(prompts, seeds=[0, 1], config=SamplingConfig(sampler="flow_euler", steps=6))
+    assert torch.equal(again, images["off", "flow_euler"])
     for sampler in ("flow_dpm_solver", "flow_euler"):
         # an eager rerun tells a nondeterministic pipeline (seen once on a fresh machine) from a graph effect
         rerun_equal = torch.equal(images["off again", sampler], images["off", sampler])
         assert torch.equal(images["on", sampler], images["off", sampler]), (sampler, rerun_equal)
+
+
+def test_moved_weights_are_noticed():
+    """Checked on the CPU without recording: moving a tensor of the model drops the recorded graphs."""
+    model = build_transformer(get_preset("tiny"))
+    graphed = GraphedDenoiser(model)
+    graphed._recorded["sentinel"] = None
+    graphed.forget_if_weights_moved()
+    assert "sentinel" in graphed._recorded  # nothing moved
+    model.to(torch.float64)
+    graphed.forget_if_weights_moved()
+    assert not graphed._recorded
