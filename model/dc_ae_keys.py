@@ -5,6 +5,7 @@ never unpickles code.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -199,12 +200,13 @@ def _from_hub(preset: str) -> Path:
 
 def load_dc_ae(path_or_preset: str | os.PathLike, dtype: torch.dtype | None = None,
                device: torch.device | str | None = None, *, variant: str | None = None,
-               config: DCAEConfig | None = None) -> DCAE:
+               config: DCAEConfig | None = None, kernels: str = "auto") -> DCAE:
     """A DC-AE in eval mode from a diffusers `vae/` folder (or a pipeline root holding one), a diffusers weight
     file, an efficientvit `model.safetensors` (or its folder), or a preset name (downloaded from the hub).
 
     `dtype` defaults to float32 (the NVlabs metric scripts decode in fp32, §3.1). `config` is the architecture
     for files that carry none (efficientvit files default to the SANA f32c32 preset) and overrides config.json.
+    `kernels`: DCAEConfig.kernels, the eager or fused RMSNorm2d ("auto": fused on CUDA).
     """
     path = Path(path_or_preset)
     if not path.exists() and str(path_or_preset) in DCAE_HUB_REPOS:
@@ -224,6 +226,7 @@ def load_dc_ae(path_or_preset: str | os.PathLike, dtype: torch.dtype | None = No
     if config is None:
         config = (config_from_diffusers(_read_json(config_file), str(config_file)) if config_file is not None
                   else DCAE_PRESETS["dc-ae-f32c32-sana-1.0"])
+    config = dataclasses.replace(config, kernels=kernels)
     dtype = dtype or torch.float32
     nonfloat = sorted(k for k, v in state.items() if not v.is_floating_point())
     if nonfloat:

@@ -129,7 +129,8 @@ _TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32"
 
 def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEncoderConfig | None = None,
                   device: str | torch.device | None = None, transformer_dtype: torch.dtype | None = None,
-                  vae_dtype: torch.dtype = torch.float32, **overrides: object) -> SanaPipeline:
+                  vae_dtype: torch.dtype = torch.float32, kernels: str = "auto", cuda_graphs: CudaGraphs = "auto",
+                  **overrides: object) -> SanaPipeline:
     """A pipeline with the reference dtype policy: the DiT in its checkpoint's precision (`config.dtype`, fp16 or
     bf16), Gemma-2 as configured (bf16), DC-AE in fp32 as the metric scripts decode (model_spec §6.1, §7).
 
@@ -137,6 +138,8 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
     A diffusers pipeline root (model_index.json) also supplies the default `vae` and text encoder; elsewhere they
     default to dc-ae-f32c32-sana-1.0 and Gemma-2-2B-IT from the Hugging Face cache.
     `overrides`: transformer options a checkpoint cannot carry, e.g. numerics or the 2K/4K PE settings.
+    `kernels`: the eager PyTorch paths of the DiT and the DC-AE, or their fused Triton kernels ("auto": fused on
+    CUDA; "eager" rounds after every element-wise op, as NVlabs' code does). `cuda_graphs`: SanaPipeline's.
     """
     from pathlib import Path
 
@@ -149,8 +152,9 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
         text_encoder = text_encoder or TextEncoderConfig(model=str(root))
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    transformer = load_transformer(weights, device=device, **overrides)
+    transformer = load_transformer(weights, device=device, kernels=kernels, **overrides)
     transformer = transformer.to(transformer_dtype or _TORCH_DTYPES[transformer.config.dtype]).eval()
     return SanaPipeline(transformer=transformer, vae=load_dc_ae(vae or "dc-ae-f32c32-sana-1.0", dtype=vae_dtype,
-                                                                device=device),
-                        text_encoder=TextEncoder(text_encoder or TextEncoderConfig(), device=device), device=device)
+                                                                device=device, kernels=kernels),
+                        text_encoder=TextEncoder(text_encoder or TextEncoderConfig(), device=device), device=device,
+                        cuda_graphs=cuda_graphs)

@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--layout", help="override the scorer layout (e.g. dpg-sana, mjhq-png)")
     gen.add_argument("--data", help="folder holding the official prompt files (else cache or download)")
     gen.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    gen.add_argument("--kernels", choices=["auto", "eager", "triton"], default="auto",
+                     help="the DiT's and DC-AE's fused Triton kernels or eager PyTorch (NVlabs' rounding); auto: "
+                          "fused on CUDA")
+    gen.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto",
+                     help="replay denoiser steps from CUDA graphs (bit-identical; auto: small batch x resolution)")
     gen.set_defaults(func=commands.cmd_generate)
 
     score = sub.add_parser("score", help="score an image folder (FID, CLIP score) or an autoencoder (Table 1)",

@@ -70,7 +70,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         benchmark=args.benchmark, weights=args.weights, out=Path(args.out), vae=args.vae,
         text_encoder=args.text_encoder, conventions=args.conventions, sampling=sampling, chi=args.chi,
         resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
-        shard=args.shard, layout=args.layout, data=args.data, device=args.device)
+        shard=args.shard, layout=args.layout, data=args.data, device=args.device, kernels=args.kernels,
+        cuda_graphs=args.cuda_graphs)
     summary = run(request)
     print(f"{summary.written} written, {summary.kept} kept of {summary.files} files in {summary.out_dir} "
           f"({summary.seconds:.1f} s); manifest {summary.manifest}")

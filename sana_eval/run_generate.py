@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 from model.config import DIFFUSERS_NUMERICS
+from model.kernel_choice import resolve
 from model.pipeline import SamplingConfig, load_pipeline
 from model.text_encoder import DEFAULT_MODEL, TEXT_ENCODER_PRESETS
 from model.weights_io import sha256_tree
@@ -32,6 +33,8 @@ class GenerateRequest:
     layout: str | None = None
     data: str | None = None
     device: str | None = None
+    kernels: str = "auto"                  # the DiT's and DC-AE's eager or fused (Triton) paths; auto: fused on CUDA
+    cuda_graphs: str = "auto"              # replayed denoiser steps (bit-identical): not part of the run config
 
 
 def run(request: GenerateRequest) -> RunSummary:
@@ -44,7 +47,7 @@ def run(request: GenerateRequest) -> RunSummary:
     text_config = dataclasses.replace(TEXT_ENCODER_PRESETS[request.conventions], model=text_model)
     overrides = DIFFUSERS_NUMERICS if request.conventions == "diffusers" else {}
     pipe = load_pipeline(request.weights, vae=request.vae, text_encoder=text_config, device=request.device,
-                         **overrides)
+                         kernels=request.kernels, cuda_graphs=request.cuda_graphs, **overrides)
     resolution = request.resolution or pipe.default_resolution
 
     def generate_fn(prompts: list[str], seeds: list[int]):
@@ -60,6 +63,9 @@ def run(request: GenerateRequest) -> RunSummary:
         "vae": request.vae or ("pipeline root vae/" if pipeline_root else "dc-ae-f32c32-sana-1.0"),
         "text_encoder": dataclasses.asdict(text_config),
         "sampling": dataclasses.asdict(sampling), "resolution": resolution, "conventions": request.conventions,
+        # what ran: fused kernels round once where eager code rounds after every op
+        "kernels_run": {"transformer": resolve(pipe.transformer.config.kernels, pipe.device),
+                        "dc_ae": resolve(pipe.vae.config.kernels, pipe.device)},
     }
     return generate_benchmark(request.benchmark, request.out, generate_fn, run_config, seed=request.seed,
                               limit=request.limit, batch_size=request.batch_size, shard=request.shard,

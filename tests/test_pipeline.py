@@ -140,6 +140,10 @@ def test_generate_command_writes_and_resumes(parts, tmp_path, capsys):
     assert "0 written, 2 kept" in capsys.readouterr().out
     assert main([*argv[:-4], "--steps", "3", "--batch-size", "2"]) == 2
     assert "steps" in capsys.readouterr().err
+    assert header["run_config"]["kernels_run"] == {"transformer": "eager", "dc_ae": "eager"}  # CPU: auto is eager
+    # the fused kernels round differently: a folder made eager does not take fused images (Triton's interpreter)
+    assert main([*argv, "--kernels", "triton"]) == 2
+    assert "kernels_run" in capsys.readouterr().err
 
 
 def test_a_saved_diffusers_pipeline_root_loads_whole(parts, tmp_path):
