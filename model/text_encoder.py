@@ -170,7 +170,10 @@ def _load(config: TextEncoderConfig):
                               if pipeline_root else (where, where))
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_at, **kwargs)
-        causal_lm = AutoModelForCausalLM.from_pretrained(model_at, **kwargs, **{_dtype_kwarg(): config.torch_dtype})
+        # Eager attention applies Gemma-2's attention-logit softcapping (50). SDPA cannot, and some transformers
+        # releases (e.g. 5.17) pick it by default and drop the softcapping without a word.
+        causal_lm = AutoModelForCausalLM.from_pretrained(model_at, **kwargs, attn_implementation="eager",
+                                                         **{_dtype_kwarg(): config.torch_dtype})
     except (OSError, ValueError) as err:  # transformers raises ValueError for an unreadable tokenizer
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         if os.path.isdir(where):

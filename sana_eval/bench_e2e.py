@@ -14,6 +14,8 @@ Choices the paper leaves open (paper.md §2, §7), recorded in every E2ETiming:
   token count is estimated at 200 (1,057 characters, 166 words; no tokenizer is available offline), a parameter.
   With CFG the negative prompt "" is encoded per call at 300 tokens without CHI, as diffusers' SanaPipeline does
   (NVlabs caches it once, which would make the text phase cheaper).
+- Gemma-2's attention: eager, as the pipeline loads it (model/text_encoder.py): only eager applies Gemma-2's
+  attention-logit softcapping; `attn_implementation` can time another kernel.
 - Decoding: `decode_chunk` images per decoder call (default: at most 16 megapixels per call, so a batch of 16 at
   2K/4K fits in memory), in 1024 px tiles from 4K up unless `decode_tile` says otherwise (0: never tiled).
 """
@@ -221,8 +223,8 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
     Latency is `total_s` at batch 1, throughput `img_per_s` at batch 16 (paper Table 7 caption). Repeats stop
     after `budget_s` seconds of timed runs (at least one). `matmul_peak_tflops` (measure_matmul_peak) turns the
     achieved TFLOP/s into a fraction of the GPU's peak. `kernels` overrides the fused paths of the transformer and
-    of a DC-AE;
-    `cuda_graphs` is the pipeline's option ("auto": graphs at small batch x resolution).
+    of a DC-AE; `cuda_graphs` is the pipeline's option ("auto": graphs at small batch x resolution).
+    `attn_implementation`: Gemma-2's attention (None: eager, as the pipeline runs it).
     `vae`: a DC-AE preset, "sdxl-vae" (Table 8's F8C4 rows: give a config with in_channels=4, patch_size=2) or a
     DCAEConfig / VaeSpec; its latent channels must be the transformer's in_channels.
     """
@@ -235,6 +237,8 @@ def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, 
     if kernels is not None and isinstance(vae_config, DCAEConfig):
         vae_config = dataclasses.replace(vae_config, kernels=kernels)
     spec = get_text_encoder(text_encoder)
+    if attn_implementation is None and spec.family == "gemma2":
+        attn_implementation = "eager"
     chunk = decode_chunk or default_decode_chunk(resolution)
     factor = vae_factor(vae_config)
     decode_tile = default_decode_tile(resolution, factor) if decode_tile is None else (decode_tile or None)

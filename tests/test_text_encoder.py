@@ -85,6 +85,13 @@ def test_config_rejects_unknown_options():
 
 # ---------------------------------------------------------------------------------------------------- procedure
 
+def test_gemma_runs_eager_attention_with_its_softcapping(encoder):
+    """Only eager attention applies Gemma-2's attention-logit softcapping; SDPA, some transformers releases'
+    default, would drop it."""
+    assert encoder.decoder.config._attn_implementation == "eager"
+    assert encoder.decoder.config.attn_logit_softcapping == 50.0
+
+
 def test_n_chi_and_max_length(encoder):
     chi = "\n".join(CHI_NVLABS)
     assert encoder.n_chi == len(_ids(encoder, chi)) == 1 + len(_ids(encoder, chi, special=False))
