@@ -150,8 +150,9 @@ def time_text_encoder(name: str | TextEncoderSpec, batch: int = 32, seq: int = 3
                       attn_implementation: str | None = None) -> TextEncoderTiming:
     """Latency of encoding `batch` sequences of `seq` tokens (Table 13: batch 32, 300 tokens, A100, FP16).
 
-    `attn_implementation` None keeps the transformers default (what `from_pretrained` gives a user: eager for
-    Gemma-2, SDPA for T5 and Gemma); the record says which ran.
+    `attn_implementation` None keeps the transformers default (what `from_pretrained` gives a user: SDPA for T5
+    and Gemma; for Gemma-2 eager in 4.x and some 5.x releases, SDPA without softcapping in others, e.g. 5.17);
+    the record says which ran.
     """
     spec, dev = get_text_encoder(name), timing_device(device)
     model = build_text_encoder(spec, dev, dtype, attn_implementation)
