@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "  sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth "
                                 "--out runs/geneval\n"
                                 "  sana-eval generate --benchmark prompts:my_prompts.txt --weights ckpt_dir "
-                                "--out runs/mine --limit 8 --steps 20 --cfg 4.5",
+                                "--out runs/mine --limit 8 --steps 20 --cfg 4.5\n"
+                                "  sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth "
+                                "--out runs/geneval-nvlabs-rounding --kernels eager",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("--benchmark", required=True, help="mjhq30k | geneval | dpg | imagereward | prompts:FILE")
     gen.add_argument("--weights", required=True,
