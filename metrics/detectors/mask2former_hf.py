@@ -149,7 +149,6 @@ class Mask2FormerHF(Detector):
                                     tuple(x.shape[-2:]), input_hw,
                                     (image.height, image.width), self.config.max_per_image)
 
-
     def _warn_if_window_shrinks(self, padded_hw) -> None:
         """transformers' Swin shrinks a window to a stage no larger than it where mmdet and detectron2 pad."""
         window = getattr(getattr(self.model.config, "backbone_config", None), "window_size", None)
