@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from metrics.base import FeatureCache, Metric, MetricError, Result, package_versions, sha256_file
 from metrics.clip_crosscheck import HF_CLIP_REPO
 from metrics.images import ImageSet, extract_features
+from metrics.clip_crosscheck import locate_cross_checks
+from metrics.clip_crosscheck import cross_check_clip
 
 CLIP_MODEL = "ViT-L-14"
 CLIP_PRETRAINED = "openai"
@@ -120,7 +122,6 @@ class CLIPScore(Metric):
         self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self.cross_check_dirs: dict[str, Path] = {}
         if config.cross_checks:  # located now so a missing model fails before the long run, not after it
-            from metrics.clip_crosscheck import locate_cross_checks
             self.cross_check_dirs = locate_cross_checks(config.cross_checks, config.hf_clip)
 
     @property
@@ -168,6 +169,5 @@ class CLIPScore(Metric):
         provenance = {"images": images.name, "n": len(images), "device": str(self.device),
                       "weights_path": str(self.weights_path)}
         if c.cross_checks:
-            from metrics.clip_crosscheck import cross_check_clip
             provenance["cross_checks"] = cross_check_clip(self, images)
         return Result(self.name, self.protocol, {"clip_score": float(per.mean())}, per_item, provenance)

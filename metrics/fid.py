@@ -20,6 +20,7 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 from metrics.base import (FeatureCache, Metric, MetricError, ProtocolMismatchError, Result, atomic_path,
                           canonical_json, package_versions, protocol_id, sha256_file)
 from metrics.images import ImageSet, extract_features
+from metrics.fid_crosscheck import cross_check_fid
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
@@ -280,7 +281,6 @@ class FID(Metric):
         if saved:
             provenance.update(saved, reference_stats=str(self._stats_path(reference, "all").resolve()))
         if self.config.cross_checks:
-            from metrics.fid_crosscheck import cross_check_fid
             provenance["cross_checks"] = cross_check_fid(self, generated, reference, self.config.cross_checks)
         return Result(self.name, self.protocol, aggregate, {}, provenance)
 

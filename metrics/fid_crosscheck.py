@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 import torchvision.transforms as T
 
 from metrics.base import MetricError, package_versions
-from metrics.fid import FID
 from metrics.images import ImageFileDataset, ImageSet
+
+if TYPE_CHECKING:  # only annotated here: metrics.fid calls this module
+    from metrics.fid import FID
 
 CROSS_CHECKS = ("torchmetrics", "torchmetrics-noantialias", "clean-fid")
 CLEANFID_WEIGHTS = Path("/tmp/inception-2015-12-05.pt")  # where clean-fid itself looks (Linux)

@@ -280,7 +280,7 @@ def score(images: str | os.PathLike, detector: Detector, colors: ColorClassifier
                  "geneval/correct_images": summary["correct_images"],
                  "geneval/correct_prompts": summary["correct_prompts"]}
     # Per prompt folder: its tag's accuracy over its images, so a paired bootstrap over prompts can rebuild the
-    # unweighted mean of task accuracies (sana_eval.compare).
+    # unweighted mean of task accuracies (sana_eval.compare.deltas).
     by_prompt: dict[str, list[dict]] = {}
     for r in rows:
         by_prompt.setdefault(Path(r["filename"]).parent.parent.name, []).append(r)

@@ -16,6 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kernel_choice import use_triton
+# Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
+try:
+    from .kernels.rms_norm_2d import rms_norm_2d
+except ImportError:
+    rms_norm_2d = None
 
 BlockType = Literal["ResBlock", "EfficientViTBlock"]
 _RES, _EVIT = "ResBlock", "EfficientViTBlock"
@@ -103,7 +108,6 @@ class RMSNorm2d(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W)
         """norm(x), or residual + norm(x) with the norm rounded to x's dtype first."""
         if use_triton(self.kernels, x) and x.is_contiguous() and (residual is None or residual.is_contiguous()):
-            from .kernels.rms_norm_2d import rms_norm_2d
             return rms_norm_2d(x, self.weight, self.bias, self.eps, residual)
         x32 = x.float()
         y = x32 * torch.rsqrt(x32.pow(2).mean(dim=1, keepdim=True) + self.eps)

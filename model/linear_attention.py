@@ -5,6 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from .kernel_choice import use_triton
+# Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
+try:
+    from .kernels.linear_attention import fused_relu_linear_attention, supported
+except ImportError:
+    fused_relu_linear_attention = supported = None
 
 FP16_MAX = 65504.0
 
@@ -36,7 +41,6 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     (model/kernel_choice.py); the same result up to fp32 summation order."""
     if not use_triton(kernels, q):
         return relu_linear_attention(q, k, v, heads, eps, out_dtype)
-    from .kernels.linear_attention import fused_relu_linear_attention, supported
     if not supported(q, heads):
         if kernels == "triton":
             raise ValueError(f"the fused linear attention needs a power-of-two head width of 16-128, got "

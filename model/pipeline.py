@@ -16,6 +16,8 @@ from .dc_ae import DCAE
 from .samplers import classifier_free_guidance, flow_dpm_solver, flow_euler, perturbed_attention_guidance
 from .text_encoder import TextEncoder, TextEncoderConfig
 from .transformer import SanaTransformer
+from .checkpoints import load_transformer
+from .dc_ae_keys import load_dc_ae
 
 SAMPLERS = {"flow_dpm_solver": flow_dpm_solver, "flow_euler": flow_euler}
 DEFAULT_STEPS = {"flow_dpm_solver": 20, "flow_euler": 28}  # NVlabs `sample_steps_dict`
@@ -143,8 +145,6 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
     """
     from pathlib import Path
 
-    from .checkpoints import load_transformer
-    from .dc_ae_keys import load_dc_ae
 
     root = Path(weights)
     if (root / "model_index.json").is_file():

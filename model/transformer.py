@@ -13,6 +13,12 @@ from .ablation_blocks import MlpFFN, SoftmaxSelfAttention
 from .config import TransformerConfig, get_preset
 from .kernel_choice import use_triton
 from .linear_attention import FP16_MAX, linear_attention
+# Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
+try:
+    from .kernels.mix_ffn import dwconv_glu
+    from .kernels.block_ops import gated_residual, modulated_layer_norm
+except ImportError:
+    dwconv_glu = gated_residual = modulated_layer_norm = None
 
 TIMESTEP_FREQUENCY_DIM = 256
 MASK_BIAS = -10000.0
@@ -163,7 +169,6 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:  # (B, N, D)
         if use_triton(self.kernels, x):
-            from .kernels.mix_ffn import dwconv_glu
             # The 1×1 convs are GEMMs on the token layout; the middle is one fused kernel.
             h = F.linear(x, self.inverted_conv["conv"].weight.flatten(1), self.inverted_conv["conv"].bias)
             h = dwconv_glu(h, self.depth_conv["conv"].weight, self.depth_conv["conv"].bias, hw)  # (B, N, f)
@@ -196,7 +201,6 @@ class SanaBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t0.reshape(B, 6, D)).chunk(6, dim=1)  # (B, 1, D) each
         if use_triton(self.kernels, x):  # the same sums in two fused passes (model/kernels/block_ops.py)
-            from .kernels.block_ops import gated_residual, modulated_layer_norm
             x = gated_residual(x, gate_msa, self.attn(modulated_layer_norm(x, shift_msa, scale_msa, NORM_EPS),
                                                       perturbed_rows))
             x = x + self.cross_attn(x, y, mask)

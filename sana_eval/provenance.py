@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from model.weights_io import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "numpy", "transformers", "safetensors", "huggingface_hub", "tqdm", "pillow", "diffusers")
@@ -103,7 +104,6 @@ def collect(*, seeds: Mapping[str, int] | None = None, config: Mapping | None = 
     """Provenance of a run on this machine; `weights` maps a name to a file whose sha256 is recorded."""
     import torch
 
-    from model.weights_io import sha256_file
 
     commit, dirty = git_state()
     cuda_ok = torch.cuda.is_available()

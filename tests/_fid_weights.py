@@ -12,7 +12,7 @@ from PIL import Image
 
 from metrics.base import sha256_file
 from metrics.fid import FID_WEIGHTS_FILE
-from sana_eval.smoke_components import write_random_fid_weights
+from sana_eval.smoke.tiny import write_random_fid_weights
 
 
 def make_random_fid_weights(hub_dir: Path, seed: int = 0) -> tuple[Path, str]:

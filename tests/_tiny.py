@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderDC
 
-from sana_eval.smoke_components import randomise, train_tokenizer  # noqa: F401  (shared with `make smoke`)
+from sana_eval.smoke.tiny import randomise, train_tokenizer  # noqa: F401  (shared with `make smoke`)
 
 
 def diffusers_ae(cfg) -> AutoencoderDC:

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from sana_eval.bench_clock import Clock
-from sana_eval.bench_peers import paper_peer, run_peer_suite, speedups, time_peer
-from sana_eval.peer_models import PEERS, count_peer_parameters, get_peer, peer_name
-from sana_eval.peer_workload import PeerWorkload, _pack, _unpack
+from sana_eval.bench.clock import Clock
+from sana_eval.bench.peers import paper_peer, run_peer_suite, speedups, time_peer
+from sana_eval.bench.peer_models import PEERS, count_peer_parameters, get_peer, peer_name
+from sana_eval.bench.peer_workload import PeerWorkload, _pack, _unpack
 from sana_eval.tables import get_table
-from sana_eval.tables import speed_runners as SR
-from sana_eval.tables.runners import evaluate_table
+from sana_eval.reproduce import speed as SR
+from sana_eval.reproduce.runners import evaluate_table
 from sana_eval.tables.schema import Column, Tolerance
 
 # Paper Table 7 "Params (B)". Lumina-Next's published diffusers config (Lumina-Next-SFT, "2B") has 1.75 B

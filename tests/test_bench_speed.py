@@ -12,15 +12,15 @@ import torch
 
 from model.config import get_preset
 from model.dc_ae import DCAEConfig
-from sana_eval.bench_clock import Clock, measure_matmul_peak, median_phases
-from sana_eval.bench_e2e import CAPTION_TOKENS, DEFAULT_VAE, SDXL_VAE, SanaWorkload, resolve_vae, time_sana_e2e
-from sana_eval.bench_suite import run_speed_suite, run_text_encoder_suite
-from sana_eval.bench_text import (TEXT_ENCODERS, TextEncoderSpec, build_text_encoder, count_text_encoder_parameters,
+from sana_eval.bench.clock import Clock, measure_matmul_peak, median_phases
+from sana_eval.bench.e2e import CAPTION_TOKENS, DEFAULT_VAE, SDXL_VAE, SanaWorkload, resolve_vae, time_sana_e2e
+from sana_eval.bench.suite import run_speed_suite, run_text_encoder_suite
+from sana_eval.bench.text_encoders import (TEXT_ENCODERS, TextEncoderSpec, build_text_encoder, count_text_encoder_parameters,
                                   text_encoder_name, time_text_encoder)
-from sana_eval.peer_models import VAES
+from sana_eval.bench.peer_models import VAES
 from sana_eval.tables import get_table
-from sana_eval.tables import speed_runners as SR
-from sana_eval.tables.runners import PLANNED, RUNNERS, evaluate_table
+from sana_eval.reproduce import speed as SR
+from sana_eval.reproduce.runners import PLANNED, RUNNERS, evaluate_table
 from sana_eval.tables.schema import Column, Tolerance
 
 CPU = torch.device("cpu")
@@ -241,8 +241,9 @@ def test_autoencoders_must_fit_the_transformer():
 
 
 def test_bench_cli_sets_block_design_vae_and_kernels(monkeypatch, capsys):
-    from sana_eval import bench_clock, bench_e2e
-    from sana_eval.cli import main
+    from sana_eval.bench import clock as bench_clock
+    from sana_eval.bench import e2e as bench_e2e
+    from sana_eval.cli.main import main
 
     timing = time_sana_e2e(TINY_F8, 64, 1, "fp32", steps=1, repeats=1, vae=TINY_SDXL_VAE, text_encoder=TINY_GEMMA2,
                            chi_tokens=4, device="cpu")
@@ -296,7 +297,7 @@ def test_speed_cells_of_sana_and_the_peers_need_only_a_gpu():
         assert sana
         for key in sana:
             r = results[key]
-            assert not any("sana_eval.bench_peers" in reason for reason in r.reasons), key
+            assert not any("sana_eval.bench.peers" in reason for reason in r.reasons), key
             if not torch.cuda.is_available():
                 assert r.verdict == "not run" and "needs a CUDA GPU" in r.reasons[0]
         flux = results["1024 x 1024 / FLUX-dev", "latency"]
@@ -352,7 +353,7 @@ def test_text_encoder_suite_writes_records_and_table(tmp_path):
 def test_e2e_decodes_4k_in_tiles_and_runs_the_fused_kernels():
     """Fused kernels in Triton's interpreter on the CPU (tests/conftest.py): the run and its MAC count (on the
     meta device, where no kernel can run) both work, and MACs do not change with fusion."""
-    from sana_eval.bench_e2e import default_decode_tile
+    from sana_eval.bench.e2e import default_decode_tile
 
     assert default_decode_tile(4096, 32) == 32 and default_decode_tile(4096, 8) == 128
     assert default_decode_tile(2048, 32) is None

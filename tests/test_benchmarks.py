@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sana_eval import benchmarks as B
-from sana_eval.layouts import LAYOUTS
+from sana_eval.generation import prompt_sets as B
+from sana_eval.generation.layouts import LAYOUTS
 
 GENEVAL_LINES = [
     '{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}',

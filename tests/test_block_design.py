@@ -14,7 +14,7 @@ from model.macs import count_macs, latent_side, macs_by_part
 from model.transformer import MixFFN, build_transformer
 from sana_eval.tables import get_table
 from sana_eval.tables.block_design import MACS_PRESET, TIMING
-from sana_eval.tables.runners import evaluate_table
+from sana_eval.reproduce.runners import evaluate_table
 from sana_eval.tables.schema import Column, Tolerance
 
 TINY = get_preset("tiny")                                   # 64 wide, 2 deep, 2 self-attention heads of 32
@@ -207,8 +207,8 @@ def _expected_config(row_id: str) -> TransformerConfig:
 def test_table8_timing_recipes_carry_each_rows_design_decoder_and_kernels():
     import shlex
 
-    from sana_eval.cli import build_parser
-    from sana_eval.commands import _overridden
+    from sana_eval.cli.main import build_parser
+    from sana_eval.cli.commands import _overridden
 
     table = get_table("table8")
     assert [row.id for row in table.rows] == list(T8_TIMING)
@@ -239,10 +239,10 @@ def test_table8_timing_recipes_carry_each_rows_design_decoder_and_kernels():
 def test_table8_timing_cells_route_design_kernels_and_decoder_to_the_e2e_timing(monkeypatch):
     """The runner times the row's config: the preset with the row's blocks, AE side and kernel path, decoded by
     the row's autoencoder. The timing function is replaced by a recorder returning a real tiny measurement."""
-    from sana_eval import bench_e2e
-    from sana_eval.bench_text import TextEncoderSpec
-    from sana_eval.peer_models import VAES
-    from sana_eval.tables import speed_runners as SR
+    from sana_eval.bench import e2e as bench_e2e
+    from sana_eval.bench.text_encoders import TextEncoderSpec
+    from sana_eval.bench.peer_models import VAES
+    from sana_eval.reproduce import speed as SR
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                       # the test machine's cores are shared

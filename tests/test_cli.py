@@ -8,7 +8,7 @@ import torch
 
 from model import load_transformer
 from model.weights_io import save_torch
-from sana_eval.cli import main
+from sana_eval.cli.main import main
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

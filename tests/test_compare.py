@@ -12,10 +12,10 @@ from scipy import stats
 
 from metrics.base import ProtocolMismatchError, Result, sha256_file
 from metrics.fid import FIDStats, save_stats
-from sana_eval.bootstrap import frechet_distance
+from sana_eval.compare.bootstrap import frechet_distance
 from sana_eval.results import ResultsError
-from sana_eval.compare import CompareError, compare, compare_results, parse_fail_rule
-from sana_eval.compare_report import compare_command
+from sana_eval.compare.deltas import CompareError, compare, compare_results, parse_fail_rule
+from sana_eval.compare.report import compare_command
 from sana_eval.results import read_results, write_results
 
 PROTO = {"metric": "clip_score", "model": "ViT-L-14", "versions": {"torch": "2.4", "numpy": "2.0"}}
@@ -333,7 +333,7 @@ def test_report_files_are_written_atomically(geneval_runs, monkeypatch):
 
 
 def test_compare_command_line_exit_codes(tmp_path, capsys):
-    from sana_eval.cli import main
+    from sana_eval.cli.main import main
 
     a = np.random.default_rng(1).normal(28.0, 1.0, size=50)
     write_results([mean_result(a)], tmp_path / "a.json")

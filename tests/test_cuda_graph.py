@@ -67,7 +67,7 @@ def test_replays_are_bit_identical_to_eager_calls_on_gpu(kernels, dtype):
 @gpu
 def test_pipeline_images_do_not_depend_on_graphs(tmp_path):
     from model.pipeline import SamplingConfig
-    from sana_eval.smoke_components import tiny_pipeline, write_tiny_gemma
+    from sana_eval.smoke.tiny import tiny_pipeline, write_tiny_gemma
     prompts = ["a red cube", "two cats"]
     pipe = tiny_pipeline(write_tiny_gemma(tmp_path / "gemma", prompts), resolution=64)
     pipe.transformer.cuda()

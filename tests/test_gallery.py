@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sana_eval import benchmarks as B
-from sana_eval.gallery import GalleryError, write_gallery
-from sana_eval.generate import run_generation
+from sana_eval.generation import prompt_sets as B
+from sana_eval.generation.gallery import GalleryError, write_gallery
+from sana_eval.generation.runner import run_generation
 
 GENEVAL = [
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},

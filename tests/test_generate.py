@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sana_eval import benchmarks as B
-from sana_eval.generate import (GenerationError, RunConfigMismatchError, generate_benchmark, parse_shard, read_run,
+from sana_eval.generation import prompt_sets as B
+from sana_eval.generation.runner import (GenerationError, RunConfigMismatchError, generate_benchmark, parse_shard, read_run,
                                 run_generation, sample_seed)
 
 GENEVAL_LINES = [

@@ -11,7 +11,7 @@ from PIL import Image
 from metrics.base import MetricError
 from metrics.detectors import Detection, ScriptedColorClassifier, ScriptedDetector, mask_composite_crop
 from metrics.geneval import evaluate, read_folder_layout, relative_position, score, select_detections, summarize
-from sana_eval.smoke_components import tiny_mask2former
+from sana_eval.smoke.tiny import tiny_mask2former
 
 IMG = Image.new("RGB", (64, 64))
 

@@ -27,7 +27,7 @@ from metrics.base import MetricError
 from metrics.image_reward_model import (POSITION_IDS, ImageRewardModel, ImageRewardWeightsError, RewardArch,
                                         convert_state_dict, official_shapes)
 from metrics.images import ImageSet
-from sana_eval.smoke_components import random_image_reward_weights
+from sana_eval.smoke.tiny import random_image_reward_weights
 
 VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "!", "-", "'", "a", "an", "the", "of",
          "in", "on", "by", "photo", "cat", "##s", "dog", "cafe", "naive", "red", "blue", "astronaut", "riding",

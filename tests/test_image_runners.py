@@ -5,7 +5,7 @@ import pytest
 
 from metrics.base import Result
 from sana_eval.tables import get_table
-from sana_eval.tables import image_runners as IR
+from sana_eval.reproduce import images as IR
 
 
 def test_checkpoint_in_finds_each_released_layout(tmp_path):
@@ -35,13 +35,13 @@ def test_generate_score_runs_once_and_reuses_the_stored_result(tmp_path, monkeyp
     monkeypatch.setattr(IR, "local_weights", lambda repo_id: repo if repo_id.endswith("1024px") else tmp_path)
     monkeypatch.setenv(IR.RUNS_ENV, str(tmp_path / "runs"))
     requests, scored = [], []
-    monkeypatch.setattr("sana_eval.run_generate.run", requests.append)
+    monkeypatch.setattr("sana_eval.generation.sana.run", requests.append)
 
     def fake_geneval(images, data=None, limit=None):
         scored.append(images)
         return Result("geneval", {"backend": "test"}, {"geneval": 0.66, "geneval/counting": 0.62}, {})
 
-    monkeypatch.setattr("sana_eval.score.score_geneval", fake_geneval)
+    monkeypatch.setattr("sana_eval.scoring.scorers.score_geneval", fake_geneval)
     recipe, column = _cell("table10", "1024 x 1024 / Sana-1.6B", "counting")
     first = IR.run_generate_score(recipe.settings, column)
     again = IR.run_generate_score(recipe.settings, column)
@@ -64,7 +64,7 @@ def test_reconstruction_runner_scores_the_dc_ae_once(tmp_path, monkeypatch):
         calls.append((ae, resolution))
         return Result("recon", {"ae": ae}, {"rfid": 0.3, "psnr": 29.0, "ssim": 0.84, "lpips": 0.05}, {})
 
-    monkeypatch.setattr("sana_eval.score.score_recon", fake_recon)
+    monkeypatch.setattr("sana_eval.scoring.scorers.score_recon", fake_recon)
     for metric in ("rfid", "psnr"):
         recipe, column = _cell("table1", "F32C32 (Ours)", metric)
         assert IR.run_reconstruction(recipe.settings, column).value == {"rfid": 0.3, "psnr": 29.0}[metric]
@@ -76,8 +76,8 @@ def test_generate_score_writes_the_sample_gallery_of_its_run(tmp_path, monkeypat
 
     import numpy as np
 
-    from sana_eval.benchmarks import get_benchmark
-    from sana_eval.generate import run_generation
+    from sana_eval.generation.prompt_sets import get_benchmark
+    from sana_eval.generation.runner import run_generation
 
     monkeypatch.setattr(IR, "local_weights", lambda repo_id: tmp_path)
     monkeypatch.setattr(IR, "checkpoint_in", lambda repo: repo)
@@ -90,8 +90,8 @@ def test_generate_score_writes_the_sample_gallery_of_its_run(tmp_path, monkeypat
         run_generation(get_benchmark("geneval").load(prompts, verify=False), request.out,
                        lambda p, s: np.full((len(p), 8, 8, 3), 127, np.uint8), run_config={}, progress=False)
 
-    monkeypatch.setattr("sana_eval.run_generate.run", generate)
-    monkeypatch.setattr("sana_eval.score.score_geneval",
+    monkeypatch.setattr("sana_eval.generation.sana.run", generate)
+    monkeypatch.setattr("sana_eval.scoring.scorers.score_geneval",
                         lambda images, data=None, limit=None: Result("geneval", {}, {"geneval": 0.5, "geneval/colors": 0.5}, {}))
     recipe, column = _cell("table10", "1024 x 1024 / Sana-1.6B", "colors")
     assert IR.run_generate_score(recipe.settings, column).value == 0.5

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sana_eval.benchmarks import Item
-from sana_eval.layouts import (LAYOUTS, GenEvalLayout, LayoutError, encode_image, get_layout, quantize_uint8,
+from sana_eval.generation.prompt_sets import Item
+from sana_eval.generation.layouts import (LAYOUTS, GenEvalLayout, LayoutError, encode_image, get_layout, quantize_uint8,
                                tile_grid)
 
 torchvision_utils = pytest.importorskip("torchvision.utils", reason="torchvision is the reference for save_image")

@@ -65,7 +65,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
 
 
 def test_cli_convert_detector_error_exits_nonzero(tmp_path, capsys):
-    from sana_eval.cli import main
+    from sana_eval.cli.main import main
     assert main(["convert-detector", str(tmp_path / "missing.pth"), str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing.pth not found" in err
@@ -75,7 +75,7 @@ def test_cli_convert_detector_error_exits_nonzero(tmp_path, capsys):
 
 @pytest.fixture
 def saved_tiny(tmp_path):
-    from sana_eval.smoke_components import tiny_mask2former
+    from sana_eval.smoke.tiny import tiny_mask2former
     folder = tmp_path / "m2f"
     tiny_mask2former().save_pretrained(folder)
     return folder
@@ -119,7 +119,7 @@ def test_preprocess_pads_with_128_before_normalising():
 
 def test_window_larger_than_the_last_stage_warns_once():
     from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF
-    from sana_eval.smoke_components import tiny_mask2former
+    from sana_eval.smoke.tiny import tiny_mask2former
     detector = Mask2FormerHF(config=Mask2FormerConfig(scale=(100, 60), device="cpu"), model=tiny_mask2former())
     with pytest.warns(UserWarning, match="transformers shrinks the window there, unlike mmdet"):
         detector.detect(Image.new("RGB", (50, 30)))

@@ -12,7 +12,7 @@ from model.text_encoder import CHI_DIFFUSERS, CHI_NVLABS, TEXT_ENCODER_PRESETS, 
 from model.transformer import build_transformer
 from model.transformer_keys import diffusers_to_nvlabs
 from model.weights_io import load_strict
-from sana_eval.smoke_components import GEMMA_HIDDEN, write_tiny_gemma
+from sana_eval.smoke.tiny import GEMMA_HIDDEN, write_tiny_gemma
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import (DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,  # noqa: E402
@@ -120,8 +120,8 @@ def test_bad_requests_are_rejected(parts):
 
 
 def test_generate_command_writes_and_resumes(parts, tmp_path, capsys):
-    from sana_eval.cli import main
-    from sana_eval.generate import read_run
+    from sana_eval.cli.main import main
+    from sana_eval.generation.runner import read_run
 
     _, components, gemma = parts
     components["transformer"].save_pretrained(tmp_path / "transformer")

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from sana_eval import provenance as P
-from sana_eval.reports import read_report, write_text
-from sana_eval.reproduce import reproduce, rerun
+from sana_eval.reproduce.report import read_report, write_text
+from sana_eval.reproduce.run import reproduce, rerun
 from sana_eval.tables import get_table
 
 
@@ -201,9 +201,9 @@ def test_a_report_links_the_sample_gallery_of_each_image_run_that_ran(tmp_path, 
     import os
 
     from sana_eval.provenance import collect
-    from sana_eval.reports import TableReport, write_report
-    from sana_eval.tables.image_runners import run_folder
-    from sana_eval.tables.runners import evaluate_table
+    from sana_eval.reproduce.report import TableReport, write_report
+    from sana_eval.reproduce.images import run_folder
+    from sana_eval.reproduce.runners import evaluate_table
 
     monkeypatch.setenv("SANA_EVAL_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("SANA_EVAL_DATA", str(tmp_path / "no-data"))

@@ -10,7 +10,7 @@ import torch
 from _fid_weights import make_random_fid_weights, write_images
 from metrics.fid import FIDConfig
 from metrics.mjhq import MJHQ_CATEGORIES
-from sana_eval.cli import main
+from sana_eval.cli.main import main
 from sana_eval.results import read_results
 
 
@@ -28,7 +28,7 @@ def test_score_mjhq_fid_writes_results(tmp_path, monkeypatch, capsys):
     hub = tmp_path / "hub"
     _, sha = make_random_fid_weights(hub)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setattr("metrics.fid.FIDConfig", functools.partial(FIDConfig, weights_sha256=sha, num_workers=0))
+    monkeypatch.setattr("sana_eval.scoring.scorers.FIDConfig", functools.partial(FIDConfig, weights_sha256=sha, num_workers=0))
     ids = fake_mjhq(tmp_path / "mjhq")
     write_images(tmp_path / "gen", len(ids), (32, 32), seed=99, ext=".jpg", names=ids)
     out = tmp_path / "results.json"
@@ -59,8 +59,8 @@ def test_folder_clip_score_takes_prompts_from_the_generate_manifest(tmp_path, mo
     from safetensors.torch import save_file
 
     from metrics.clip_score import CLIPScoreConfig
-    from sana_eval.generate import generate_benchmark
-    from sana_eval.score import score_folder
+    from sana_eval.generation.runner import generate_benchmark
+    from sana_eval.scoring.scorers import score_folder
 
     cfg = tmp_path / "tiny-clip-score.json"
     cfg.write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
@@ -70,7 +70,7 @@ def test_folder_clip_score_takes_prompts_from_the_generate_manifest(tmp_path, mo
     open_clip.add_model_config(cfg)
     save_file({k: v.contiguous() for k, v in open_clip.create_model("tiny-clip-score").state_dict().items()},
               str(tmp_path / "clip.safetensors"))
-    monkeypatch.setattr("metrics.clip_score.CLIPScoreConfig",
+    monkeypatch.setattr("sana_eval.scoring.scorers.CLIPScoreConfig",
                         functools.partial(CLIPScoreConfig, model="tiny-clip-score", num_workers=0))
     (tmp_path / "prompts.txt").write_text("a red cube\na blue sphere\n")
 
@@ -101,7 +101,7 @@ def test_fid_results_carry_what_compare_needs_to_bootstrap_over_images(tmp_path,
     import numpy as np
 
     from metrics.fid import FID, frechet_distance, load_stats
-    from sana_eval.compare import _load_fid_side
+    from sana_eval.compare.deltas import _load_fid_side
 
     hub = tmp_path / "hub"
     _, sha = make_random_fid_weights(hub)

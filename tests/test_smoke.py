@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sana_eval.benchmarks import get_benchmark
+from sana_eval.generation.prompt_sets import get_benchmark
 from sana_eval.results import read_results
-from sana_eval.smoke import (DPG_PROMPTS, GENEVAL_LINES, IMAGEREWARD_ENTRIES, MJHQ_META, run_smoke,
+from sana_eval.smoke.chain import (DPG_PROMPTS, GENEVAL_LINES, IMAGEREWARD_ENTRIES, MJHQ_META, run_smoke,
                              write_prompt_subsets)
 
 GENEVAL_FILES = {f"{p:05d}/samples/{k:05d}.png" for p in range(3) for k in range(4)} | {

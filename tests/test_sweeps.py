@@ -13,12 +13,12 @@ from PIL import Image
 
 from model.pipeline import SamplingConfig
 from model.text_encoder import CHI_VARIANTS
-from sana_eval import benchmarks as B
-from sana_eval import smoke
-from sana_eval import smoke_components as tiny
-from sana_eval import sweeps as S
-from sana_eval.generate import read_run, sample_seed
-from sana_eval.layouts import encode_image, quantize_uint8
+from sana_eval.generation import prompt_sets as B
+from sana_eval.smoke import chain as smoke
+from sana_eval.smoke import tiny as tiny
+from sana_eval.reproduce import sweeps as S
+from sana_eval.generation.runner import read_run, sample_seed
+from sana_eval.generation.layouts import encode_image, quantize_uint8
 
 RES = 32
 
@@ -79,16 +79,16 @@ def tiny_chain(chain, monkeypatch, tmp_path):
         calls["load"] += 1
         return pipe
 
-    import sana_eval.score as score
+    import sana_eval.scoring.scorers as score
     real_score = score.score_mjhq
 
     def counted_score(*args, **kwargs):
         calls["score"] += 1
         return real_score(*args, **kwargs)
 
-    monkeypatch.setattr("sana_eval.run_generate.load_pipeline", load_pipeline)
+    monkeypatch.setattr("sana_eval.generation.sana.load_pipeline", load_pipeline)
     monkeypatch.setattr(score, "score_mjhq", counted_score)
-    monkeypatch.setattr("metrics.clip_score.CLIPScoreConfig", functools.partial(
+    monkeypatch.setattr("sana_eval.scoring.scorers.CLIPScoreConfig", functools.partial(
         CLIPScoreConfig, model=clip.name, pretrained=None, precision="fp32", num_workers=0, device="cpu"))
     # The official MJHQ file has 30000 prompts; the tiny one in its schema has 3.
     monkeypatch.setitem(B.BENCHMARKS, "mjhq30k", dataclasses.replace(B.BENCHMARKS["mjhq30k"], n_items=None))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sana_eval.tables import TABLES, Need, PaperValue, TableError, Tolerance, get_table
-from sana_eval.tables import needs as N
-from sana_eval.tables.runners import PLANNED, RUNNERS, evaluate_table
+from sana_eval.reproduce import needs as N
+from sana_eval.reproduce.runners import PLANNED, RUNNERS, evaluate_table
 from sana_eval.tables.schema import Column, RowSpec, build_table
 
 PAPER_MD = Path("/work/shared/reference/paper.md")
@@ -169,7 +169,7 @@ def test_table_round_trips_through_its_dict():
 
 def test_table_needs_are_derived_from_recipes():
     needs = get_table("table7").needs
-    assert Need("code", "sana_eval.bench_peers",
+    assert Need("code", "sana_eval.bench.peers",
                 "timing of the speedup baseline black-forest-labs/FLUX.1-dev with diffusers") in needs
     assert len(needs) == len(set(needs))
     assert get_table("table2").needs == ()
@@ -297,7 +297,7 @@ def test_recipe_commands_parse_with_the_real_cli():
     """Every command a report prints runs as written, except the kinds whose CLI does not exist yet."""
     import shlex
 
-    from sana_eval.cli import build_parser
+    from sana_eval.cli.main import build_parser
 
     pending_flags = ("--baseline", "--quantize")  # speed against the peers, W8A8: not built yet
     checked = 0

@@ -11,7 +11,7 @@ import torch
 from model.text_encoder import (CHI_DIFFUSERS, CHI_NVLABS, DEFAULT_MODEL, TEXT_ENCODER_PRESETS, TextEncoder,
                                 TextEncoderConfig, TextEncoderError, cfg_text, preprocess_diffusers,
                                 preprocess_nvlabs, select_tokens)
-from sana_eval.smoke_components import GEMMA_HIDDEN as HIDDEN, write_tiny_gemma
+from sana_eval.smoke.tiny import GEMMA_HIDDEN as HIDDEN, write_tiny_gemma
 
 PROMPTS = ["a red cube on a blue sphere", "a cat sleeping", "a busy city street at dusk"]
 MIXED_CASE = ["  A Red Cube on a Blue Sphere ", "A cat SLEEPING"]

@@ -1,18 +1,19 @@
 """GenEval scoring backends: detectors (image -> {class: [Detection]}) and colour classifiers."""
 from metrics.detectors.base import (COLORS, OBJECT_NAMES, ColorClassifier, Detection, Detections, Detector,
                                     ScriptedColorClassifier, ScriptedDetector, mask_composite_crop)
+from metrics.base import MetricError
+from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF
+from metrics.detectors.mmdet_backend import MMDetMask2Former
+from metrics.detectors.clip_color import CLIPColorClassifier
 
 DETECTOR_BACKENDS = ("transformers", "mmdet")
 
 
 def get_detector(backend: str = "transformers", weights: str | None = None, device: str | None = None) -> Detector:
     """`transformers`: Mask2Former Swin-S from HF (an alternative); `mmdet`: the official checkpoint (needs mmdet)."""
-    from metrics.base import MetricError
     if backend == "transformers":
-        from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF
         return Mask2FormerHF(weights, Mask2FormerConfig(device=device))
     if backend == "mmdet":
-        from metrics.detectors.mmdet_backend import MMDetMask2Former
         if weights is None:
             raise MetricError("the mmdet backend needs --detector-weights (checkpoint file or its folder)")
         return MMDetMask2Former(weights, device=device or "cuda")
@@ -20,7 +21,6 @@ def get_detector(backend: str = "transformers", weights: str | None = None, devi
 
 
 def get_color_classifier(weights: str | None = None, device: str | None = None) -> ColorClassifier:
-    from metrics.detectors.clip_color import CLIPColorClassifier
     return CLIPColorClassifier(weights, device)
 
 

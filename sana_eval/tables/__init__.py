@@ -1,17 +1,16 @@
-"""Registry of the paper's Tables 1–14 as typed data; `get_table("table7")` looks one up."""
+"""Registry of the paper's Tables 1–14 as typed data (no runner code: `sana_eval.reproduce` fills the cells);
+`get_table("table7")` looks one up."""
 from __future__ import annotations
 
 import difflib
 
-from . import image_runners  # noqa: F401  (registers the generate/score and reconstruction runners)
-from . import speed_runners  # noqa: F401  (registers the speed and text-encoder runners)
-from .architecture import TABLE5, TABLE6
-from .block_design import TABLE8, TABLE12
-from .comparison import TABLE7, TABLE10, TABLE11
-from .schema import Cell, Column, Need, Note, PaperValue, Recipe, Row, Table, TableError, Tolerance
-from .speed import TABLE14
-from .text_encoders import TABLE9, TABLE13
-from .training_ablations import TABLE1, TABLE2, TABLE3, TABLE4
+from sana_eval.tables.architecture import TABLE5, TABLE6
+from sana_eval.tables.block_design import TABLE8, TABLE12
+from sana_eval.tables.comparison import TABLE7, TABLE10, TABLE11
+from sana_eval.tables.schema import Cell, Column, Need, Note, PaperValue, Recipe, Row, Table, TableError, Tolerance
+from sana_eval.tables.speed import TABLE14
+from sana_eval.tables.text_encoders import TABLE9, TABLE13
+from sana_eval.tables.training_ablations import TABLE1, TABLE2, TABLE3, TABLE4
 
 TABLES: dict[str, Table] = {t.id: t for t in sorted(
     (TABLE1, TABLE2, TABLE3, TABLE4, TABLE5, TABLE6, TABLE7, TABLE8, TABLE9, TABLE10, TABLE11, TABLE12, TABLE13,

@@ -1,9 +1,9 @@
 """Tables 5 and 6: on-device W8A8 deployment, and the architecture of the two Sana models."""
 from __future__ import annotations
 
-from . import columns as C
-from . import recipes as R
-from .schema import Column, Note, RowSpec, build_table
+from sana_eval.tables import columns as C
+from sana_eval.tables import recipes as R
+from sana_eval.tables.schema import Column, Note, RowSpec, build_table
 
 # Paper model name -> the released checkpoint carrying that architecture (model/config.py PRESETS).
 SANA_1024 = {"Sana-0.6B": "Sana_600M_1024px", "Sana-1.6B": "Sana_1600M_1024px"}

@@ -1,9 +1,9 @@
 """Tables 8 and 12: the block design space from DiT/PixArt to Sana, efficiency and quality."""
 from __future__ import annotations
 
-from . import columns as C
-from . import recipes as R
-from .schema import Column, Note, RowSpec, Tolerance, build_table
+from sana_eval.tables import columns as C
+from sana_eval.tables import recipes as R
+from sana_eval.tables.schema import Column, Note, RowSpec, Tolerance, build_table
 
 F8, F32 = "F8C4P2", "F32C32P1"
 TIMING = ("Timed like Table 7 (sana_eval/bench_e2e.py): random weights, FP16, 1024 px, Gemma-2 text encoding + "

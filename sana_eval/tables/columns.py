@@ -1,7 +1,7 @@
 """Column kinds shared by several tables, each with the tolerance rule within which a cell counts as reproduced."""
 from __future__ import annotations
 
-from .schema import Column, Tolerance
+from sana_eval.tables.schema import Column, Tolerance
 
 EXACT = Tolerance("exact", why="an architecture hyper-parameter is either right or wrong")
 ROUNDED = Tolerance("rounding", why="a parameter count is deterministic; the paper's printed precision is the "

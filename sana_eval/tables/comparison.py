@@ -1,10 +1,10 @@
 """Tables 7, 10 and 11: the main comparison with other text-to-image models, and its GenEval / DPG details."""
 from __future__ import annotations
 
-from . import columns as C
-from . import recipes as R
-from .schema import Note, Recipe, RowSpec, build_table
-from .speed import PEER_TIMING_NOTE, TIMING_NOTE
+from sana_eval.tables import columns as C
+from sana_eval.tables import recipes as R
+from sana_eval.tables.schema import Note, Recipe, RowSpec, build_table
+from sana_eval.tables.speed import PEER_TIMING_NOTE, TIMING_NOTE
 
 G512, G1024 = "512 x 512", "1024 x 1024"
 RES = {G512: 512, G1024: 1024}
@@ -33,7 +33,7 @@ def _t7_recipes(label: str, group: str) -> dict[str, Recipe]:
     }
 
 
-# Table 7 row label -> sana_eval.peer_models.PEERS key (DALLE3 has no published architecture or timing)
+# Table 7 row label -> sana_eval.bench.peer_models.PEERS key (DALLE3 has no published architecture or timing)
 PEERS = {"PixArt-α": "pixart-alpha", "PixArt-Σ": "pixart-sigma", "LUMINA-Next": "lumina-next", "SDXL": "sdxl",
          "PlayGroundv2.5": "playground-v2.5", "Hunyuan-DiT": "hunyuan-dit", "SD3-medium": "sd3-medium",
          "FLUX-dev": "flux-dev", "FLUX-schnell": "flux-schnell"}

@@ -1,7 +1,7 @@
 """Recipe builders: one function per kind of measurement, so a setting is written once for every cell using it."""
 from __future__ import annotations
 
-from .schema import Need, Recipe, Setting
+from sana_eval.tables.schema import Need, Recipe, Setting
 
 # Inference defaults of the repo's metric toolkit (paper.md §4 "Inference defaults", §5 [R]); the paper states none.
 SAMPLER = "flow_dpm-solver"
@@ -10,7 +10,7 @@ CFG = 4.5
 SEED = 0
 PAPER_GPU = "A100"                         # Tables 7, 8, 9, 13, 14 captions
 TIMING_GPU = "the paper's GPU; any CUDA GPU runs the timing and the report names it"
-PEER_BENCH = "sana_eval.bench_peers"       # diffusers timings of the peer models (FLUX, SD3, PixArt, ...)
+PEER_BENCH = "sana_eval.bench.peers"       # diffusers timings of the peer models (FLUX, SD3, PixArt, ...)
 CLI_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
 
 HF_ORG = "Efficient-Large-Model"           # presets are named after the released checkpoints (model/config.py)

@@ -79,7 +79,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Need:
-    """A precondition of a recipe; `sana_eval.tables.needs` checks it against this machine."""
+    """A precondition of a recipe; `sana_eval.reproduce.needs` checks it against this machine."""
 
     kind: NeedKind
     name: str                              # GPU model / HF repo id / dataset key / metric module / python module
@@ -90,7 +90,7 @@ class Need:
 class Recipe:
     """How one cell is reproduced: a runner kind, the settings it is called with, and what it needs."""
 
-    kind: str                              # key of sana_eval.tables.runners.RUNNERS or .PLANNED
+    kind: str                              # key of sana_eval.reproduce.runners.RUNNERS or .PLANNED
     settings: dict[str, Setting]
     needs: tuple[Need, ...] = ()
     command: str = ""                      # the command line that runs it (or will, once its runner exists)

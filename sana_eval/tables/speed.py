@@ -1,13 +1,13 @@
 """Table 14: throughput and latency at 512, 1024, 2048 and 4096 px."""
 from __future__ import annotations
 
-from . import columns as C
-from . import recipes as R
-from .schema import Note, RowSpec, build_table
+from sana_eval.tables import columns as C
+from sana_eval.tables import recipes as R
+from sana_eval.tables.schema import Note, RowSpec, build_table
 
 GROUPS = {"512 x 512": 512, "1024 x 1024": 1024, "2048 x 2048": 2048, "4096 x 4096": 4096}
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
-# Table 14 row label -> sana_eval.peer_models.PEERS key
+# Table 14 row label -> sana_eval.bench.peer_models.PEERS key
 PEER_NAMES = {"SD3": "sd3-medium", "FLUX-schnell": "flux-schnell", "FLUX-dev": "flux-dev", "PixArt-Σ": "pixart-sigma",
               "HunyuanDiT": "hunyuan-dit"}
 # No 0.6B checkpoint exists above 1024 px; speed does not depend on weight values, so its 1024 preset is timed.

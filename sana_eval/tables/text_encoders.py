@@ -1,9 +1,9 @@
 """Tables 9 and 13: text encoders, quality and speed."""
 from __future__ import annotations
 
-from . import columns as C
-from . import recipes as R
-from .schema import Note, RowSpec, build_table
+from sana_eval.tables import columns as C
+from sana_eval.tables import recipes as R
+from sana_eval.tables.schema import Note, RowSpec, build_table
 
 # Paper name -> HF checkpoint. The paper names no checkpoints; T5 v1.1 (PixArt's encoder family) is assumed.
 ENCODERS = {

@@ -1,9 +1,9 @@
 """Tables 1–4: autoencoder reconstruction and the training ablations (CHI, flow matching, caption sampler)."""
 from __future__ import annotations
 
-from . import columns as C
-from . import recipes as R
-from .schema import Column, Note, RowSpec, Tolerance, build_table
+from sana_eval.tables import columns as C
+from sana_eval.tables import recipes as R
+from sana_eval.tables.schema import Column, Note, RowSpec, Tolerance, build_table
 
 TRAINING = ("training ablation: needs Sana variants trained from scratch; the paper does not disclose data, "
             "batch size, learning rate or compute (paper.md §4)")

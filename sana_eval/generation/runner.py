@@ -1,0 +1,318 @@
+"""Resumable image generation for a benchmark: per-image seeds, atomic files, a manifest, sharding by item.
+
+The images on disk plus `manifest*.jsonl` are the contract between generation and scoring (design.md).
+Guarantees:
+- every image's seed is `sample_seed(seed, item id, k)`: independent of batch size, order, shard and GPU count
+  (benchmarks.md §7.3; SANA's own launcher seeds one generator per shard instead);
+- batches are fixed chunks of this shard's files, and a resumed run regenerates a whole chunk, so a run killed at
+  any moment and rerun writes the same bytes as an uninterrupted one even where `generate_fn`'s numerics depend
+  on the batch it sees (GPU kernels);
+- an image is kept on rerun only if its bytes hash to what the manifest recorded; a rerun with a different
+  configuration into the same folder is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from model.weights_io import atomic_path, sha256_file
+from sana_eval.generation.prompt_sets import Benchmark, Item, PromptSet, get_benchmark
+from sana_eval.generation.layouts import Layout, OutputFile, get_layout
+
+GenerateFn = Callable[[list[str], list[int]], Union[torch.Tensor, np.ndarray, Sequence[Any]]]
+MANIFEST_SCHEMA = 1
+SEED_RULE = "sha256('sana-eval/v1/{seed}/{item_id}/{k}')[:8] big-endian & (2**63 - 1)"
+
+
+class GenerationError(ValueError):
+    """Bad arguments, a bad `generate_fn` output, or an output folder that holds another run."""
+
+
+class RunConfigMismatchError(GenerationError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    out_dir: Path
+    manifest: Path
+    files: int               # files this run is responsible for (after limit and shard)
+    kept: int                # already on disk with the recorded hash
+    written: int             # written by this call
+    images_generated: int    # images `generate_fn` made (a resumed chunk regenerates its kept files too)
+    seconds: float
+
+
+def sample_seed(seed: int, item_id: str, k: int) -> int:
+    """The noise seed of image `k` of item `item_id`: a pure function of the three (design.md "Habits")."""
+    digest = hashlib.sha256(f"sana-eval/v1/{seed}/{item_id}/{k}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """`"i/n"` (0 <= i < n) -> (i, n); None stays None."""
+    if text is None or isinstance(text, tuple):
+        shard = text
+    else:
+        try:
+            i, n = (int(part) for part in text.split("/"))
+            shard = (i, n)
+        except ValueError:
+            raise GenerationError(f"shard {text!r}: expected i/n, e.g. 0/8") from None
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise GenerationError(f"shard {shard[0]}/{shard[1]}: need 0 <= i < n")
+    return shard
+
+
+def select_shard(items: Sequence[Item], shard: tuple[int, int] | None) -> list[Item]:
+    """Items whose position in the benchmark order is i mod n: balanced, and the same on every machine."""
+    if shard is None:
+        return list(items)
+    i, n = shard
+    return [it for pos, it in enumerate(items) if pos % n == i]
+
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    return "manifest.jsonl" if shard is None else f"manifest.shard-{shard[0]:03d}-of-{shard[1]:03d}.jsonl"
+
+
+# ----------------------------------------------------------------------------------------------
+# Manifest: a header line, then one record per written file; appended one batch per write.
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """Complete lines only: a trailing line without '\\n' is a write cut short by a kill, and is ignored."""
+    raw = path.read_bytes()
+    rows = []
+    for lineno, line in enumerate(raw.split(b"\n")[:-1], start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise GenerationError(f"{path} line {lineno}: bad JSON ({err.msg}); the manifest is damaged") from None
+    if not rows or rows[0].get("kind") != "header":
+        raise GenerationError(f"{path}: no header line; not a sana-eval manifest")
+    return rows
+
+
+def read_run(out_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """(identity shared by all manifests, records by file path) of an output folder; for scorers and reruns."""
+    out_dir = Path(out_dir)
+    identity: dict[str, Any] | None = None
+    records: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(out_dir.glob("manifest*.jsonl")):
+        rows = _read_lines(path)
+        if identity is None:
+            identity = rows[0]["identity"]
+        elif _canon(rows[0]["identity"]) != _canon(identity):
+            raise RunConfigMismatchError(f"{path}: its run differs from the other manifests in {out_dir} "
+                                         f"({_first_difference(identity, rows[0]['identity'])})")
+        for row in rows[1:]:
+            records.setdefault(row["file"], []).append(row)
+    return identity or {}, records
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys()):
+            if _canon(old.get(key)) != _canon(new.get(key)):
+                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.') or 'value'}: {_canon(old)} then, {_canon(new)} now"
+
+
+class _ManifestWriter:
+    def __init__(self, path: Path, header: dict[str, Any]):
+        self.path = path
+        if not path.exists():
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(header) + "\n")
+        else:  # drop a line cut short by a kill, so the next append starts on a fresh line
+            raw = path.read_bytes()
+            if not raw.endswith(b"\n"):
+                with open(path, "r+b") as fh:
+                    fh.truncate(raw.rfind(b"\n") + 1)
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# The runner.
+
+def _as_images(out: Any, n: int) -> list[np.ndarray]:
+    """`generate_fn` output -> n arrays (H, W, 3) uint8."""
+    if isinstance(out, torch.Tensor):
+        out = out.detach().cpu().numpy()
+    if isinstance(out, np.ndarray):
+        if out.dtype != np.uint8 or out.ndim != 4 or out.shape[-1] != 3:
+            raise GenerationError(f"generate_fn returned {out.dtype} {tuple(out.shape)}; expected uint8 (B, H, W, 3)")
+        images = list(out)
+    else:
+        images = []
+        for img in out:
+            if isinstance(img, Image.Image) and img.mode != "RGB":
+                raise GenerationError(f"generate_fn returned a {img.mode} PIL image; expected RGB")
+            img = np.asarray(img)
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
+                raise GenerationError(f"generate_fn returned an image {img.dtype} {tuple(img.shape)}; "
+                                      f"expected uint8 (H, W, 3)")
+            images.append(img)
+    if len(images) != n:
+        raise GenerationError(f"generate_fn returned {len(images)} images for {n} prompts")
+    return images
+
+
+def _file_sha256(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
+
+
+def _remove_stale_temps(out_dir: Path, paths: Sequence[str]) -> None:
+    """Temp files (`.<name>.<random>.tmp`, see `atomic_path`) a killed run left beside this run's own files.
+
+    Only temps of this run's files go: another shard may be writing its own right now.
+    """
+    by_dir: dict[Path, set[str]] = {}
+    for rel in paths:
+        path = out_dir / rel
+        by_dir.setdefault(path.parent, set()).add(path.name)
+    for folder, names in by_dir.items():
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.startswith(".") and entry.name.endswith(".tmp") \
+                        and entry.name[1:-4].rpartition(".")[0] in names:
+                    entry.unlink(missing_ok=True)
+
+
+def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike, generate_fn: GenerateFn, *,
+                   run_config: dict[str, Any], seed: int = 0, limit: int | None = None, batch_size: int = 1,
+                   shard: str | tuple[int, int] | None = None, layout: str | None = None,
+                   data: str | os.PathLike | None = None, progress: bool = True) -> RunSummary:
+    """Make every image of `benchmark` (first `limit` items, this `shard`) that `out_dir` does not hold yet.
+
+    `generate_fn(prompts, seeds)` returns one uint8 (H, W, 3) image per prompt (a (B, H, W, 3) tensor/array or
+    a list of RGB PIL images); it is called with at most `batch_size` prompts. `run_config` (JSON) names
+    everything that decides the pixels (weights, sampler, steps, cfg, resolution, dtype, ...).
+    """
+    start = time.perf_counter()
+    prompts = benchmark if isinstance(benchmark, PromptSet) else benchmark.load(data)
+    bench = prompts.benchmark
+    lay: Layout = get_layout(layout or bench.layout)
+    if lay.name not in bench.layouts:
+        raise GenerationError(f"layout {lay.name!r} is not one {bench.name} scorers read ({', '.join(bench.layouts)})")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 0:
+        raise GenerationError(f"limit must be >= 0, got {limit}")
+    shard = parse_shard(shard)
+    try:
+        _canon(run_config)
+    except (TypeError, ValueError) as err:
+        raise GenerationError(f"run_config is not JSON-serialisable ({err})") from None
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    identity = {"schema": MANIFEST_SCHEMA, "seed_rule": SEED_RULE, "seed": seed, "layout": lay.protocol(),
+                "benchmark": {"name": bench.name, "version": bench.version, "items_sha256": prompts.fingerprint},
+                "run_config": run_config}
+    old_identity, records = read_run(out_dir)
+    if old_identity and _canon(old_identity) != _canon(identity):
+        raise RunConfigMismatchError(f"{out_dir} holds a different run ({_first_difference(old_identity, identity)});"
+                                     f" use another output folder")
+    header = {"kind": "header", "identity": identity, "source": {"origin": prompts.origin, "sha256": prompts.sha256},
+              "limit": limit, "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "batch_size": batch_size,
+              "encoder": f"Pillow {PIL.__version__}", "created": datetime.now(timezone.utc).isoformat()}
+    writer = _ManifestWriter(out_dir / manifest_name(shard), header)
+    _warn_other_batch_sizes(out_dir, batch_size)
+
+    items = select_shard(prompts.items[:limit], shard)
+    files = [(it, f, [sample_seed(seed, it.id, k) for k in f.ks]) for it in items for f in lay.files(it)]
+    sidecars = {rel: data_bytes for it in items for rel, data_bytes in lay.sidecars(it).items()}
+    _remove_stale_temps(out_dir, [f.path for _, f, _ in files] + list(sidecars) + [writer.path.name])
+    for rel, data_bytes in sidecars.items():
+        if _file_sha256(out_dir / rel) != hashlib.sha256(data_bytes).hexdigest():
+            _write(out_dir / rel, data_bytes)
+
+    done = [_is_recorded(out_dir, records.get(f.path, ()), it, f, seeds) for it, f, seeds in files]
+    # Fixed chunks of this shard's files: a resumed chunk is remade whole, so generate_fn sees the same batches.
+    per_chunk = max(1, batch_size // max((len(f.ks) for _, f, _ in files), default=1))
+    chunks = [range(s, min(s + per_chunk, len(files))) for s in range(0, len(files), per_chunk)]
+    todo = [c for c in chunks if not all(done[j] for j in c)]
+    written = generated = 0
+    with tqdm(total=sum(len(files[j][2]) for c in todo for j in c), desc=bench.name, unit="img",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for c in todo:
+            flat = [(files[j][0].prompt, sd) for j in c for sd in files[j][2]]
+            images: list[np.ndarray] = []
+            for s in range(0, len(flat), batch_size):
+                part = flat[s:s + batch_size]
+                images += _as_images(generate_fn([p for p, _ in part], [sd for _, sd in part]), len(part))
+                bar.update(len(part))
+            generated += len(images)
+            rows = []
+            for j in c:
+                it, f, seeds = files[j]
+                own, images = images[:len(f.ks)], images[len(f.ks):]
+                if not done[j]:
+                    data_bytes = lay.render(own)
+                    _write(out_dir / f.path, data_bytes)
+                    rows.append({"file": f.path, "item": it.id, "k": list(f.ks), "prompt": it.prompt, "seed": seeds,
+                                 "sha256": hashlib.sha256(data_bytes).hexdigest()})
+            writer.append(rows)
+            written += len(rows)
+    return RunSummary(out_dir, writer.path, len(files), sum(done), written, generated, time.perf_counter() - start)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _is_recorded(out_dir: Path, records: Sequence[dict[str, Any]], it: Item, f: OutputFile, seeds: list[int]) -> bool:
+    """On disk with the bytes a manifest recorded for exactly this item, images, seeds and prompt."""
+    if not records:
+        return False
+    on_disk = _file_sha256(out_dir / f.path)
+    return any(r["sha256"] == on_disk and r["item"] == it.id and r["k"] == list(f.ks) and r["seed"] == seeds
+               and r["prompt"] == it.prompt for r in records)
+
+
+def _warn_other_batch_sizes(out_dir: Path, batch_size: int) -> None:
+    sizes = set()
+    for path in out_dir.glob("manifest*.jsonl"):
+        with open(path, "rb") as fh:
+            sizes.add(json.loads(fh.readline()).get("batch_size"))
+    if sizes - {batch_size}:
+        warnings.warn(f"{out_dir} was started with batch size {sorted(sizes - {batch_size})}, now {batch_size}: "
+                      f"seeds are unchanged, but batch-dependent GPU numerics may differ in the last bits",
+                      stacklevel=3)
+
+
+def generate_benchmark(benchmark_name: str, out_dir: str | os.PathLike, generate_fn: GenerateFn,
+                       run_config: dict[str, Any], *, seed: int = 0, limit: int | None = None, batch_size: int = 1,
+                       shard: str | tuple[int, int] | None = None, data_dir: str | os.PathLike | None = None,
+                       layout: str | None = None, progress: bool = True) -> RunSummary:
+    """`sana-eval generate`: the named benchmark (see `benchmarks.get_benchmark`) through `run_generation`."""
+    return run_generation(get_benchmark(benchmark_name), out_dir, generate_fn, run_config=run_config, seed=seed,
+                          limit=limit, batch_size=batch_size, shard=shard, layout=layout, data=data_dir,
+                          progress=progress)

@@ -1,0 +1,143 @@
+"""Runners for the cells made by generating and scoring images (Tables 5, 7, 10, 11) or by an autoencoder round
+trip (Table 1), on a machine that has the weights and data. Images and scores are kept under $SANA_EVAL_RUNS
+(default `<repo>/runs`): a rerun with the same recipe resumes generation and reuses the stored results."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from metrics.base import Result
+
+from sana_eval.tables import recipes as R
+from sana_eval.reproduce.needs import REPO_ROOT, data_dir, local_weights
+from sana_eval.reproduce.measurement import Measurement
+from sana_eval.tables.schema import Column, Setting
+from sana_eval.results import read_results, write_results
+from sana_eval.scoring import scorers as score
+from metrics.image_reward import ImageRewardConfig, ImageRewardScore
+from metrics.images import generated_like
+from sana_eval.generation.gallery import GALLERY, write_gallery
+from sana_eval.generation.runner import read_run
+from model.pipeline import SamplingConfig
+from sana_eval.generation import sana
+
+RUNS_ENV = "SANA_EVAL_RUNS"
+# benchmark -> its folder under $SANA_EVAL_DATA (laid out like shared/data)
+DATA_FOLDERS = {"mjhq30k": "mjhq30k", "geneval": "geneval", "dpg": "dpg_bench", "imagereward": "imagereward"}
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")
+
+
+def checkpoint_in(repo: Path) -> Path:
+    """The transformer checkpoint inside a released repo folder: a diffusers `transformer/`, the NVlabs
+    `checkpoints/*.pth`, or the folder itself when it is a diffusers transformer folder."""
+    if (repo / "transformer").is_dir():
+        return repo / "transformer"
+    pths = sorted((repo / "checkpoints").glob("*.pth"))
+    if len(pths) == 1:
+        return pths[0]
+    if (repo / "config.json").is_file():
+        return repo
+    found = ", ".join(p.name for p in pths) or "none"
+    raise ValueError(f"{repo}: no single transformer checkpoint (transformer/ or checkpoints/*.pth; found {found})")
+
+
+def _need_local(repo_id: str) -> Path:
+    path = local_weights(repo_id)
+    if path is None:  # the needs check ran first, so this only happens if the files vanished in between
+        raise FileNotFoundError(f"weights {repo_id} not found under $SANA_EVAL_WEIGHTS or in the HF cache")
+    return path
+
+
+def _data(benchmark: str) -> str | None:
+    folder = data_dir() / DATA_FOLDERS[benchmark]
+    return str(folder) if folder.exists() else None
+
+
+def stored_result(path: Path, make) -> Result:
+    """The metric result stored at `path`, else `make()` stored there (atomically) for the next rerun."""
+    if path.is_file():
+        [result] = read_results(path).values()
+        return result
+    result = make()
+    write_results([result], path)
+    return result
+
+
+def _score(metric: str, benchmark: str, images: Path, settings: dict[str, Setting]) -> Result:
+    if benchmark == "mjhq30k":
+        source = score.MJHQSource(folder=str(data_dir() / "mjhq30k"), limit=settings["prompt_limit"])
+        if metric == "image_reward":  # Table 5: ImageReward of MJHQ prompts, one image each
+            return ImageRewardScore(ImageRewardConfig()).score(generated_like(source.load(), images))
+        [result] = score.score_mjhq(images, source, [metric], fid_size=int(settings.get("fid_resize") or 512))
+        return result
+    if metric == "geneval":
+        limit = settings["prompt_limit"]
+        return score.score_geneval(images, data=_data("geneval"), limit=int(limit) if limit else None)
+    if metric == "dpg":
+        return score.score_dpg(images)
+    return score.score_imagereward(images, data=_data("imagereward"))
+
+
+def run_folder(settings: dict[str, Setting]) -> Path:
+    """Where a generate_score recipe's images go: one folder per checkpoint, benchmark, resolution and subset."""
+    limit = settings["prompt_limit"]
+    return runs_root() / (f"{settings['preset']}-{R.CLI_BENCHMARKS[str(settings['benchmark'])]}-"
+                          f"{settings['resolution']}{f'-first{limit}' if limit else ''}")
+
+
+def _refresh_gallery(out: Path, benchmark: str) -> None:
+    """The run's sample page, rewritten when a manifest is newer; a page that cannot be made costs a warning only."""
+    manifests = [p.stat().st_mtime for p in out.glob("manifest*.jsonl")]
+    page = out / GALLERY
+    if not manifests or (page.is_file() and page.stat().st_mtime >= max(manifests)):
+        return
+    try:
+        write_gallery(out, benchmark)
+    except (ValueError, OSError) as err:
+        warnings.warn(f"{out}: no sample gallery ({err})", stacklevel=2)
+
+
+def _run_identity(out: Path) -> str:
+    """Weights and prompt-set hashes of a generation run, from its manifest, for the report's provenance."""
+    identity, _ = read_run(out)
+    weights = identity.get("run_config", {}).get("weights_sha256", "?")
+    digest = weights if isinstance(weights, str) else ", ".join(f"{k} {v[:12]}" for k, v in sorted(weights.items()))
+    prompts = str(identity.get("benchmark", {}).get("items_sha256", "?"))[:12]
+    return f"weights sha256 {digest}; prompts {prompts}"
+
+
+# Paper §5 with the NVlabs metric scripts' settings (recipes.py): generate, then score with the official rules.
+def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurement:
+    preset, resolution = str(settings["preset"]), int(settings["resolution"])
+    benchmark, metric = R.CLI_BENCHMARKS[str(settings["benchmark"])], str(settings["metric"])
+    limit = settings["prompt_limit"]
+    out = run_folder(settings)
+    sampling = SamplingConfig(sampler=R.CLI_SAMPLER, steps=int(settings["steps"]), cfg_scale=float(settings["cfg"]),
+                              pag_scale=float(settings["pag"]))
+    weights = str(checkpoint_in(_need_local(f"{R.HF_ORG}/{preset}")))
+    sana.run(sana.GenerateRequest(benchmark=benchmark, weights=weights, out=out, vae=str(_need_local(R.VAE)),
+                                  text_encoder=str(_need_local(R.TEXT_ENCODER)), sampling=sampling,
+                                  resolution=resolution, seed=int(settings["seed"]),
+                                  limit=int(limit) if limit else None, data=_data(benchmark)))
+    _refresh_gallery(out, benchmark)
+    result = stored_result(out.parent / f"{out.name}.{metric}.json",
+                           lambda: _score(metric, benchmark, out, settings))
+    field = str(settings["field"])
+    key = metric if field == "overall" else f"{metric}/{field}"
+    return Measurement(result.aggregate[key], f"{key} = {result.aggregate[key]:.4f} ({out}; {_run_identity(out)})")
+
+
+# Paper Table 1: encode-decode the real MJHQ-30K images; resolution and count are not stated, we use 1024 px, all.
+def run_reconstruction(settings: dict[str, Setting], column: Column) -> Measurement:
+    vae = str(settings["vae"])
+    ae = {R.VAE: "dc-ae-f32c32", R.SDXL_VAE: "sdxl-vae"}[vae]
+    weights = _need_local(vae)
+    source = score.MJHQSource(folder=str(data_dir() / "mjhq30k"))
+    result = stored_result(runs_root() / f"recon-{ae}-1024.json",
+                           lambda: score.score_recon(ae, str(weights), source, resolution=1024))
+    metric = str(settings["metric"])
+    return Measurement(result.aggregate[metric], f"{metric} = {result.aggregate[metric]:.4f} ({ae}, 1024 px)")
