@@ -14,9 +14,10 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from model.weights_io import sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from model.weights_io import sha256_file
+from sana_eval.paths import REPO_ROOT
+
 PACKAGES = ("torch", "numpy", "transformers", "safetensors", "huggingface_hub", "tqdm", "pillow", "diffusers")
 
 

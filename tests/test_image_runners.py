@@ -5,6 +5,7 @@ import pytest
 
 from metrics.base import Result
 from sana_eval.tables import get_table
+from sana_eval.paths import RUNS_ENV
 from sana_eval.reproduce import images as IR
 
 
@@ -33,7 +34,7 @@ def test_generate_score_runs_once_and_reuses_the_stored_result(tmp_path, monkeyp
     (repo / "checkpoints").mkdir(parents=True)
     (repo / "checkpoints" / "Sana_1600M_1024px.pth").write_bytes(b"")
     monkeypatch.setattr(IR, "local_weights", lambda repo_id: repo if repo_id.endswith("1024px") else tmp_path)
-    monkeypatch.setenv(IR.RUNS_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
     requests, scored = [], []
     monkeypatch.setattr("sana_eval.generation.sana.run", requests.append)
 
@@ -57,7 +58,7 @@ def test_generate_score_runs_once_and_reuses_the_stored_result(tmp_path, monkeyp
 
 def test_reconstruction_runner_scores_the_dc_ae_once(tmp_path, monkeypatch):
     monkeypatch.setattr(IR, "local_weights", lambda repo_id: tmp_path)
-    monkeypatch.setenv(IR.RUNS_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
     calls = []
 
     def fake_recon(ae, weights, source, resolution):
@@ -81,7 +82,7 @@ def test_generate_score_writes_the_sample_gallery_of_its_run(tmp_path, monkeypat
 
     monkeypatch.setattr(IR, "local_weights", lambda repo_id: tmp_path)
     monkeypatch.setattr(IR, "checkpoint_in", lambda repo: repo)
-    monkeypatch.setenv(IR.RUNS_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
     prompts = tmp_path / "evaluation_metadata.jsonl"
     prompts.write_text(json.dumps({"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}],
                                    "prompt": "a photo of a red car"}) + "\n")

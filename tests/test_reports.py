@@ -11,7 +11,8 @@ import subprocess
 import pytest
 
 from sana_eval import provenance as P
-from sana_eval.reproduce.report import read_report, write_text
+from sana_eval.io import write_text
+from sana_eval.reproduce.report import read_report
 from sana_eval.reproduce.run import reproduce, rerun
 from sana_eval.tables import get_table
 

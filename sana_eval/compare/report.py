@@ -14,7 +14,7 @@ from metrics.base import sha256_file
 from sana_eval.compare.deltas import COMPARE_SCHEMA, Check, Comparison, check_regressions, compare, parse_fail_rule
 from model.weights_io import atomic_path
 from sana_eval.provenance import collect
-from sana_eval.reproduce.report import write_text
+from sana_eval.io import write_text
 
 
 def _f(x: float | None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from metrics.base import Result
 
 from sana_eval.tables import recipes as R
-from sana_eval.reproduce.needs import REPO_ROOT, data_dir, local_weights
+from sana_eval.paths import data_dir, local_weights, runs_root
 from sana_eval.reproduce.measurement import Measurement
 from sana_eval.tables.schema import Column, Setting
 from sana_eval.results import read_results, write_results
@@ -22,13 +22,8 @@ from sana_eval.generation.runner import read_run
 from model.pipeline import SamplingConfig
 from sana_eval.generation import sana
 
-RUNS_ENV = "SANA_EVAL_RUNS"
 # benchmark -> its folder under $SANA_EVAL_DATA (laid out like shared/data)
 DATA_FOLDERS = {"mjhq30k": "mjhq30k", "geneval": "geneval", "dpg": "dpg_bench", "imagereward": "imagereward"}
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")
 
 
 def checkpoint_in(repo: Path) -> Path:

@@ -6,11 +6,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from sana_eval.paths import DATA_ENV, WEIGHTS_ENV, data_dir, local_weights
 from sana_eval.tables.schema import Need
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS_ENV = "SANA_EVAL_WEIGHTS"          # a folder holding <org>/<name> or <org>--<name> checkpoint folders
-DATA_ENV = "SANA_EVAL_DATA"                # a folder laid out like shared/data (see each SOURCE.md)
 
 # dataset key -> (path under the data folder, what it is)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -21,25 +18,6 @@ DATASETS: dict[str, tuple[str, str]] = {
     "dpg_bench_questions": ("dpg_bench/dpg_bench.csv", "DPG-Bench questions"),
     "imagereward_prompts": ("imagereward/benchmark-prompts.json", "ImageReward prompts"),
 }
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get(DATA_ENV) or REPO_ROOT / "data")
-
-
-def local_weights(repo_id: str) -> Path | None:
-    """The local folder of a Hugging Face repo: under $SANA_EVAL_WEIGHTS, else in the HF cache; never online."""
-    org, _, name = repo_id.partition("/")
-    root = os.environ.get(WEIGHTS_ENV)
-    if root:
-        for candidate in (Path(root, org, name), Path(root, f"{org}--{name}"), Path(root, name)):
-            if candidate.is_dir() and any(candidate.iterdir()):
-                return candidate
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    snapshots = Path(HF_HUB_CACHE, f"models--{org}--{name}", "snapshots")
-    found = sorted(p for p in snapshots.glob("*") if p.is_dir() and any(p.iterdir())) if snapshots.is_dir() else []
-    return found[-1] if found else None
 
 
 def _gpu(need: Need) -> str | None:

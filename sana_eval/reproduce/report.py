@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.weights_io import atomic_path
+from sana_eval.io import save_figure, write_text
 
 from sana_eval.provenance import Provenance
 from sana_eval.reproduce.runners import CellResult
@@ -181,19 +181,6 @@ def render_csv(report: TableReport) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writing: every file goes to a temporary name and is renamed into place.
-
-def write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
-
-
-def save_figure(fig, path: Path) -> Path:
-    """A matplotlib `Figure` as PNG (no pyplot, so no global backend state)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return Path(path)
-
 
 def plot_report(report: TableReport, path: Path) -> Path | None:
     """`tableN.png`: (ours − paper) / |paper| per cell with a number, the tolerance band shaded behind each bar;

@@ -11,7 +11,7 @@ from model.config import get_preset
 from sana_eval.provenance import Provenance, collect, default_version
 from sana_eval.reproduce.report import TableReport, read_report, write_index, write_report
 from sana_eval.tables import TABLES, Table, get_table
-from sana_eval.reproduce.needs import DATA_ENV, WEIGHTS_ENV, data_dir
+from sana_eval.paths import DATA_ENV, WEIGHTS_ENV, data_dir
 from sana_eval.reproduce.runners import RUNNERS, evaluate_table
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

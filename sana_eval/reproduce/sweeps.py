@@ -20,10 +20,10 @@ from sana_eval.generation import sana as run_generate
 from sana_eval.generation.runner import read_run
 from sana_eval.reproduce.images import stored_result
 from sana_eval.reproduce.images import DATA_FOLDERS
-from sana_eval.reproduce.needs import data_dir
+from sana_eval.paths import data_dir
 from sana_eval.provenance import collect
-from sana_eval.reproduce.report import write_text
-from sana_eval.reproduce.report import save_figure
+from sana_eval.io import write_text
+from sana_eval.io import save_figure
 from model.pipeline import SamplingConfig
 
 SCHEMA = "sana-eval/sweep/1"

@@ -35,7 +35,7 @@ from sana_eval.generation.prompt_sets import PromptSet, get_benchmark
 from sana_eval.generation.runner import run_generation
 from sana_eval.generation.layouts import quantize_uint8
 from sana_eval.provenance import collect
-from sana_eval.reproduce.report import write_text
+from sana_eval.io import write_text
 from sana_eval.results import write_results
 from metrics.mjhq import MJHQ_CATEGORIES, load_meta
 from model.pipeline import SamplingConfig
