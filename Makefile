@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test smoke gpu-test test-mplug test-mmdet bench reproduce clean
+.PHONY: setup lint test smoke gpu-test test-mplug test-mmdet bench reproduce clean
 
 setup: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
+
+# ruff, configured in pyproject.toml: pycodestyle, pyflakes, import order, bugbear, absolute imports only.
+lint: setup
+	$(BIN)/ruff check .
 
 test: setup
 	$(BIN)/pytest -q
@@ -38,7 +42,8 @@ test-mplug:
 	PYTHONPATH=. HF_HUB_OFFLINE=1 $(MPLUG_VENV)/bin/python -m pytest -q tests/test_vqa_mplug.py
 
 # GenEval's official detector (mmdet 2.x Mask2Former) in its own environment: mmcv-full 1.7.2 is an sdist whose ops
-# are compiled here (CPU only, about 10 min on 2 cores; a GPU build needs FORCE_CUDA=1 and nvcc, benchmarks.md §3.6).
+# are compiled here (CPU only, about 10 min on 2 cores; a GPU build needs FORCE_CUDA=1 and nvcc,
+# docs/protocols.md §3.6).
 # transformers is there too: the converted official checkpoint is checked against mmdet's network.
 MMDET_VENV := .venv-mmdet
 MMDET_SRC := $(MMDET_VENV)/src
@@ -59,9 +64,9 @@ test-mmdet:
 
 # Speed of ours against the peer (diffusers) in the same run; needs a CUDA GPU.
 bench: setup
-	$(BIN)/sana-eval bench --preset Sana_600M_1024px Sana_1600M_1024px --batch 1 16 --impl ours diffusers --kernels eager triton
-	$(BIN)/sana-eval bench --component attention --tokens 1024 4096 16384 --batch 1 16 --kernels eager triton
-	$(BIN)/sana-eval bench --component dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers
+	$(BIN)/sana-eval bench transformer --preset Sana_600M_1024px Sana_1600M_1024px --batch 1 16 --impl ours diffusers --kernels eager triton
+	$(BIN)/sana-eval bench attention --tokens 1024 4096 16384 --batch 1 16 --kernels eager triton
+	$(BIN)/sana-eval bench dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers
 
 # Everything this machine's weights and hardware allow; the rest is reported as skipped with the reason.
 reproduce: setup

@@ -1,4 +1,4 @@
-"""The metric interface (design.md "Metric"), the result type, and the per-image feature cache.
+"""The metric interface (docs/architecture.md §3.3), the result type, and the per-image feature cache.
 
 Every number carries the `protocol` that made it; results whose protocols differ refuse to merge.
 Nothing here imports the `model` package: metrics score images on disk, whoever made them.
@@ -12,10 +12,11 @@ import math
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,8 @@ class ProtocolMismatchError(MetricError):
 
 # ----------------------------------------------------------------------------------------------
 # Small shared helpers.
+# `sha256_file` and `atomic_path` are copies of model.weights_io's (metrics must not import model); tests/test_io.py
+# holds the two to the same hashes, bytes, file mode and temp-file cleanup.
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
@@ -68,9 +71,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -99,10 +109,10 @@ class Result:
     per_item: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
-    def same_protocol(self, other: "Result") -> bool:
+    def same_protocol(self, other: Result) -> bool:
         return self.metric == other.metric and canonical_json(self.protocol) == canonical_json(other.protocol)
 
-    def merge(self, other: "Result") -> "Result":
+    def merge(self, other: Result) -> Result:
         """Union of two partial results (e.g. two shards of per-item scores) made with one protocol.
 
         Aggregates are not recomputed: overlapping keys must agree exactly, so a merged mean
@@ -128,7 +138,7 @@ class Result:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Result":
+    def from_json(cls, d: Mapping[str, Any]) -> Result:
         agg = {k: (math.nan if v is None else float(v)) for k, v in d["aggregate"].items()}
         return cls(d["metric"], d["protocol"], agg, d.get("per_item", {}), d.get("provenance", {}))
 
@@ -137,6 +147,9 @@ class Metric(ABC):
     """A scorer with a name and a protocol dict saying exactly how its number is made."""
 
     name: str
+    # Whether a larger number is better, declared with the metric (as torchmetrics' `Metric.higher_is_better`):
+    # one bool for every aggregate key, or {key stem: bool} where keys differ ("fid/animals" has stem "fid").
+    higher_is_better: bool | Mapping[str, bool]
 
     @property
     @abstractmethod

@@ -1,4 +1,4 @@
-"""Cross-check CLIP-score column from torchmetrics (benchmarks.md §2.2); never part of the headline.
+"""Cross-check CLIP-score column from torchmetrics (docs/protocols.md §2.2); never part of the headline.
 
 torchmetrics' `CLIPScore` is Sana's alternate path (`--clipscore_type diffusers`): HF `CLIPModel` +
 `CLIPProcessor`, prompts padded per batch and then sliced to 77 tokens, so a longer prompt loses its EOS
@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 import torchvision.transforms as T
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
 from metrics.base import MetricError, package_versions, sha256_file
 from metrics.images import ImageFileDataset, ImageSet
@@ -28,8 +30,6 @@ def find_hf_clip(name_or_path: str) -> Path:
     if path.is_dir():
         folder = path
     else:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
         try:
             folder = Path(snapshot_download(name_or_path, local_files_only=True))
         except (LocalEntryNotFoundError, HFValidationError):
@@ -51,9 +51,10 @@ def locate_cross_checks(names: tuple[str, ...], hf_clip: str) -> dict[str, Path]
         raise MetricError(f"unknown CLIP cross-check {unknown[0]!r} (expected one of {CROSS_CHECKS})")
     if names:
         try:
-            import torchmetrics.multimodal  # noqa: F401
+            import torchmetrics.multimodal  # noqa: F401  (heavy, optional column: only checks it imports)
         except ImportError as e:
-            raise MetricError(f"CLIP cross-check torchmetrics: cannot import it ({e}); pip install torchmetrics")
+            raise MetricError(f"CLIP cross-check torchmetrics: cannot import it ({e}); "
+                              "pip install torchmetrics") from None
     return {name: find_hf_clip(hf_clip) for name in names}
 
 
@@ -94,6 +95,7 @@ def long_prompt_indices(tokenizer: Any, prompts: list[str], limit: int) -> list[
 def torchmetrics_clip_score(images: ImageSet, model_dir: Path, *, device: torch.device, batch_size: int,
                             num_workers: int, model_name: str | None = None) -> dict[str, Any]:
     """torchmetrics `CLIPScore` over the image files and their prompts, with its own protocol description."""
+    # heavy: torchmetrics and transformers load only when this cross-check column is asked for
     from torchmetrics.multimodal import CLIPScore as TorchmetricsCLIPScore
     from transformers import CLIPModel, CLIPProcessor
     from transformers.image_utils import PILImageResampling

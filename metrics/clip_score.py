@@ -1,4 +1,4 @@
-"""Sana's CLIP Score on MJHQ-30K (benchmarks.md §2.1): OpenAI ViT-L/14 through open_clip, text cut to 77
+"""Sana's CLIP Score on MJHQ-30K (docs/protocols.md §2.1): OpenAI ViT-L/14 through open_clip, text cut to 77
 tokens with EOT kept, mean over images of 100 * cos(image, text), no clamp; fp16 weights on GPU.
 """
 from __future__ import annotations
@@ -9,16 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from metrics.base import FeatureCache, Metric, MetricError, Result, package_versions, sha256_file
-from metrics.clip_crosscheck import HF_CLIP_REPO
+from metrics.clip_crosscheck import HF_CLIP_REPO, cross_check_clip, locate_cross_checks
 from metrics.images import ImageSet, extract_features
-from metrics.clip_crosscheck import locate_cross_checks
-from metrics.clip_crosscheck import cross_check_clip
 
 CLIP_MODEL = "ViT-L-14"
 CLIP_PRETRAINED = "openai"
@@ -56,10 +56,9 @@ def find_clip_weights(config: CLIPScoreConfig) -> Path:
         raise MetricError(f"open_clip has no pretrained tag {config.model}/{config.pretrained}; pass weights_path")
     looked = []
     if cfg.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
         repo = cfg["hf_hub"].rstrip("/")
         for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            hit = try_to_load_from_cache(repo, name)
+            hit = huggingface_hub.try_to_load_from_cache(repo, name)  # module attribute: tests patch it
             if isinstance(hit, str):
                 return Path(hit)
         looked.append(f"HF cache {repo}")
@@ -76,7 +75,6 @@ def find_clip_weights(config: CLIPScoreConfig) -> Path:
 def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Parameters from safetensors, a torch state dict, or (pinned sha256 only) OpenAI's TorchScript archive."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         return load_file(str(path))
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,6 +106,7 @@ class CLIPScore(Metric):
     """Per image 100 * cos(image, its prompt); aggregate = mean over images (Sana `clip_score.py`)."""
 
     name = "clip_score"
+    higher_is_better = True
 
     def __init__(self, config: CLIPScoreConfig = CLIPScoreConfig()):
         self.config = config

@@ -1,4 +1,4 @@
-"""DPG-Bench (benchmarks.md §4): ELLA's `compute_dpg_bench.py` rules over any VQA backend, in two named modes.
+"""DPG-Bench (docs/protocols.md §4): ELLA's `compute_dpg_bench.py` rules over any VQA backend, in two named modes.
 
 `official` reproduces ELLA's scorer with its known bugs (§4.3): the first CSV data row is skipped (an item whose
 questions depend on it raises KeyError and is dropped), category scores come from the last tile's scores before
@@ -16,9 +16,10 @@ import os
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -33,11 +34,15 @@ Mode = Literal["official", "fixed"]
 Grid = Literal["exact", "sana-padded"]
 CSV_COLUMNS = ("item_id", "text", "keywords", "proposition_id", "dependency", "category_broad",
                "category_detailed", "tuple", "question_natural_language")
-ELLA_REPO, ELLA_COMMIT, CSV_PATH = "TencentQQGYLab/ELLA", "3c228f1dc6c4d3cad0a47493816151a419f14db3", "dpg_bench/dpg_bench.csv"
+ELLA_REPO, ELLA_COMMIT, CSV_PATH = ("TencentQQGYLab/ELLA", "3c228f1dc6c4d3cad0a47493816151a419f14db3",
+                                    "dpg_bench/dpg_bench.csv")
 ELLA_BLOB = "98457fc9901943f51ff9a30367250fc292533bed"
 KNOWN_BLOBS = {ELLA_BLOB: f"{ELLA_REPO}@{ELLA_COMMIT[:7]}",
-               "434a263f4bc7c41d97dcfdd88f2d0abee1a34f93": "NVlabs/Sana tools/metrics/dpg_bench copy (content diff unknown)"}
+               "434a263f4bc7c41d97dcfdd88f2d0abee1a34f93":
+                   "NVlabs/Sana tools/metrics/dpg_bench copy (content diff unknown)"}
 SANA_GRID_PADDING = 2  # torchvision make_grid default border left in SANA's grids (§4.4)
+# The metric is a function, not a `Metric` class, so its name and direction (`Metric.higher_is_better`) live here.
+NAME, HIGHER_IS_BETTER = "dpg", True
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -192,7 +197,8 @@ def category_means(items: Sequence[ItemScore]) -> tuple[dict[str, float], dict[s
     l1: dict[str, list[float]] = defaultdict(list)
     for cat, v in l2.items():
         l1[cat.split("-")[0].strip()].extend(v)
-    return ({k: float(np.mean(v)) * 100 for k, v in l1.items()}, {k: float(np.mean(v)) * 100 for k, v in sorted(l2.items())})
+    return ({k: float(np.mean(v)) * 100 for k, v in l1.items()},
+            {k: float(np.mean(v)) * 100 for k, v in sorted(l2.items())})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +250,7 @@ def score(images: str | os.PathLike, vqa: VQA, *, mode: Mode = "fixed", resoluti
                     "resolution": resolution, "pic_num": pic_num, "grid": grid}
     proto = {**answer_proto, "metric": "dpg", "mode": mode,
              "rules": f"{ELLA_REPO}@{ELLA_COMMIT[:7]} dpg_bench/compute_dpg_bench.py"
-                      + (" incl. its bugs (benchmarks.md §4.3)" if mode == "official" else ", bugs fixed")}
+                      + (" incl. its bugs (docs/protocols.md §4.3)" if mode == "official" else ", bugs fixed")}
     cache = ResultsCache(Path(cache_dir), "dpg_answers", answer_proto) if cache_dir is not None else None
     files = _files_to_score(root, all_q, mode)
     scores: dict[str, ItemScore] = {}
@@ -275,12 +281,14 @@ def score(images: str | os.PathLike, vqa: VQA, *, mode: Mode = "fixed", resoluti
     aggregate = {"dpg": overall, **{f"dpg/{k}": v for k, v in l1.items()}, **{f"dpg/l2/{k}": v for k, v in l2.items()}}
     per_item = {k: {"dpg": v.score * 100, **{f"tile{i}": t * 100 for i, t in enumerate(v.tile_scores)}}
                 for k, v in sorted(scores.items())}
-    provenance = {"images": str(root.resolve()), "csv": qfile.path, "csv_source": KNOWN_BLOBS.get(qfile.blob_sha1, "unpinned"),
-                  "n_items_csv": len(all_q), "dangling_dependencies": qfile.dangling, "n_scored": len(scores) - (len(failures) if mode == "fixed" else 0),
+    provenance = {"images": str(root.resolve()), "csv": qfile.path,
+                  "csv_source": KNOWN_BLOBS.get(qfile.blob_sha1, "unpinned"),
+                  "n_items_csv": len(all_q), "dangling_dependencies": qfile.dangling,
+                  "n_scored": len(scores) - (len(failures) if mode == "fixed" else 0),
                   "failures": failures, "failures_counted_as_zero": mode == "fixed",
                   "versions": package_versions("torch", "transformers", "pillow", "numpy")}
     out = Path(out_file) if out_file is not None else root.parent / f"{root.name}_dpg_{mode}.json"
-    result = Result("dpg", proto, aggregate, per_item, provenance)
+    result = Result(NAME, proto, aggregate, per_item, provenance)
     write_json_atomic(out, result.to_json())
     return result
 
@@ -293,7 +301,8 @@ def _files_to_score(root: Path, questions: dict[str, Any], mode: Mode) -> list[t
             by_item[p.name.split(".")[0]].append(p)
     dup = next((v for v in by_item.values() if len(v) > 1), None)
     if dup:
-        raise MetricError(f"{root}: several files for item {dup[0].name.split('.')[0]!r}: {', '.join(p.name for p in dup)}")
+        raise MetricError(f"{root}: several files for item {dup[0].name.split('.')[0]!r}: "
+                          f"{', '.join(p.name for p in dup)}")
     if mode == "official":
         return [(item, v[0]) for item, v in by_item.items()]
     return [(item, by_item[item][0] if item in by_item else None) for item in questions]

@@ -1,4 +1,4 @@
-"""Sana-compatible FID on MJHQ-30K (benchmarks.md §1.2): pytorch-fid's InceptionV3 and Frechet distance,
+"""Sana-compatible FID on MJHQ-30K (docs/protocols.md §1.2): pytorch-fid's InceptionV3 and Frechet distance,
 with the Resize(img_size) + CenterCrop(img_size) PIL pre-step of NVlabs/Sana `compute_fid.py`.
 """
 from __future__ import annotations
@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -17,10 +18,20 @@ import torchvision.transforms as T
 from pytorch_fid import inception as pfid_inception
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from metrics.base import (FeatureCache, Metric, MetricError, ProtocolMismatchError, Result, atomic_path,
-                          canonical_json, package_versions, protocol_id, sha256_file)
-from metrics.images import ImageSet, extract_features
+from metrics.base import (
+    FeatureCache,
+    Metric,
+    MetricError,
+    ProtocolMismatchError,
+    Result,
+    atomic_path,
+    canonical_json,
+    package_versions,
+    protocol_id,
+    sha256_file,
+)
 from metrics.fid_crosscheck import cross_check_fid
+from metrics.images import ImageSet, extract_features
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
@@ -40,7 +51,7 @@ class ReferenceStatsMismatch(ProtocolMismatchError):
 
 @dataclass(frozen=True)
 class FIDConfig:
-    img_size: int = 512                  # Sana default; 1024 for 1024-px models (benchmarks.md §1.2 step 3)
+    img_size: int = 512                  # Sana default; 1024 for 1024-px models (docs/protocols.md §1.2 step 3)
     weights_path: str | None = None      # default: torch hub cache checkpoints/<FID_WEIGHTS_FILE>
     weights_sha256: str = FID_WEIGHTS_SHA256
     batch_size: int = 50                 # Sana/pytorch-fid default; numbers do not depend on it
@@ -163,6 +174,7 @@ class FID(Metric):
     """Sana-compatible FID; `score` gives overall and per-category FID (one protocol for all cells)."""
 
     name = "fid"
+    higher_is_better = False             # a distance to the reference images
 
     def __init__(self, config: FIDConfig = FIDConfig()):
         self.config = config

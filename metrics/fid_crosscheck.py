@@ -1,4 +1,4 @@
-"""Cross-check FID columns from other implementations (benchmarks.md §6); never part of the headline.
+"""Cross-check FID columns from other implementations (docs/protocols.md §6); never part of the headline.
 
 Each column is made by the named library on the same images, so its number differs from the
 Sana-compatible FID by that library's resize/normalisation choices. A column that cannot be made
@@ -7,8 +7,9 @@ Sana-compatible FID by that library's resize/normalisation choices. A column tha
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def _uint8_batches(fid: FID, images: ImageSet):
 
 
 def _torchmetrics(fid: FID, generated: ImageSet, reference: ImageSet, antialias: bool) -> dict[str, Any]:
-    try:
+    try:  # heavy, optional: without torchmetrics this cross-check is skipped
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
     except ImportError as e:
@@ -62,7 +63,7 @@ def _torchmetrics(fid: FID, generated: ImageSet, reference: ImageSet, antialias:
 
 
 def _cleanfid(fid: FID, generated: ImageSet, reference: ImageSet) -> dict[str, Any]:
-    try:
+    try:  # optional: without clean-fid this cross-check is skipped
         from cleanfid import fid as cfid
     except ImportError as e:
         raise SkipCrossCheck(f"clean-fid not installed: {e}") from None

@@ -1,4 +1,4 @@
-"""GenEval (benchmarks.md §3): the per-image correctness rules of djghosh13/geneval `evaluate_images.py`
+"""GenEval (docs/protocols.md §3): the per-image correctness rules of djghosh13/geneval `evaluate_images.py`
 (§3.3-3.4) and the summary of `summary_scores.py` (§3.5), over any Detector / ColorClassifier backend.
 
 Rows are written in the official `results.jsonl` schema. Deviations from upstream, all on purpose: JPEGs and
@@ -11,9 +11,10 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -25,12 +26,15 @@ from metrics.results_cache import ResultsCache
 
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 N_PROMPTS, N_IMAGES = 553, 4
-RULES_SOURCE = "djghosh13/geneval@af4902f24d3ca90ebbb446dd9891a59e0f82725f evaluation/{evaluate_images,summary_scores}.py"
+# The metric is a function, not a `Metric` class, so its name and direction (`Metric.higher_is_better`) live here.
+NAME, HIGHER_IS_BETTER = "geneval", True
+RULES_SOURCE = ("djghosh13/geneval@af4902f24d3ca90ebbb446dd9891a59e0f82725f "
+                "evaluation/{evaluate_images,summary_scores}.py")
 
 
 @dataclass(frozen=True)
 class GenEvalOptions:
-    """evaluate_images.py `--options` defaults (benchmarks.md §3.3)."""
+    """evaluate_images.py `--options` defaults (docs/protocols.md §3.3)."""
     threshold: float = 0.3            # confidence cut for every tag but counting
     counting_threshold: float = 0.9   # for all classes of a `counting` image
     max_objects: int = 16             # per class, after sorting by score
@@ -112,7 +116,8 @@ def evaluate(image: Image.Image, objects: Detections, metadata: Mapping[str, Any
                 if got.count(req["color"]) < count:
                     correct = matched = False
                     reason.append(f"expected {req['color']} {name}>={count}, found {got.count(req['color'])} "
-                                  f"{req['color']}; and " + ", ".join(f"{got.count(c)} {c}" for c in COLORS if c in got))
+                                  f"{req['color']}; and "
+                                  + ", ".join(f"{got.count(c)} {c}" for c in COLORS if c in got))
             if "position" in req and matched:
                 rel, target = req["position"]
                 if groups[target] is None:
@@ -291,7 +296,7 @@ def score(images: str | os.PathLike, detector: Detector, colors: ColorClassifier
                   "limit": limit, "n_images": summary["n_images"], "n_prompts": summary["n_prompts"],
                   "counts": summary["counts"], "missing_tasks": summary["missing_tasks"],
                   "versions": package_versions("torch", "transformers", "open_clip_torch", "pillow", "numpy")}
-    return Result("geneval", proto, aggregate, per_item, provenance)
+    return Result(NAME, proto, aggregate, per_item, provenance)
 
 
 def write_results_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:

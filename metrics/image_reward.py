@@ -1,4 +1,4 @@
-"""ImageReward-v1.0 (benchmarks.md §5): BLIP ViT-L image tokens -> BERT with cross-attention -> CLS -> MLP reward.
+"""ImageReward-v1.0 (docs/protocols.md §5): BLIP ViT-L image tokens -> BERT with cross-attention -> CLS -> MLP reward.
 
 The official weights `ImageReward.pt` are mapped onto transformers' `BlipVisionModel` / `BlipTextModel`
 (`metrics.image_reward_model`), so the `image-reward` package and its old pins are not needed.
@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torchvision.transforms as T
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import BertTokenizer
@@ -32,6 +34,7 @@ TOKENIZER_REPOS = ("bert-base-uncased", "google-bert/bert-base-uncased")
 MAX_LENGTH = 35                                             # ImageReward.py tokenizer call (§5.2)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_ARCH = RewardArch()                                 # ImageReward-v1.0 (frozen, so one shared default is safe)
 # med_config.json fields that decide the text tower; `encoder_width` is overridden by BLIP_Pretrain (= ViT width).
 _MED_FIELDS = {"hidden_size": "text_width", "num_hidden_layers": "text_depth", "num_attention_heads": "text_heads",
                "intermediate_size": "text_intermediate", "vocab_size": "vocab_size",
@@ -69,7 +72,6 @@ def find_file(name: str, explicit: str | None, download: bool) -> Path:
     local = OFFICIAL_DOWNLOAD_ROOT.expanduser() / name
     if local.is_file():
         return local
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     hit = try_to_load_from_cache(HF_REPO, name)
     if isinstance(hit, str):
         return Path(hit)
@@ -135,7 +137,6 @@ def find_vocab(config: ImageRewardConfig) -> Path:
         if not path.is_file():
             raise ImageRewardWeightsError(f"tokenizer vocab {path} not found (bert-base-uncased vocab.txt)")
         return path
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     for repo in TOKENIZER_REPOS:
         hit = try_to_load_from_cache(repo, "vocab.txt")
         if isinstance(hit, str):
@@ -171,7 +172,8 @@ class PromptItem(Protocol):
 
 
 def benchmark_image_set(folder: str | os.PathLike, items: Iterable[PromptItem]) -> ImageSet:
-    """`<id>_<j>.<ext>` for j < n_images of each prompt (layouts 'imagereward' / 'imagereward-png', SANA §5.3).
+    """`<id>_<j>.<ext>` for j < n_images of each prompt (layouts 'imagereward' / 'imagereward-png',
+    docs/protocols.md §5.3).
 
     Each image's `category` is its prompt id, which `score(by_prompt=True)` groups by.
     """
@@ -204,8 +206,9 @@ class ImageRewardScore(Metric):
     """Per image the ImageReward-v1.0 reward of (image, its prompt); see `score` for the aggregates."""
 
     name = "image_reward"
+    higher_is_better = True
 
-    def __init__(self, config: ImageRewardConfig = ImageRewardConfig(), arch: RewardArch = RewardArch()):
+    def __init__(self, config: ImageRewardConfig = ImageRewardConfig(), arch: RewardArch = DEFAULT_ARCH):
         self.config, self.arch = config, arch
         if config.precision not in ("fp32", "bf16", "fp16"):
             raise MetricError(f"ImageReward precision {config.precision!r}: expected fp32, bf16 or fp16")
@@ -269,8 +272,9 @@ class ImageRewardScore(Metric):
         have = [cache.get(k) if cache is not None else None for k in keys]
         todo = [i for i, v in enumerate(have) if v is None]
         if todo:
-            loader = torch.utils.data.DataLoader(ImageFileDataset(paths, todo, self.transform, convert_rgb=False), batch_size=c.batch_size,
-                                                 num_workers=c.num_workers, pin_memory=self.device.type == "cuda")
+            loader = torch.utils.data.DataLoader(ImageFileDataset(paths, todo, self.transform, convert_rgb=False),
+                                                 batch_size=c.batch_size, num_workers=c.num_workers,
+                                                 pin_memory=self.device.type == "cuda")
             with tqdm(total=len(todo), desc="ImageReward", unit="img", dynamic_ncols=True) as bar:
                 for step, (idx, pixels) in enumerate(loader):
                     idx = idx.tolist()

@@ -1,4 +1,5 @@
-"""ImageReward-v1.0 network on transformers' BLIP modules, and the `ImageReward.pt` key layout (benchmarks.md §5.2).
+"""ImageReward-v1.0 network on transformers' BLIP modules, and the `ImageReward.pt` key layout
+(docs/protocols.md §5.2).
 
 The official model (THUDM/ImageReward `ImageReward.py` + `models/BLIP/{blip,blip_pretrain,vit,med}.py`) is
 `blip.visual_encoder` (BLIP ViT, `create_vit('large', 224)`), `blip.text_encoder` (BLIP `med.py` BertModel, a
@@ -9,11 +10,12 @@ weights as transformers' `BlipVisionModel` (`vision.`), `BlipTextModel` (`text.`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
@@ -221,7 +223,6 @@ class ImageRewardModel(nn.Module):
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             sd = load_file(str(path))
         else:
             try:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,10 +35,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.items)
 
-    def subset(self, category: str) -> "ImageSet":
+    def subset(self, category: str) -> ImageSet:
         return ImageSet(self.name, self.revision, tuple(i for i in self.items if i.category == category))
 
-    def first(self, n: int) -> "ImageSet":
+    def first(self, n: int) -> ImageSet:
         if n > len(self.items):
             raise MetricError(f"{self.name}: asked for the first {n} images, only {len(self.items)} exist")
         return ImageSet(self.name, self.revision, self.items[:n])

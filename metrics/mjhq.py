@@ -1,4 +1,4 @@
-"""MJHQ-30K reference data (benchmarks.md §1.1): a local folder or the HF dataset, in meta_data.json key order."""
+"""MJHQ-30K reference data (docs/protocols.md §1.1): a local folder or the HF dataset, in meta_data.json key order."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,8 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+
+from huggingface_hub import hf_hub_download
 
 from metrics.base import MetricError, sha256_file
 from metrics.images import ImageItem, ImageSet
@@ -72,8 +74,6 @@ def fetch_mjhq(cache_dir: str | os.PathLike, *, revision: str = MJHQ_REVISION,
 
     Returns (folder in the local layout, resolved commit hash).
     """
-    from huggingface_hub import hf_hub_download
-
     got = {}
     for name in (MJHQ_META, MJHQ_ZIP):
         try:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+import torchmetrics.functional.image.lpips as tm_lpips
 import torchvision
 import torchvision.transforms as T
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
@@ -54,7 +56,6 @@ def lpips_backbone_file(net: str) -> Path:
 
 def lpips_linear_file(net: str) -> Path:
     """The LPIPS linear-layer weights torchmetrics ships in its package."""
-    import torchmetrics.functional.image.lpips as tm_lpips
     return Path(inspect.getfile(tm_lpips)).parent / "lpips_models" / f"{net}.pth"
 
 
@@ -67,6 +68,8 @@ class Reconstruction(Metric):
     """rFID / PSNR / SSIM / LPIPS of an autoencoder on one image set."""
 
     name = "recon"
+    # Four numbers, two directions: rFID and LPIPS are distances to the originals, PSNR and SSIM similarities.
+    higher_is_better = {"rfid": False, "psnr": True, "ssim": True, "lpips": False}
 
     def __init__(self, config: ReconConfig = ReconConfig()):
         self.config = config

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from metrics.base import (ProtocolMismatchError, atomic_path, canonical_json, protocol_id,
-                          write_json_atomic)
+from metrics.base import ProtocolMismatchError, atomic_path, canonical_json, protocol_id, write_json_atomic
 
 
 class ResultsCache:

@@ -1,7 +1,7 @@
 """The Sana model: Linear DiT, DC-AE, Gemma-2 text encoding, flow samplers. No harness code lives here."""
-from .checkpoints import convert, describe, load_transformer
-from .config import PRESETS, TransformerConfig, get_preset
-from .transformer import SanaTransformer, build_transformer, count_parameters
+from model.checkpoints import convert, describe, load_transformer
+from model.config import PRESETS, TransformerConfig, get_preset
+from model.transformer import SanaTransformer, build_transformer, count_parameters
 
 __all__ = ["PRESETS", "SanaTransformer", "TransformerConfig", "build_transformer", "convert", "count_parameters",
            "describe", "get_preset", "load_transformer"]

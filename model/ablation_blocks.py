@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TransformerConfig
+from model.config import TransformerConfig
 
 
 class SoftmaxSelfAttention(nn.Module):

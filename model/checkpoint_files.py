@@ -1,4 +1,4 @@
-"""Finding, reading and writing the files of a Sana transformer checkpoint (model_spec §2.1, §2.2).
+"""Finding, reading and writing the files of a Sana transformer checkpoint (docs/model.md §2.1, §2.2).
 
 Three containers: an NVlabs torch pickle (weights under "state_dict"), a single `.safetensors` file (either
 key layout), and a diffusers folder (`config.json` + one or several `diffusion_pytorch_model*.safetensors`).
@@ -18,8 +18,8 @@ from typing import Literal
 
 import torch
 
-from .transformer_keys import Layout, detect_layout, diffusers_to_nvlabs, split_extras, strip_prefix
-from .weights_io import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, CheckpointError, read_tensors, save_safetensors
+from model.transformer_keys import Layout, detect_layout, diffusers_to_nvlabs, split_extras, strip_prefix
+from model.weights_io import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, CheckpointError, read_tensors, save_safetensors
 
 SourceFormat = Literal["nvlabs-pth", "nvlabs-safetensors", "diffusers-pth", "diffusers-safetensors", "diffusers-dir"]
 
@@ -80,7 +80,7 @@ def read_checkpoint(path: str | os.PathLike, variant: str | None = None) -> Chec
 
 
 def _unwrap_pickle(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    # model_spec §2.1: NVlabs keeps the weights under "state_dict"; other top-level keys are not weights.
+    # docs/model.md §2.1: NVlabs keeps the weights under "state_dict"; other top-level keys are not weights.
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")

@@ -1,4 +1,4 @@
-"""Sana transformer checkpoints (model_spec §2): architecture inference, strict loading, lossless conversion.
+"""Sana transformer checkpoints (docs/model.md §2): architecture inference, strict loading, lossless conversion.
 
 Accepted sources: an NVlabs `.pth`, a single `.safetensors` in either key layout, a diffusers transformer
 folder or a pipeline root holding `transformer/` (see `checkpoint_files`). Every source is first brought to
@@ -18,12 +18,20 @@ from typing import Literal
 
 import torch
 
-from .checkpoint_files import DIFFUSERS_CLASS, Checkpoint, read_checkpoint, write_diffusers_dir
-from .config import ALIASES, PRESETS, TransformerConfig, get_preset
-from .transformer import SanaTransformer, build_transformer, sincos_pos_embed
-from .transformer_keys import POS_EMBED, Y_EMBEDDING, nvlabs_to_diffusers
-from .weights_io import (PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, CheckpointError, check_state_dict, load_strict,
-                         save_safetensors, save_torch, sha256_file)
+from model.checkpoint_files import DIFFUSERS_CLASS, Checkpoint, read_checkpoint, write_diffusers_dir
+from model.config import ALIASES, PRESETS, TransformerConfig, get_preset
+from model.transformer import SanaTransformer, build_transformer, sincos_pos_embed
+from model.transformer_keys import POS_EMBED, Y_EMBEDDING, nvlabs_to_diffusers
+from model.weights_io import (
+    PICKLE_SUFFIXES,
+    SAFETENSORS_SUFFIX,
+    CheckpointError,
+    check_state_dict,
+    load_strict,
+    save_safetensors,
+    save_torch,
+    sha256_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +51,7 @@ _DIFFUSERS_DEFAULTS = dict(
     mlp_ratio=2.5, dropout=0.0, attention_bias=False, sample_size=32, patch_size=1, norm_elementwise_affine=False,
     norm_eps=1e-6, interpolation_scale=None, guidance_embeds=False, guidance_embeds_scale=0.1, qk_norm=None,
     timestep_scale=1.0)
-# Options our model does not implement; every released Sana checkpoint uses these values (model_spec §2.2).
+# Options our model does not implement; every released Sana checkpoint uses these values (docs/model.md §2.2).
 _DIFFUSERS_FIXED = dict(attention_bias=False, norm_elementwise_affine=False, norm_eps=1e-6, guidance_embeds=False,
                         timestep_scale=1.0)
 _DIFFUSERS_QK_NORM = "rms_norm_across_heads"
@@ -51,7 +59,7 @@ _DIFFUSERS_VERSION = "0.32.0"  # the first release with SanaTransformer2DModel
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Architecture inference (model_spec §1.1, §1.2, §2.1, §2.2).
+# Architecture inference (docs/model.md §1.1, §1.2, §2.1, §2.2).
 
 def architecture_from_weights(weights: Mapping[str, torch.Tensor], source: str = "state dict") -> dict:
     """The config fields that the shapes and key names of NVlabs-layout weights determine."""
@@ -111,7 +119,7 @@ def _pe_interpolation(pos_embed: torch.Tensor, source: str) -> float:
 
 
 def config_from_diffusers(raw: Mapping[str, object], source: str = "config.json") -> dict:
-    """Our config fields from a `SanaTransformer2DModel` config.json (model_spec §2.2)."""
+    """Our config fields from a `SanaTransformer2DModel` config.json (docs/model.md §2.2)."""
     cfg = {**_DIFFUSERS_DEFAULTS, **{k: v for k, v in raw.items() if not k.startswith("_")}}
     for key, value in _DIFFUSERS_FIXED.items():
         if cfg[key] != value:

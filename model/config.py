@@ -17,7 +17,7 @@ Kernels = Literal["auto", "eager", "triton"]
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Linear DiT hyper-parameters (paper Table 6, model_spec §1.1–1.2) and numerics options (§1.11)."""
+    """Linear DiT hyper-parameters (paper Table 6, docs/model.md §1.1–1.2) and numerics options (§1.11)."""
 
     depth: int
     hidden_size: int
@@ -41,7 +41,7 @@ class TransformerConfig:
     kernels: Kernels = "auto"
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # the checkpoint's inference precision
     flow_shift: float = 3.0             # the sampler shift of the checkpoint's NVlabs config
-    # Numerics where NVlabs and diffusers differ (model_spec §1.11); NVlabs behaviour by default.
+    # Numerics where NVlabs and diffusers differ (docs/model.md §1.11); NVlabs behaviour by default.
     linear_attn_eps: float = 1e-8       # diffusers: 1e-15
     timestep_rounding: TimestepRounding = "floor"  # "floor_model_dtype": NVlabs 168cf92; "none": diffusers
     cross_attn_mask: MaskMode = "bias"  # additive -10000 (NVlabs SDPA path, diffusers); "exact": xformers path
@@ -89,7 +89,7 @@ _SANA_06B = TransformerConfig(depth=28, hidden_size=1152, cross_heads=16)
 _SANA_16B = TransformerConfig(depth=20, hidden_size=2240, cross_heads=20)
 _SANA15 = dict(qk_norm=True, cross_norm=True, dtype="bfloat16")
 
-# Named after the released checkpoints (model_spec §1.2); paper Table 6 holds the 0.6B/1.6B architectures.
+# Named after the released checkpoints (docs/model.md §1.2); paper Table 6 holds the 0.6B/1.6B architectures.
 PRESETS: dict[str, TransformerConfig] = {
     "Sana_600M_512px": _SANA_06B.replace(sample_size=16),
     "Sana_600M_1024px": _SANA_06B.replace(sample_size=32, flow_shift=4.0),

@@ -1,4 +1,4 @@
-"""DC-AE f32c32, the deep-compression autoencoder of SANA (model_spec §3): encoder, decoder, tiled decoding.
+"""DC-AE f32c32, the deep-compression autoencoder of SANA (docs/model.md §3): encoder, decoder, tiled decoding.
 
 Parameter names follow diffusers' AutoencoderDC (§3.4), so its safetensors load as they are; the original
 efficientvit layout is mapped in `model.dc_ae_keys`.
@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernel_choice import use_triton
+from model.kernel_choice import use_triton
+
 # Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
 try:
-    from .kernels.rms_norm_2d import rms_norm_2d
+    from model.kernels.rms_norm_2d import rms_norm_2d
 except ImportError:
     rms_norm_2d = None
 
@@ -28,7 +29,7 @@ _RES, _EVIT = "ResBlock", "EfficientViTBlock"
 
 @dataclass(frozen=True)
 class DCAEConfig:
-    """DC-AE hyper-parameters (model_spec §3.1); stage i of the encoder and of the decoder share width and type."""
+    """DC-AE hyper-parameters (docs/model.md §3.1); stage i of the encoder and of the decoder share width and type."""
 
     widths: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     encoder_depths: tuple[int, ...] = (2, 2, 2, 3, 3, 3)

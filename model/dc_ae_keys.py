@@ -1,4 +1,5 @@
-"""Loading DC-AE weights: diffusers `vae/` folders and original efficientvit `model.safetensors` (model_spec §3.4-3.5).
+"""Loading DC-AE weights: diffusers `vae/` folders and original efficientvit `model.safetensors`
+(docs/model.md §3.4-3.5).
 
 Format is detected from the files and keys; loading is strict (every bad key listed, nothing partially loaded) and
 never unpickles code.
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 
 from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig
 from model.weights_io import CheckpointError, load_strict, read_tensors
@@ -186,8 +188,6 @@ def _locate(path: Path, variant: str | None) -> tuple[list[Path], Path | None]:
 
 
 def _from_hub(preset: str) -> Path:
-    from huggingface_hub import snapshot_download
-
     repo = DCAE_HUB_REPOS[preset]
     try:
         return Path(snapshot_download(repo, allow_patterns=["config.json", f"{DIFFUSERS_WEIGHTS}*"]))

@@ -10,7 +10,7 @@ import torch
 @functools.cache
 def triton_available() -> bool:
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  (optional: only asks whether the fused kernels can run)
     except ImportError:
         return False
     return True

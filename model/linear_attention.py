@@ -1,13 +1,14 @@
-"""ReLU linear attention, Sana's defining operation (paper Eq. 1–2, model_spec §1.5)."""
+"""ReLU linear attention, Sana's defining operation (paper Eq. 1–2, docs/model.md §1.5)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .kernel_choice import use_triton
+from model.kernel_choice import use_triton
+
 # Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
 try:
-    from .kernels.linear_attention import fused_relu_linear_attention, supported
+    from model.kernels.linear_attention import fused_relu_linear_attention, supported
 except ImportError:
     fused_relu_linear_attention = supported = None
 

@@ -12,8 +12,8 @@ import re
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import TransformerConfig, get_preset
-from .transformer import build_transformer
+from model.config import TransformerConfig, get_preset
+from model.transformer import build_transformer
 
 TEXT_TOKENS = 300                          # Gemma-2 caption length (model_max_length)
 AE_DOWNSAMPLE = {32: 32, 4: 8}             # latent channels -> pixels per latent side: DC-AE F32C32, SD/SDXL VAE F8C4

@@ -1,23 +1,24 @@
 """Prompts -> images: Gemma-2 conditioning, guided flow sampling of the Linear DiT, DC-AE decoding.
 
-The dtype policy is the reference's (model_spec §7): the DiT in its checkpoint's precision (fp16 or bf16) with
+The dtype policy is the reference's (docs/model.md §6): the DiT in its checkpoint's precision (fp16 or bf16) with
 fp32 linear attention, Gemma-2 in bf16, latents and sampler state in fp32, DC-AE in fp32 for metric runs.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 
-from .cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
-from .dc_ae import DCAE
-from .samplers import classifier_free_guidance, flow_dpm_solver, flow_euler, perturbed_attention_guidance
-from .text_encoder import TextEncoder, TextEncoderConfig
-from .transformer import SanaTransformer
-from .checkpoints import load_transformer
-from .dc_ae_keys import load_dc_ae
+from model.checkpoints import load_transformer
+from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
+from model.dc_ae import DCAE
+from model.dc_ae_keys import load_dc_ae
+from model.samplers import classifier_free_guidance, flow_dpm_solver, flow_euler, perturbed_attention_guidance
+from model.text_encoder import TextEncoder, TextEncoderConfig
+from model.transformer import SanaTransformer
 
 SAMPLERS = {"flow_dpm_solver": flow_dpm_solver, "flow_euler": flow_euler}
 DEFAULT_STEPS = {"flow_dpm_solver": 20, "flow_euler": 28}  # NVlabs `sample_steps_dict`
@@ -25,7 +26,7 @@ DEFAULT_STEPS = {"flow_dpm_solver": 20, "flow_euler": 28}  # NVlabs `sample_step
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How one image is sampled; defaults are Sana's metric scripts (model_spec §5.3, §6.1)."""
+    """How one image is sampled; defaults are Sana's metric scripts (docs/model.md §5.3, docs/generation.md §1)."""
 
     sampler: Literal["flow_dpm_solver", "flow_euler"] = "flow_dpm_solver"
     steps: int | None = None               # None: 20 for Flow-DPM-Solver, 28 for Flow-Euler
@@ -78,7 +79,7 @@ class SanaPipeline:
         return self.transformer.config.sample_size * self.vae.config.spatial_compression
 
     def _velocity(self, text, config: SamplingConfig, batch: int):
-        """The guided velocity: CFG (model_spec §5) and optionally PAG (§5.3), composed around the DiT."""
+        """The guided velocity: CFG (docs/model.md §5) and optionally PAG (§5.3), composed around the DiT."""
         kwargs = {}
         if config.pag_scale > 1.0:  # [uncond; cond; cond], identity attention in the PAG layers for the last third
             emb, mask = torch.cat([text.emb, text.cond]), torch.cat([text.mask, text.cond_mask])
@@ -134,7 +135,8 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
                   vae_dtype: torch.dtype = torch.float32, kernels: str = "auto", cuda_graphs: CudaGraphs = "auto",
                   **overrides: object) -> SanaPipeline:
     """A pipeline with the reference dtype policy: the DiT in its checkpoint's precision (`config.dtype`, fp16 or
-    bf16), Gemma-2 as configured (bf16), DC-AE in fp32 as the metric scripts decode (model_spec §6.1, §7).
+    bf16), Gemma-2 as configured (bf16), DC-AE in fp32 as the metric scripts decode (docs/generation.md §1.1,
+    docs/model.md §6).
 
     `weights`: a transformer checkpoint (any format `load_transformer` reads) or a preset name (random weights).
     A diffusers pipeline root (model_index.json) also supplies the default `vae` and text encoder; elsewhere they
@@ -143,9 +145,6 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
     `kernels`: the eager PyTorch paths of the DiT and the DC-AE, or their fused Triton kernels ("auto": fused on
     CUDA; "eager" rounds after every element-wise op, as NVlabs' code does). `cuda_graphs`: SanaPipeline's.
     """
-    from pathlib import Path
-
-
     root = Path(weights)
     if (root / "model_index.json").is_file():
         vae = vae or str(root / "vae")

@@ -1,6 +1,6 @@
-"""Flow-matching ODE samplers for Sana: Flow-DPM-Solver (paper Algorithm 1) and Flow-Euler (model_spec §5).
+"""Flow-matching ODE samplers for Sana: Flow-DPM-Solver (paper Algorithm 1) and Flow-Euler (docs/model.md §5).
 
-Convention (model_spec §5): sigma in [0, 1], x_sigma = (1 - sigma) x0 + sigma eps, the model predicts the velocity
+Convention (docs/model.md §5): sigma in [0, 1], x_sigma = (1 - sigma) x0 + sigma eps, the model predicts the velocity
 v = eps - x0 and is called as ``velocity(x, t)`` with t = 1000 sigma as a (B,) tensor. Guidance (CFG, PAG) is a
 composition around ``velocity`` (see ``classifier_free_guidance``), never part of a sampler.
 
@@ -21,7 +21,7 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, ...), 
 Callback = Callable[[dict[str, Any]], None]
 X0Formula = Literal["diffusers", "nvlabs"]
 
-NUM_TRAIN_TIMESTEPS = 1000  # model time t = 1000 sigma (model_spec §5)
+NUM_TRAIN_TIMESTEPS = 1000  # model time t = 1000 sigma (docs/model.md §5)
 
 
 def _check_schedule_args(steps: int, shift: float) -> None:
@@ -40,7 +40,7 @@ def _shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
 # Schedules (pure functions). Sigmas are float64, decreasing, with a final 0 appended: shape (steps + 1,).
 
 def flow_dpm_sigmas(steps: int, shift: float) -> torch.Tensor:
-    """The ``time_uniform_flow`` grid of Flow-DPM-Solver (model_spec §5.1): 1 - linspace(1, 1/1000, N + 1), shifted,
+    """The ``time_uniform_flow`` grid of Flow-DPM-Solver (docs/model.md §5.1): 1 - linspace(1, 1/1000, N + 1), shifted,
     reversed, so sigma_0 = shift(0.999) and sigma_N = 0. Computed in float64 as diffusers does."""
     _check_schedule_args(steps, shift)
     unshifted = 1.0 - np.linspace(1.0, 1.0 / NUM_TRAIN_TIMESTEPS, steps + 1, dtype=np.float64)
@@ -49,12 +49,12 @@ def flow_dpm_sigmas(steps: int, shift: float) -> torch.Tensor:
 
 def dpm_timesteps(sigmas: torch.Tensor) -> torch.Tensor:
     """Integer model timesteps floor(1000 sigma_i) for every step (all but the final 0), as diffusers'
-    DPMSolverMultistepScheduler stores them and NVlabs' ``.long()`` computes them (model_spec §5.1)."""
+    DPMSolverMultistepScheduler stores them and NVlabs' ``.long()`` computes them (docs/model.md §5.1)."""
     return torch.floor(sigmas[:-1].double() * NUM_TRAIN_TIMESTEPS).to(torch.int64)
 
 
 def flow_euler_sigmas(steps: int, shift: float) -> torch.Tensor:
-    """Flow-Euler grid with diffusers' FlowMatchEulerDiscreteScheduler semantics (model_spec §5.2): the bounds
+    """Flow-Euler grid with diffusers' FlowMatchEulerDiscreteScheduler semantics (docs/model.md §5.2): the bounds
     sigma_max = 1 and sigma_min = shift(1/1000) are already shifted, and linspace(sigma_max, sigma_min, N) is shifted
     a second time. Model timesteps are the fractional 1000 sigma_i."""
     _check_schedule_args(steps, shift)
@@ -72,7 +72,7 @@ def _upcast(v: torch.Tensor) -> torch.Tensor:
 
 
 def classifier_free_guidance(velocity_batched: Velocity, scale: float) -> Velocity:
-    """CFG on the velocity (model_spec §5): v = v_u + w (v_c - v_u).
+    """CFG on the velocity (docs/model.md §5): v = v_u + w (v_c - v_u).
 
     ``velocity_batched`` receives the batch [uncond; cond] (2B, ...) with t repeated, and must route the null and
     the prompt conditioning to the two halves itself (NVlabs and diffusers both order them uncond first).
@@ -85,7 +85,7 @@ def classifier_free_guidance(velocity_batched: Velocity, scale: float) -> Veloci
 
 
 def perturbed_attention_guidance(velocity_batched: Velocity, cfg_scale: float, pag_scale: float) -> Velocity:
-    """CFG + PAG on the velocity (model_spec §5.3): v = v_u + w_cfg (v_c - v_u) + w_pag (v_c - v_ptb).
+    """CFG + PAG on the velocity (docs/model.md §5.3): v = v_u + w_cfg (v_c - v_u) + w_pag (v_c - v_ptb).
 
     ``velocity_batched`` receives [uncond; cond; cond] (3B, ...) and must run the third copy with identity
     self-attention in the PAG layers (NVlabs and diffusers use this branch order).
@@ -143,7 +143,7 @@ def flow_dpm_solver(
     The first step is first order; steps 1..N-2 are second order; the last step (sigma_N = 0) is first order and
     reduces exactly to x0-hat at sigma_{N-1} (lower_order_final, no denoise-to-zero call). NFE = ``steps``. The model
     sees the integer timesteps ``dpm_timesteps`` (as float). Matches diffusers' DPMSolverMultistepScheduler with
-    use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=shift (model_spec §5.1).
+    use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=shift (docs/model.md §5.1).
 
     x: the initial noise at sigma_0 (B, ...). ``x0_formula``: "diffusers" (x - sigma v) or "nvlabs"
     ((x - sigma eps_hat) / (1 - sigma)). ``callback`` gets a dict after every step: i, x (the new state), sigma,
@@ -186,7 +186,7 @@ def flow_euler(
     callback: Callback | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Flow-Euler (model_spec §5.2): x <- x + (sigma_{i+1} - sigma_i) v(x, 1000 sigma_i) on the doubly shifted
+    """Flow-Euler (docs/model.md §5.2): x <- x + (sigma_{i+1} - sigma_i) v(x, 1000 sigma_i) on the doubly shifted
     ``flow_euler_sigmas`` grid, with fractional timesteps, as diffusers' FlowMatchEulerDiscreteScheduler(shift).
     NVlabs' FlowEuler always runs shift 3.0 and floors t inside its model; that is the caller's and model's concern.
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from huggingface_hub import constants
+from packaging.version import Version
 from torch import Tensor
 
 DEFAULT_MODEL = "Efficient-Large-Model/gemma-2-2b-it"
@@ -19,7 +21,7 @@ class TextEncoderError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Complex Human Instruction (paper §2.3, Table 2; model_spec §4.2): data, eight lines joined with "\n".
+# Complex Human Instruction (paper §2.3, Table 2; docs/model.md §4.2): data, eight lines joined with "\n".
 
 _CHI_BODY = (
     "- If the prompt is simple, focus on adding specifics about colors, shapes, sizes, textures, and spatial "
@@ -50,7 +52,7 @@ CHI_VARIANTS: dict[str, tuple[str, ...]] = {"nvlabs": CHI_NVLABS, "diffusers": C
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Prompt preprocessing (model_spec §4.3 step 1).
+# Prompt preprocessing (docs/model.md §4.3 step 1).
 
 # NVlabs `prepare_prompt_ar` cuts at the first occurrence of any flag, even inside a word ("--artsy").
 _AR_FLAGS = re.compile(r"--aspect_ratio|--ar|--hw")
@@ -76,7 +78,7 @@ class TextEncoderConfig:
     model: str = DEFAULT_MODEL                              # local directory or Hugging Face repo id
     cache_dir: str | None = None                            # None: the Hugging Face cache (HF_HUB_CACHE)
     dtype: str = "bfloat16"                                 # diffusers docs: Gemma must stay in bf16 or fp32
-    chi: Literal["nvlabs", "diffusers", "none"] = "nvlabs"  # "none": DPG-Bench script (model_spec §6.5)
+    chi: Literal["nvlabs", "diffusers", "none"] = "nvlabs"  # "none": DPG-Bench script (docs/protocols.md §4.4)
     max_length: int = 300                                   # embeddings per prompt after the cut
     preprocess: Literal["nvlabs", "diffusers"] = "nvlabs"   # diffusers lower-cases; NVlabs cuts --ar/--hw flags
     cfg_mask: Literal["nvlabs", "diffusers"] = "nvlabs"     # mask of the null branch under CFG (§4.5)
@@ -104,7 +106,7 @@ TEXT_ENCODER_PRESETS: dict[str, TextEncoderConfig] = {
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The cut and the CFG masks (model_spec §4.3 step 6, §4.5).
+# The cut and the CFG masks (docs/model.md §4.3 step 6, §4.5).
 
 def select_tokens(x: Tensor, max_length: int) -> Tensor:
     """Keep position 0 (BOS) and the last `max_length - 1` positions along dim 1 (select_index of §4.3)."""
@@ -148,24 +150,23 @@ def cfg_text(null_emb: Tensor, null_mask: Tensor, cond: Tensor, cond_mask: Tenso
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Loading (model_spec §4.1).
+# Loading (docs/model.md §4.1).
 
 def _dtype_kwarg() -> str:
     # transformers renamed `torch_dtype` to `dtype` in 4.56; the old name would be silently ignored later on.
-    from packaging.version import Version
-    import transformers
+    import transformers  # heavy: loaded only when an encoder is loaded
 
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
 def _load(config: TextEncoderConfig):
-    from huggingface_hub import constants
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: loaded only when an encoder is loaded
 
     where = config.model
     kwargs = {"cache_dir": config.cache_dir}
     # A diffusers pipeline root keeps the two in subfolders; a Gemma repo keeps both at its root.
-    pipeline_root = os.path.isdir(os.path.join(where, "text_encoder")) and os.path.isdir(os.path.join(where, "tokenizer"))
+    pipeline_root = (os.path.isdir(os.path.join(where, "text_encoder"))
+                     and os.path.isdir(os.path.join(where, "tokenizer")))
     model_at, tokenizer_at = ((os.path.join(where, "text_encoder"), os.path.join(where, "tokenizer"))
                               if pipeline_root else (where, where))
     try:
@@ -189,7 +190,7 @@ def _load(config: TextEncoderConfig):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The encoder (model_spec §4.3, §4.4).
+# The encoder (docs/model.md §4.3, §4.4).
 
 class TextEncoder:
     """Gemma-2-2B-IT decoder (no LM head) turning prompts into (B, 300, 2304) features and masks."""
@@ -256,14 +257,14 @@ class TextEncoder:
         return select_tokens(emb, self.config.max_length), select_tokens(mask, self.config.max_length)
 
     def null_embedding(self) -> tuple[Tensor, Tensor]:
-        """Features (1, 300, D) and mask (1, 300) of "" without CHI, computed once (model_spec §4.4)."""
+        """Features (1, 300, D) and mask (1, 300) of "" without CHI, computed once (docs/model.md §4.4)."""
         if self._null is None:
             ids, mask = self._tokenize([""], self.config.max_length)
             self._null = self._features(ids, mask), mask
         return self._null
 
     def encode_cfg(self, prompts: list[str], use_chi: bool = True) -> CFGText:
-        """Null and prompt conditioning for a [uncond; cond] batch under `config.cfg_mask` (model_spec §4.5)."""
+        """Null and prompt conditioning for a [uncond; cond] batch under `config.cfg_mask` (docs/model.md §4.5)."""
         emb, mask = self.encode(prompts, use_chi)
         null_emb, null_mask = self.null_embedding()
         return cfg_text(null_emb, null_mask, emb, mask, self.config.cfg_mask)

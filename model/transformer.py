@@ -1,4 +1,4 @@
-"""Sana's Linear DiT (paper §2.2, Fig. 5; model_spec §1): AdaLN-single blocks of linear self-attention,
+"""Sana's Linear DiT (paper §2.2, Fig. 5; docs/model.md §1): AdaLN-single blocks of linear self-attention,
 cross-attention to the Gemma-2 caption, and Mix-FFN. Module names follow the NVlabs checkpoints, so their
 state dicts load without renaming."""
 from __future__ import annotations
@@ -9,20 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ablation_blocks import MlpFFN, SoftmaxSelfAttention
-from .config import TransformerConfig, get_preset
-from .kernel_choice import use_triton
-from .linear_attention import FP16_MAX, linear_attention
+from model.ablation_blocks import MlpFFN, SoftmaxSelfAttention
+from model.config import TransformerConfig, get_preset
+from model.kernel_choice import use_triton
+from model.linear_attention import FP16_MAX, linear_attention
+
 # Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
 try:
-    from .kernels.mix_ffn import dwconv_glu
-    from .kernels.block_ops import gated_residual, modulated_layer_norm
+    from model.kernels.block_ops import gated_residual, modulated_layer_norm
+    from model.kernels.mix_ffn import dwconv_glu
 except ImportError:
     dwconv_glu = gated_residual = modulated_layer_norm = None
 
 TIMESTEP_FREQUENCY_DIM = 256
 MASK_BIAS = -10000.0
-NORM_EPS = 1e-6                     # the blocks' and final layer's LayerNorm (model_spec §1.4)
+NORM_EPS = 1e-6                     # the blocks' and final layer's LayerNorm (docs/model.md §1.4)
 
 
 class RMSNorm(nn.Module):
@@ -49,7 +50,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 def timestep_frequencies(t: torch.Tensor, dim: int = TIMESTEP_FREQUENCY_DIM) -> torch.Tensor:
-    """Sinusoidal timestep features, cosine half first (model_spec §1.3 step 4); computed in fp32."""
+    """Sinusoidal timestep features, cosine half first (docs/model.md §1.3 step 4); computed in fp32."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
@@ -58,7 +59,7 @@ def timestep_frequencies(t: torch.Tensor, dim: int = TIMESTEP_FREQUENCY_DIM) -> 
 
 def sincos_pos_embed(dim: int, height: int, width: int, base_size: int, interpolation: float,
                      device: torch.device | None = None) -> torch.Tensor:
-    """2-D sin-cos table for the 2K/4K models (PixArt style, model_spec §1.9): (1, H·W, dim) in fp32.
+    """2-D sin-cos table for the 2K/4K models (PixArt style, docs/model.md §1.9): (1, H·W, dim) in fp32.
 
     The first dim/2 channels encode the column, the last dim/2 the row; positions are scaled to the training
     grid (base_size) and divided by the PE interpolation factor.
@@ -77,7 +78,7 @@ def sincos_pos_embed(dim: int, height: int, width: int, base_size: int, interpol
 
 
 class TimestepEmbedder(nn.Module):
-    """t → 256-d sinusoid → Linear → SiLU → Linear (model_spec §1.3 step 4)."""
+    """t → 256-d sinusoid → Linear → SiLU → Linear (docs/model.md §1.3 step 4)."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -88,7 +89,7 @@ class TimestepEmbedder(nn.Module):
 
 
 class CaptionProjection(nn.Module):
-    """Gemma-2 features → D: Linear → GELU(tanh) → Linear (model_spec §1.3 step 6)."""
+    """Gemma-2 features → D: Linear → GELU(tanh) → Linear (docs/model.md §1.3 step 6)."""
 
     def __init__(self, caption_channels: int, hidden: int) -> None:
         super().__init__()
@@ -101,7 +102,7 @@ class CaptionProjection(nn.Module):
 
 
 class LinearSelfAttention(nn.Module):
-    """LiteLA: ReLU linear attention over all image tokens, heads of 32 channels (model_spec §1.5)."""
+    """LiteLA: ReLU linear attention over all image tokens, heads of 32 channels (docs/model.md §1.5)."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -157,7 +158,8 @@ class CrossAttention(nn.Module):
 
 
 class MixFFN(nn.Module):
-    """GLUMBConv: 1×1 conv + SiLU → 3×3 depth-wise conv → GLU gate → 1×1 conv (paper §2.2, model_spec §1.7)."""
+    """GLUMBConv: 1×1 conv + SiLU → 3×3 depth-wise conv → GLU gate → 1×1 conv
+    (paper §2.2, docs/model.md §1.7)."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -228,7 +230,7 @@ class FinalLayer(nn.Module):
 
 
 class SanaTransformer(nn.Module):
-    """Linear DiT: velocity v(x_t, t, caption) for the DC-AE latent (model_spec §1.3)."""
+    """Linear DiT: velocity v(x_t, t, caption) for the DC-AE latent (docs/model.md §1.3)."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -267,7 +269,7 @@ class SanaTransformer(nn.Module):
                 caption_mask: torch.Tensor, *, pag_layers: frozenset[int] = frozenset(),
                 perturbed_rows: int = 0) -> torch.Tensor:
         """`perturbed_rows` trailing batch rows run identity self-attention in the blocks `pag_layers`
-        (perturbed-attention guidance, model_spec §5.3)."""
+        (perturbed-attention guidance, docs/model.md §5.3)."""
         cfg = self.config
         B, C, H, W = latent.shape
         p = cfg.patch_size

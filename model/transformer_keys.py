@@ -1,4 +1,4 @@
-"""Key maps between the NVlabs and the diffusers layouts of the Sana transformer (model_spec §2.3).
+"""Key maps between the NVlabs and the diffusers layouts of the Sana transformer (docs/model.md §2.3).
 
 Both directions are lossless: a tensor is either renamed, or split into equal row chunks (NVlabs fused
 `qkv` / `kv_linear`) and concatenated back in the same order, so a round trip is bit-identical.
@@ -11,11 +11,11 @@ from typing import Literal
 
 import torch
 
-from .weights_io import CheckpointError
+from model.weights_io import CheckpointError
 
 Layout = Literal["nvlabs", "diffusers"]
 
-# model_spec §2.3: single-file checkpoints may carry the ldm-style wrapper prefix.
+# docs/model.md §2.3: single-file checkpoints may carry the ldm-style wrapper prefix.
 NVLABS_PREFIX = "model.diffusion_model."
 # The key whose presence marks the NVlabs layout (the rule diffusers' single-file loader uses, §2.3).
 NVLABS_MARKER = "blocks.0.cross_attn.q_linear.weight"
@@ -96,7 +96,7 @@ def _unmapped(keys: list[str], target: str, source: str) -> CheckpointError:
 
 
 def nvlabs_to_diffusers(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> dict[str, torch.Tensor]:
-    """NVlabs module weights → diffusers `SanaTransformer2DModel` keys (model_spec §2.3).
+    """NVlabs module weights → diffusers `SanaTransformer2DModel` keys (docs/model.md §2.3).
 
     The extras (`y_embedding`, `pos_embed`) have no diffusers equivalent: split them off first.
     Split chunks are cloned so that no two output tensors share storage (safetensors refuses that).

@@ -1,4 +1,5 @@
-"""Where a result came from: code version, software, hardware, seeds, config and weight hashes (style.md §10).
+"""Where a result came from: code version, software, hardware, seeds, config and weight hashes
+(docs/architecture.md §4.3).
 
 Nothing personal is recorded: no host name, user name, or home path.
 """
@@ -14,6 +15,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
 
 from model.weights_io import sha256_file
 from sana_eval.paths import REPO_ROOT
@@ -82,15 +85,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gpu_driver() -> str | None:
+_SMI_FIELDS = ("name", "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
+               "power.limit", "temperature.gpu", "persistence_mode")
+
+
+def nvidia_smi() -> dict[str, str]:
+    """GPU 0's name, driver, current and maximum clocks (MHz), power limit and temperature; {} without nvidia-smi."""
     if not shutil.which("nvidia-smi"):
-        return None
+        return {}
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(_SMI_FIELDS)}",
+                               "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+        return {}
+    lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
+    if not lines:
+        return {}
+    return dict(zip(_SMI_FIELDS, (v.strip() for v in lines[0].split(","))))
 
 
 def _version(dist: str) -> str | None:
@@ -103,20 +114,17 @@ def _version(dist: str) -> str | None:
 def collect(*, seeds: Mapping[str, int] | None = None, config: Mapping | None = None,
             weights: Mapping[str, str | os.PathLike] | None = None) -> Provenance:
     """Provenance of a run on this machine; `weights` maps a name to a file whose sha256 is recorded."""
-    import torch
-
-
     commit, dirty = git_state()
     cuda_ok = torch.cuda.is_available()
     return Provenance(
         git_commit=commit, git_dirty=dirty,
-        utc_time=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        utc_time=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         python=platform.python_version() + f" ({sys.implementation.name})",
         packages={name: _version(name) for name in PACKAGES},
         platform=f"{platform.system()}-{platform.release()}-{platform.machine()}",
         cpu=_cpu_name(),
         gpus=tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if cuda_ok else (),
-        gpu_driver=_gpu_driver() if cuda_ok else None,
+        gpu_driver=nvidia_smi().get("driver_version") if cuda_ok else None,
         cuda=torch.version.cuda,
         cudnn=str(torch.backends.cudnn.version()) if cuda_ok else None,
         seeds=dict(seeds or {}),

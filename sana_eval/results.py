@@ -6,12 +6,24 @@ list of Results, a single Result, or {name: Result}. One Result per metric name.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from metrics.base import MetricError, Result, atomic_path
+from metrics import dpg, geneval
+from metrics.base import MetricError, Result
+from metrics.clip_score import CLIPScore
+from metrics.fid import FID
+from metrics.image_reward import ImageRewardScore
+from metrics.recon import Reconstruction
+from sana_eval.io import write_text
 
 RESULTS_SCHEMA = "sana-eval/results/1"
+# Result.metric -> its direction as the metric declares it (`Metric.higher_is_better`; GenEval and DPG are functions
+# and declare it as module constants). Read from the metrics rather than stored in results files, so files written
+# before the metrics declared it compare like new ones.
+DIRECTIONS: dict[str, bool | Mapping[str, bool]] = {
+    **{m.name: m.higher_is_better for m in (FID, CLIPScore, ImageRewardScore, Reconstruction)},
+    geneval.NAME: geneval.HIGHER_IS_BETTER, dpg.NAME: dpg.HIGHER_IS_BETTER}
 
 
 class ResultsError(MetricError):
@@ -52,9 +64,7 @@ def read_results(path: str | Path) -> dict[str, Result]:
 def write_results(results: Sequence[Result], path: str | Path) -> Path:
     """The canonical bundle, written atomically."""
     payload = {"schema": RESULTS_SCHEMA, "results": [r.to_json() for r in results]}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    return Path(path)
+    return write_text(Path(path), json.dumps(payload, indent=1, allow_nan=False) + "\n")
 
 
 def _absolute_paths(result: Result, base: Path) -> Result:
@@ -63,3 +73,14 @@ def _absolute_paths(result: Result, base: Path) -> Result:
         if isinstance(prov.get(key), str) and not Path(prov[key]).is_absolute():
             prov[key] = str(base / prov[key])
     return Result(result.metric, result.protocol, result.aggregate, result.per_item, prov)
+
+
+def higher_is_better(metric: str, key: str) -> bool | None:
+    """Whether a larger aggregate `key` of `metric` is better; a key follows its stem ("fid/animals" as "fid").
+
+    None: the metric, or the key stem of a metric with several directions, declares none.
+    """
+    declared = DIRECTIONS.get(metric)
+    if isinstance(declared, Mapping):
+        declared = declared.get(key.split("/", 1)[0])
+    return declared

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from sana_eval.bench.clock import Clock
-from sana_eval.bench.peers import paper_peer, run_peer_suite, speedups, time_peer
 from sana_eval.bench.peer_models import PEERS, count_peer_parameters, get_peer, peer_name
 from sana_eval.bench.peer_workload import PeerWorkload, _pack, _unpack
-from sana_eval.tables import get_table
+from sana_eval.bench.peers import PeerE2ESpec, paper_peer, run_peer_suite, speedups, time_peer
 from sana_eval.reproduce import speed as SR
 from sana_eval.reproduce.runners import evaluate_table
+from sana_eval.tables import get_table
 from sana_eval.tables.schema import Column, Tolerance
 
 # Paper Table 7 "Params (B)". Lumina-Next's published diffusers config (Lumina-Next-SFT, "2B") has 1.75 B
@@ -58,12 +58,13 @@ def test_pixart_alpha_at_1024_uses_its_size_conditions():
 
 
 def test_timing_scales_the_timed_forwards_to_the_step_count():
-    t = time_peer("flux-schnell", 64, 1, "fp32", steps=4, timed_steps=1, device="cpu", repeats=1, tiny=True)
+    t = time_peer(PeerE2ESpec("flux-schnell", 64, 1, "fp32", steps=4, timed_steps=1, device="cpu", repeats=1,
+                              tiny=True))
     assert (t.steps, t.timed_steps, t.rows, t.cfg) == (4, 1, 1, False)
     assert t.step_s == pytest.approx(t.denoise_s / 4)
     assert t.total_s > t.denoise_s > 0 and t.text_s > 0 and t.decode_s > 0
     assert t.img_per_s == pytest.approx(1 / t.total_s) and t.text_encoders == "clip-l:77 + t5-xxl:256"
-    assert time_peer("sdxl", 64, 1, "fp32", steps=1, device="cpu", repeats=1, tiny=True).steps == 1
+    assert time_peer(PeerE2ESpec("sdxl", 64, 1, "fp32", steps=1, device="cpu", repeats=1, tiny=True)).steps == 1
 
 
 def test_peer_suite_writes_records_with_provenance_and_speedups(tmp_path):
@@ -91,8 +92,8 @@ def test_unknown_peer_is_a_clear_error():
 
 
 def test_speed_runner_times_peers_and_speedups(monkeypatch):
-    fast = time_peer("flux-schnell", 64, 1, "fp32", steps=1, device="cpu", repeats=1, tiny=True)
-    slow = time_peer("flux-dev", 64, 1, "fp32", steps=3, device="cpu", repeats=1, tiny=True)
+    fast = time_peer(PeerE2ESpec("flux-schnell", 64, 1, "fp32", steps=1, device="cpu", repeats=1, tiny=True))
+    slow = time_peer(PeerE2ESpec("flux-dev", 64, 1, "fp32", steps=3, device="cpu", repeats=1, tiny=True))
     monkeypatch.setattr(SR, "_peer", lambda name, *args: {"flux-schnell": fast}.get(name, slow))
     col = Column("speedup", "Speedup", "x", True, Tolerance("rel", 0.15))
     settings = {"peer": "flux-schnell", "resolution": 64, "batch": 1, "steps": None, "timed_steps": 3,
@@ -109,7 +110,7 @@ def test_tables_time_peer_speed_cells_and_leave_quality_to_the_peers():
     t14 = {(r.row, r.column): r for r in evaluate_table(get_table("table14"))}
     for results, row in ((t7, "1024 x 1024 / SDXL"), (t14, "1024 x 1024 / HunyuanDiT"), (t7, "512 x 512 / PixArt-α")):
         for key in ("throughput", "latency", "speedup"):
-            assert "--suite peers" in results[row, key].command, (row, key)
+            assert "bench suite peers" in results[row, key].command, (row, key)
     assert t7["1024 x 1024 / SDXL", "fid"].reasons == ("competitor model; this harness reproduces Sana only",)
     assert "2K/4K" in t14["4096 x 4096 / FLUX-dev", "latency"].reason
     if not torch.cuda.is_available():

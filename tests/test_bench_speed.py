@@ -13,14 +13,20 @@ import torch
 from model.config import get_preset
 from model.dc_ae import DCAEConfig
 from sana_eval.bench.clock import Clock, measure_matmul_peak, median_phases
-from sana_eval.bench.e2e import CAPTION_TOKENS, DEFAULT_VAE, SDXL_VAE, SanaWorkload, resolve_vae, time_sana_e2e
-from sana_eval.bench.suite import run_speed_suite, run_text_encoder_suite
-from sana_eval.bench.text_encoders import (TEXT_ENCODERS, TextEncoderSpec, build_text_encoder, count_text_encoder_parameters,
-                                  text_encoder_name, time_text_encoder)
+from sana_eval.bench.e2e import CAPTION_TOKENS, DEFAULT_VAE, SDXL_VAE, E2ESpec, SanaWorkload, resolve_vae, time_sana_e2e
 from sana_eval.bench.peer_models import VAES
-from sana_eval.tables import get_table
+from sana_eval.bench.suite import run_speed_suite, run_text_encoder_suite
+from sana_eval.bench.text_encoders import (
+    TEXT_ENCODERS,
+    TextEncoderSpec,
+    build_text_encoder,
+    count_text_encoder_parameters,
+    text_encoder_name,
+    time_text_encoder,
+)
 from sana_eval.reproduce import speed as SR
 from sana_eval.reproduce.runners import PLANNED, RUNNERS, evaluate_table
+from sana_eval.tables import get_table
 from sana_eval.tables.schema import Column, Tolerance
 
 CPU = torch.device("cpu")
@@ -146,8 +152,9 @@ def _record_shapes(module: torch.nn.Module, into: list) -> None:
 @pytest.mark.parametrize("cfg", [True, False])
 def test_one_run_encodes_denoises_and_decodes_the_protocols_shapes(cfg):
     batch, steps, chi = 3, 4, 6
-    work = SanaWorkload(TINY, 64, batch, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", cfg=cfg, vae=TINY_VAE,
-                        text_encoder=TINY_GEMMA2, chi_tokens=chi, decode_tile=None, decode_chunk=2, device=CPU)
+    work = SanaWorkload(E2ESpec(TINY, 64, batch, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", cfg=cfg,
+                                vae=TINY_VAE, text_encoder=TINY_GEMMA2, chi_tokens=chi, decode_tile=None,
+                                decode_chunk=2, device=CPU))
     text, dit, decoder, captions = [], [], [], []
     _record_shapes(work.text_encoder, text)
     _record_shapes(work.vae.decoder, decoder)
@@ -170,26 +177,26 @@ def test_one_run_encodes_denoises_and_decodes_the_protocols_shapes(cfg):
 
 
 def test_time_sana_e2e_on_cpu():
-    t = time_sana_e2e(TINY, 64, 2, "fp32", steps=2, repeats=2, matmul_peak_tflops=1.0, **TINY_E2E)
+    t = time_sana_e2e(E2ESpec(TINY, 64, 2, "fp32", steps=2, repeats=2, **TINY_E2E), matmul_peak_tflops=1.0)
     assert (t.rows, t.steps, t.text_tokens, t.repeats, t.device) == (4, 2, 302, 2, "cpu")
     # With two repeats the median is the mean, so the total is exactly the sum of the phases.
     assert t.total_s == pytest.approx(t.text_s + t.denoise_s + t.decode_s, rel=1e-9)
     assert t.img_per_s == pytest.approx(2 / t.total_s) and t.step_s == pytest.approx(t.denoise_s / 2)
     assert t.mfu == pytest.approx(t.achieved_tflops) and t.peak_mem_gib is None
-    single = time_sana_e2e(TINY, 64, 2, "bf16", steps=2, cfg=False, repeats=1, **TINY_E2E)
+    single = time_sana_e2e(E2ESpec(TINY, 64, 2, "bf16", steps=2, cfg=False, repeats=1, **TINY_E2E))
     assert t.macs_per_forward == 2 * single.macs_per_forward     # CFG doubles the rows, MACs are per row
     assert single.rows == 2 and single.dtype == single.text_dtype == single.vae_dtype == "bf16"
     with pytest.raises(ValueError, match="not a multiple of the DC-AE's 32"):
-        time_sana_e2e(TINY, 48, 1, "fp32", steps=1, repeats=1, **TINY_E2E)
+        time_sana_e2e(E2ESpec(TINY, 48, 1, "fp32", steps=1, repeats=1, **TINY_E2E))
 
 
 # --- Table 8's F8C4P2 rows: the f8 latent, patch 2, the SDXL-VAE-shaped decoder --------------------------------
 
 def test_f8c4p2_run_denoises_the_f8_latent_and_decodes_with_the_sdxl_vae():
     batch, steps = 3, 2
-    work = SanaWorkload(TINY_F8, 64, batch, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", cfg=True,
-                        vae=TINY_SDXL_VAE, text_encoder=TINY_GEMMA2, chi_tokens=4, decode_tile=None, decode_chunk=2,
-                        device=CPU)
+    work = SanaWorkload(E2ESpec(TINY_F8, 64, batch, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", cfg=True,
+                                vae=TINY_SDXL_VAE, text_encoder=TINY_GEMMA2, chi_tokens=4, decode_tile=None,
+                                decode_chunk=2, device=CPU))
     from diffusers import AutoencoderKL
 
     assert isinstance(work.vae, AutoencoderKL) and not hasattr(work.vae, "encoder")   # the decoder only
@@ -210,27 +217,27 @@ def test_f8c4p2_run_denoises_the_f8_latent_and_decodes_with_the_sdxl_vae():
 
 
 def test_time_sana_e2e_times_an_f8c4p2_design_on_cpu():
-    t = time_sana_e2e(TINY_F8, 64, 2, "fp32", steps=2, repeats=1, vae=TINY_SDXL_VAE, kernels="eager",
-                      text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu")
+    t = time_sana_e2e(E2ESpec(TINY_F8, 64, 2, "fp32", steps=2, repeats=1, vae=TINY_SDXL_VAE, kernels="eager",
+                              text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu"))
     assert (t.vae, t.kernels, t.rows) == ("custom AutoencoderKL", "eager", 4)
     assert t.blocks == "F8C4P2, softmax attention, mlp FFN x4.0" and t.preset == "custom"
     assert t.total_s > 0 and t.decode_s > 0
     # Tiled decoding runs the AutoencoderKL tile by tile: 8 x 8 latents in tiles of 4.
-    tiled = time_sana_e2e(TINY_F8, 64, 1, "fp32", steps=1, repeats=1, vae=TINY_SDXL_VAE, decode_tile=4,
-                          text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu")
+    tiled = time_sana_e2e(E2ESpec(TINY_F8, 64, 1, "fp32", steps=1, repeats=1, vae=TINY_SDXL_VAE, decode_tile=4,
+                                  text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu"))
     assert tiled.decode_tile == 4 and tiled.decode_s > 0
-    base = time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, **TINY_E2E)
+    base = time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, **TINY_E2E))
     assert (base.vae, base.blocks, base.preset) == ("custom DC-AE", "F32C32P1, linear attention, mix FFN x2.5", "tiny")
 
 
 def test_autoencoders_must_fit_the_transformer():
     f8 = dict(TINY_E2E, vae=TINY_SDXL_VAE)
     with pytest.raises(ValueError, match="transformer in_channels 32 .* AutoencoderKL latents 4"):
-        time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, **f8)
+        time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, **f8))
     with pytest.raises(ValueError, match="latent side 9 .* not a multiple of the transformer's patch_size 2"):
-        time_sana_e2e(TINY_F8, 72, 1, "fp32", steps=1, repeats=1, **f8)
+        time_sana_e2e(E2ESpec(TINY_F8, 72, 1, "fp32", steps=1, repeats=1, **f8))
     with pytest.raises(ValueError, match="resolution 60 is not a multiple of the AutoencoderKL's 8"):
-        time_sana_e2e(TINY_F8, 60, 1, "fp32", steps=1, repeats=1, **f8)
+        time_sana_e2e(E2ESpec(TINY_F8, 60, 1, "fp32", steps=1, repeats=1, **f8))
     with pytest.raises(ValueError, match="unknown autoencoder 'sdxl'; known: .*sdxl-vae"):
         resolve_vae("sdxl")
     # The names the CLI and Table 8 use: the SDXL VAE is f8 with 4 latent channels, the DC-AE f32 with 32.
@@ -245,26 +252,26 @@ def test_bench_cli_sets_block_design_vae_and_kernels(monkeypatch, capsys):
     from sana_eval.bench import e2e as bench_e2e
     from sana_eval.cli.main import main
 
-    timing = time_sana_e2e(TINY_F8, 64, 1, "fp32", steps=1, repeats=1, vae=TINY_SDXL_VAE, text_encoder=TINY_GEMMA2,
-                           chi_tokens=4, device="cpu")
+    timing = time_sana_e2e(E2ESpec(TINY_F8, 64, 1, "fp32", steps=1, repeats=1, vae=TINY_SDXL_VAE,
+                                   text_encoder=TINY_GEMMA2, chi_tokens=4, device="cpu"))
     calls = []
     monkeypatch.setattr(bench_clock, "measure_matmul_peak", lambda dtype: 1.0)
-    monkeypatch.setattr(bench_e2e, "time_sana_e2e", lambda *args, **kw: calls.append((args, kw)) or timing)
-    argv = ["bench", "--component", "e2e", "--preset", "Sana_600M_1024px", "--batch", "1", "--dtype", "fp16",
+    monkeypatch.setattr(bench_e2e, "time_sana_e2e", lambda spec, **kw: calls.append(spec) or timing)
+    argv = ["bench", "e2e", "--preset", "Sana_600M_1024px", "--batch", "1", "--dtype", "fp16",
             "--set", "self_attention=softmax", "--set", "ffn=mlp", "--set", "mlp_ratio=4.0", "--set", "in_channels=4",
             "--set", "patch_size=2", "--vae", "sdxl-vae", "--kernels", "eager", "triton"]
     assert main(argv) == 0
     expected = get_preset("Sana_600M_1024px").replace(self_attention="softmax", ffn="mlp", mlp_ratio=4.0,
                                                       in_channels=4, patch_size=2)
-    assert [(args[0], args[2], kw["vae"], kw["kernels"]) for args, kw in calls] == [
+    assert [(spec.preset, spec.batch, spec.vae, spec.kernels) for spec in calls] == [
         (expected, 1, "sdxl-vae", "eager"), (expected, 1, "sdxl-vae", "triton")]
     assert '"blocks": "F8C4P2, softmax attention, mlp FFN x4.0"' in capsys.readouterr().out
     calls.clear()
-    assert main(argv[:7]) == 0                                   # no --set / --vae: the preset by name
-    assert [(args[0], "vae" in kw) for args, kw in calls] == [("Sana_600M_1024px", False)]
+    assert main(argv[:6]) == 0                                   # no --set / --vae: the preset by name
+    assert [(spec.preset, spec.vae != DEFAULT_VAE) for spec in calls] == [("Sana_600M_1024px", False)]
     for bad, message in ((["--set", "ffn"], "expected FIELD=VALUE"), (["--set", "patch_size=two"], "expects int"),
                          (["--set", "use_pe=maybe"], "takes true or false"), (["--set", "ffn=glu"], "ffn 'glu'")):
-        assert main(argv[:7] + bad) == 2, bad
+        assert main(argv[:6] + bad) == 2, bad
         assert message in capsys.readouterr().err, bad
 
 
@@ -301,13 +308,13 @@ def test_speed_cells_of_sana_and_the_peers_need_only_a_gpu():
             if not torch.cuda.is_available():
                 assert r.verdict == "not run" and "needs a CUDA GPU" in r.reasons[0]
         flux = results["1024 x 1024 / FLUX-dev", "latency"]
-        assert "--suite peers" in flux.command
+        assert "bench suite peers" in flux.command
         if not torch.cuda.is_available():
             assert flux.verdict == "not run" and "needs a CUDA GPU" in flux.reasons[0]
 
 
 def test_speed_runner_reports_the_cell_and_the_gpu_caveat(monkeypatch):
-    timing = time_sana_e2e(TINY, 64, 1, "fp32", steps=2, repeats=1, **TINY_E2E)  # a real, tiny measurement
+    timing = time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=2, repeats=1, **TINY_E2E))  # a real, tiny measurement
     monkeypatch.setattr(SR, "_e2e", lambda *args: timing)
     settings = {"preset": "Sana_600M_1024px", "resolution": 1024, "batch": 1, "steps": 20, "dtype": "float16",
                 "gpu": "A100", "measure": "latency", "scope": "end_to_end", "quantization": None}
@@ -357,7 +364,7 @@ def test_e2e_decodes_4k_in_tiles_and_runs_the_fused_kernels():
 
     assert default_decode_tile(4096, 32) == 32 and default_decode_tile(4096, 8) == 128
     assert default_decode_tile(2048, 32) is None
-    fused = time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, kernels="triton", **TINY_E2E)
-    eager = time_sana_e2e(TINY, 64, 1, "fp32", steps=1, repeats=1, kernels="eager", **TINY_E2E)
+    fused = time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, kernels="triton", **TINY_E2E))
+    eager = time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, kernels="eager", **TINY_E2E))
     assert (fused.kernels, eager.kernels) == ("triton", "eager")
     assert fused.macs_per_forward == eager.macs_per_forward and fused.decode_tile is None

@@ -197,7 +197,7 @@ def test_every_registered_benchmark_is_well_formed():
     expected = {"geneval": (553, 4, "geneval"), "dpg": (1065, 4, "dpg"), "imagereward": (100, 10, "imagereward"),
                 "mjhq30k": (30000, 1, "mjhq")}
     assert {n: (b.n_items, b.n_images, b.layout) for n, b in B.BENCHMARKS.items()} == expected
-    assert [n for n, b in B.BENCHMARKS.items() if b.sana_chi] == ["geneval", "mjhq30k"]  # benchmarks.md §0
+    assert [n for n, b in B.BENCHMARKS.items() if b.sana_chi] == ["geneval", "mjhq30k"]  # docs/protocols.md §0
     for bench in B.BENCHMARKS.values():
         assert bench.layout in bench.layouts and set(bench.layouts) <= set(LAYOUTS)
         src = bench.source

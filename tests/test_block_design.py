@@ -12,9 +12,9 @@ from model.ablation_blocks import MlpFFN, SoftmaxSelfAttention
 from model.config import TransformerConfig, get_preset
 from model.macs import count_macs, latent_side, macs_by_part
 from model.transformer import MixFFN, build_transformer
+from sana_eval.reproduce.runners import evaluate_table
 from sana_eval.tables import get_table
 from sana_eval.tables.block_design import MACS_PRESET, TIMING
-from sana_eval.reproduce.runners import evaluate_table
 from sana_eval.tables.schema import Column, Tolerance
 
 TINY = get_preset("tiny")                                   # 64 wide, 2 deep, 2 self-attention heads of 32
@@ -207,8 +207,8 @@ def _expected_config(row_id: str) -> TransformerConfig:
 def test_table8_timing_recipes_carry_each_rows_design_decoder_and_kernels():
     import shlex
 
+    from sana_eval.cli.bench import apply_overrides
     from sana_eval.cli.main import build_parser
-    from sana_eval.cli.commands import _overridden
 
     table = get_table("table8")
     assert [row.id for row in table.rows] == list(T8_TIMING)
@@ -227,11 +227,11 @@ def test_table8_timing_recipes_carry_each_rows_design_decoder_and_kernels():
             needs = {need.name for need in recipe.needs}
             assert ("model.kernels" in needs) == (kernels == "triton") and "A100" in needs
             args = build_parser().parse_args(shlex.split(recipe.command)[1:])   # the printed command runs as is
-            assert (args.component, args.preset, args.batch, args.steps, args.dtype, args.vae, args.kernels) == (
+            assert (args.mode, args.preset, args.batch, args.steps, args.dtype, args.vae, args.kernels) == (
                 "e2e", ["Sana_600M_1024px"], [batch], 20, "fp16", vae, [kernels])
             assert args.resolution == 1024
             assert dict(o.split("=") for o in args.overrides) == {k: str(v) for k, v in design.items()}
-            assert _overridden(args.preset[0], args.overrides).replace(kernels=kernels) == _expected_config(row.id)
+            assert apply_overrides(args.preset[0], args.overrides).replace(kernels=kernels) == _expected_config(row.id)
     assert "20 steps" in TIMING and "826 ms" in TIMING and "A100" in TIMING
     assert table.notes_for("F8C4P2 / + Kernel Fusion", "latency")
 
@@ -240,19 +240,20 @@ def test_table8_timing_cells_route_design_kernels_and_decoder_to_the_e2e_timing(
     """The runner times the row's config: the preset with the row's blocks, AE side and kernel path, decoded by
     the row's autoencoder. The timing function is replaced by a recorder returning a real tiny measurement."""
     from sana_eval.bench import e2e as bench_e2e
-    from sana_eval.bench.text_encoders import TextEncoderSpec
     from sana_eval.bench.peer_models import VAES
+    from sana_eval.bench.text_encoders import TextEncoderSpec
     from sana_eval.reproduce import speed as SR
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                       # the test machine's cores are shared
     try:
         tiny = TINY.replace(**VARIANTS["softmax+mlp"], **F8C4P2)
-        timing = bench_e2e.time_sana_e2e(tiny, 64, 1, "fp32", steps=1, repeats=1, vae=VAES["sdxl"].tiny(),
-                                         text_encoder=TextEncoderSpec("gemma2", 48, 96, 1, 2, 1, 16, 100, "tiny"),
-                                         chi_tokens=4, device="cpu", kernels="eager")
+        gemma = TextEncoderSpec("gemma2", 48, 96, 1, 2, 1, 16, 100, "tiny")
+        timing = bench_e2e.time_sana_e2e(bench_e2e.E2ESpec(tiny, 64, 1, "fp32", steps=1, repeats=1,
+                                                           vae=VAES["sdxl"].tiny(), text_encoder=gemma, chi_tokens=4,
+                                                           device="cpu", kernels="eager"))
         calls = []
-        monkeypatch.setattr(bench_e2e, "time_sana_e2e", lambda *args, **kw: calls.append((args, kw)) or timing)
+        monkeypatch.setattr(bench_e2e, "time_sana_e2e", lambda spec, **kw: calls.append((spec, kw)) or timing)
         SR._e2e.cache_clear()
         table = get_table("table8")
         columns = {c.key: c for c in table.columns}
@@ -260,9 +261,10 @@ def test_table8_timing_cells_route_design_kernels_and_decoder_to_the_e2e_timing(
             for key in ("throughput", "latency"):
                 calls.clear()
                 measured = SR.run_speed(row.cells[key].recipe.settings, columns[key])
-                [(args, kw)] = calls
-                assert args == (_expected_config(row.id), 1024, 16 if key == "throughput" else 1, "fp16", 20)
-                assert kw == {"vae": T8_TIMING[row.id][2]}
+                [(spec, kw)] = calls
+                assert spec == bench_e2e.E2ESpec(_expected_config(row.id), 1024, 16 if key == "throughput" else 1,
+                                                 "fp16", 20, vae=T8_TIMING[row.id][2])
+                assert kw == {}
                 expected = timing.img_per_s if key == "throughput" else 1000 * timing.total_s   # latency in ms
                 assert measured.value == pytest.approx(expected)
                 assert "F8C4P2, softmax attention, mlp FFN x4.0" in measured.detail
@@ -272,8 +274,8 @@ def test_table8_timing_cells_route_design_kernels_and_decoder_to_the_e2e_timing(
         seconds = Column("latency", "Latency (s)", "s", False, Tolerance("rel", 0.15))
         SR.run_speed({"preset": "Sana_600M_1024px", "resolution": 1024, "batch": 1, "steps": 20,
                       "dtype": "float16", "gpu": "A100", "measure": "latency", "scope": "end_to_end"}, seconds)
-        assert calls == [((get_preset("Sana_600M_1024px"), 1024, 1, "fp16", 20),
-                          {"vae": bench_e2e.DEFAULT_VAE})]
+        assert calls == [(bench_e2e.E2ESpec(get_preset("Sana_600M_1024px"), 1024, 1, "fp16", 20,
+                                            vae=bench_e2e.DEFAULT_VAE), {})]
     finally:
         SR._e2e.cache_clear()
         torch.set_num_threads(threads)

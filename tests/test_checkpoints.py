@@ -1,4 +1,4 @@
-"""Checkpoint formats, key maps and architecture inference (model_spec §2), against diffusers'
+"""Checkpoint formats, key maps and architecture inference (docs/model.md §2), against diffusers'
 SanaTransformer2DModel (save_pretrained / from_pretrained / from_single_file) as the independent side."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ TINY_HF = dict(in_channels=32, out_channels=32, num_attention_heads=2, attention
 TINY_EXTRA = {"tiny": {}, "tiny-pe": {"interpolation_scale": 2.0},
               "tiny-qknorm": {"qk_norm": "rms_norm_across_heads"}}
 
-# model_spec §1.1/§1.2/§2.2: conversion-script constructor values and storage dtype of each released model.
+# docs/model.md §1.1/§1.2/§2.2: conversion-script constructor values and storage dtype of each released model.
 _06B = dict(num_attention_heads=36, num_layers=28, num_cross_attention_heads=16, cross_attention_head_dim=72,
             cross_attention_dim=1152)
 _16B = dict(num_attention_heads=70, num_layers=20, num_cross_attention_heads=20, cross_attention_head_dim=112,
@@ -86,7 +86,7 @@ def save_nvlabs(path, weights: dict, *, caption: int = 48, side: int = 8, hidden
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Key maps (model_spec §2.3).
+# Key maps (docs/model.md §2.3).
 
 def test_fused_projections_split_in_spec_order():
     ours = random_ours("tiny-qknorm")

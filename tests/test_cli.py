@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
 
 from model import load_transformer
 from model.weights_io import save_torch
-from sana_eval.cli.main import main
+from sana_eval.cli import bench
+from sana_eval.cli.main import COMMANDS, build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -76,3 +82,69 @@ def test_help_lists_every_subcommand(capsys):
     out = capsys.readouterr().out
     for command in ("info", "convert", "reproduce", "bench"):
         assert command in out
+
+
+# --- every subcommand documents itself with examples that run as written -----------------------------------------
+
+def _command_paths() -> list[list[str]]:
+    """argv prefixes of every (sub-)subcommand: info, …, bench transformer, …, bench suite sana, …"""
+    paths = [[name] for name in COMMANDS]
+    paths += [["bench", mode] for mode in bench.MODES]
+    paths += [["bench", "suite", suite] for suite in bench.SUITES]
+    return paths
+
+
+def _help(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0, argv
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", [[]] + _command_paths(), ids=lambda p: " ".join(p) or "sana-eval")
+def test_every_help_ends_with_examples_that_parse(capsys, path):
+    text = _help(capsys, path)
+    examples = text.split("\nexamples:\n", 1)[1]
+    commands = [line.strip() for line in examples.splitlines() if line.strip().startswith("sana-eval ")]
+    assert commands and any(c.startswith(" ".join(["sana-eval", *path])) for c in commands), path
+    for command in commands:
+        build_parser().parse_args(shlex.split(command, comments=True)[1:])
+
+
+def test_bench_help_lists_its_modes_and_old_flags_no_longer_parse(capsys):
+    text = _help(capsys, ["bench"])
+    for mode in bench.MODES:
+        assert mode in text
+    assert all(suite in _help(capsys, ["bench", "suite"]) for suite in bench.SUITES)
+    # a suite and a component, or a profile of dc-ae, cannot be asked for together any more
+    for argv in (["bench", "--suite", "sana", "--component", "dc-ae"], ["bench", "suite", "sana", "--kernels", "eager"],
+                 ["bench", "dc-ae", "--profile"], ["bench", "suite", "sana", "--set", "ffn=mlp"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, argv
+    capsys.readouterr()
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """(file, command) for each `sana-eval …` line of README.md's code blocks, the Makefile, the CI example and the
+    hand-written run notes under reports/ (the generated table reports' commands are the recipes: test_tables.py)."""
+    found = []
+    for path in [ROOT / "README.md", ROOT / "Makefile", ROOT / "examples" / "ci-compare.yml",
+                 *ROOT.glob("reports/*/bench.md")]:
+        for line in path.read_text().splitlines():
+            line = line.strip().removeprefix("run:").strip()
+            for prefix in ("$(BIN)/", ".venv/bin/"):
+                line = line.removeprefix(prefix)
+            if line.startswith("sana-eval ") and "[@]" not in line:     # a bash array is no literal argument
+                found.append((path.name, re.sub(r"\$\{?\w+\}?", "1", line)))   # shell variables: any value
+    return found
+
+
+def test_documented_command_lines_parse():
+    commands = _documented_commands()
+    assert len(commands) > 20 and any(c.startswith("sana-eval bench suite ") for _, c in commands)
+    for name, command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command, comments=True)[1:])
+        except SystemExit:
+            pytest.fail(f"{name}: {command}")

@@ -1,4 +1,4 @@
-"""torchmetrics CLIP-score cross-check column (benchmarks.md §2.2) against a hand computation of its definition
+"""torchmetrics CLIP-score cross-check column (docs/protocols.md §2.2) against a hand computation of its definition
 with transformers on a tiny random HF CLIP: per-batch padding sliced to 77 tokens, 100 * cos, clamp on the mean."""
 from __future__ import annotations
 

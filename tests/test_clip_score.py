@@ -1,4 +1,4 @@
-"""CLIP score (benchmarks.md §2.1) against a direct open_clip computation on a tiny random CLIP."""
+"""CLIP score (docs/protocols.md §2.1) against a direct open_clip computation on a tiny random CLIP."""
 from __future__ import annotations
 
 import json

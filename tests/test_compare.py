@@ -11,12 +11,11 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 from scipy import stats
 
 from metrics.base import ProtocolMismatchError, Result, sha256_file
-from metrics.fid import FIDStats, save_stats
-from sana_eval.compare.bootstrap import frechet_distance
-from sana_eval.results import ResultsError
+from metrics.fid import FIDStats, frechet_distance, save_stats
+from sana_eval.compare.bootstrap import frechet_distance_eigh
 from sana_eval.compare.deltas import CompareError, compare, compare_results, parse_fail_rule
 from sana_eval.compare.report import compare_command
-from sana_eval.results import read_results, write_results
+from sana_eval.results import ResultsError, read_results, write_results
 
 PROTO = {"metric": "clip_score", "model": "ViT-L-14", "versions": {"torch": "2.4", "numpy": "2.0"}}
 
@@ -76,7 +75,7 @@ def test_same_seed_same_interval_other_seed_other_interval():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# GenEval: overall = unweighted mean of per-tag image accuracies (benchmarks.md §3.5).
+# GenEval: overall = unweighted mean of per-tag image accuracies (docs/protocols.md §3.5).
 
 def geneval_images(rng, prompts_per_tag, counting_cap=1.0):
     """Image-level rows (prompt id, tag, correct) as GenEval's results.jsonl holds them."""
@@ -164,7 +163,17 @@ def test_frechet_distance_matches_pytorch_fid():
     rng = np.random.default_rng(8)
     x, y = rng.normal(size=(80, 6)), rng.normal(size=(90, 6)) @ rng.normal(size=(6, 6)) + 0.5
     args = (x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
-    assert frechet_distance(*args) == pytest.approx(calculate_frechet_distance(*args), rel=1e-9)
+    assert frechet_distance_eigh(*args) == pytest.approx(calculate_frechet_distance(*args), rel=1e-9)
+
+
+@pytest.mark.parametrize("n, d", [(80, 6), (300, 64), (600, 256)])
+def test_bootstrap_frechet_numerics_agree_with_the_reported_fid(n, d):
+    """The bootstrap's eigh route and the reported FID's scipy-sqrtm route (metrics.fid.frechet_distance) agree
+    within 1e-9 relative on random full-rank statistics: the stated tolerance (sana_eval.compare.bootstrap)."""
+    rng = np.random.default_rng(d)
+    x, y = rng.normal(size=(n, d)), rng.normal(size=(n + 10, d)) @ rng.normal(size=(d, d)) / np.sqrt(d) + 0.5
+    args = (x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert frechet_distance_eigh(*args) == pytest.approx(frechet_distance(*args), rel=1e-9)
 
 
 def fid_result(tmp_path, name, feats, stats, reference_sha=None) -> Result:
@@ -239,6 +248,22 @@ def test_protocol_mismatch_names_the_metric_and_first_differing_key():
         compare_results({"clip_score": a}, {"clip_score": b}, device="cpu")
     assert "clip_score" in str(err.value) and "'versions.torch'" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_each_keys_direction_is_the_one_its_metric_declares():
+    # recon declares a direction per key stem; image_reward one for all its keys, "image_reward_over_images" too.
+    per_item = {f"i{k}": {"psnr": 30.0 + k, "ssim": 0.9, "lpips": 0.1 * k} for k in range(3)}
+    recon = Result("recon", {"metric": "recon"}, {"rfid": 0.5, "psnr": 31.0, "ssim": 0.9, "lpips": 0.1}, per_item)
+    ir = mean_result([0.5, 0.7], metric="image_reward", protocol={"m": 1})
+    ir = Result(ir.metric, ir.protocol, {**ir.aggregate, "image_reward_over_images": 0.6}, ir.per_item)
+    comp = compare_results({"recon": recon, "image_reward": ir}, {"recon": recon, "image_reward": ir}, n_boot=20,
+                           device="cpu")
+    assert {r.key: r.higher_is_better for r in comp.rows} == {
+        "rfid": False, "psnr": True, "ssim": True, "lpips": False, "image_reward": True,
+        "image_reward_over_images": True}
+    mystery = {"mystery": mean_result([1.0, 2.0], metric="mystery")}
+    with pytest.raises(CompareError, match="mystery: aggregate key 'mystery': direction unknown"):
+        compare_results(mystery, mystery, n_boot=20, device="cpu")
 
 
 def test_different_prompt_sets_and_non_finite_items_are_refused():

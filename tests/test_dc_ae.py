@@ -1,4 +1,4 @@
-"""DC-AE (model_spec §3) against diffusers' AutoencoderDC on shared random weights, checkpoint layouts, tiling."""
+"""DC-AE (docs/model.md §3) against diffusers' AutoencoderDC on shared random weights, checkpoint layouts, tiling."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.dc_ae import (DCAE, DCAE_PRESETS, Downsample, EfficientViTBlock, ResBlock, Upsample, decode_tiled,
-                          get_dc_ae_preset)
 from _tiny import diffusers_ae, randomise
+from model.dc_ae import (
+    DCAE,
+    DCAE_PRESETS,
+    Downsample,
+    EfficientViTBlock,
+    ResBlock,
+    Upsample,
+    decode_tiled,
+    get_dc_ae_preset,
+)
 from model.dc_ae_keys import efficientvit_to_diffusers, load_dc_ae
 from model.weights_io import CheckpointError, check_state_dict, load_strict, save_safetensors
 

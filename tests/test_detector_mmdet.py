@@ -1,5 +1,5 @@
-"""The official GenEval detector backend (benchmarks.md §3.2) on a tiny random Mask2Former in mmdet 2.x's own format,
-and its conversion to transformers.
+"""The official GenEval detector backend (docs/protocols.md §3.2) on a tiny random Mask2Former in mmdet 2.x's own
+format, and its conversion to transformers.
 
 The config is GenEval's (mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.py, as mmdet ships it) with widths and depths
 shrunk; mmdet builds the model and mmcv saves it as a checkpoint. Detections are checked against mmdet's own
@@ -58,7 +58,8 @@ def tiny_config(path):
 
 
 def write_tiny_mask2former(folder, seed=0):
-    """tiny_mask2former.py + CHECKPOINT ({'meta': {'CLASSES', ...}, 'state_dict'}), written by mmcv's save_checkpoint."""
+    """tiny_mask2former.py + CHECKPOINT ({'meta': {'CLASSES', ...}, 'state_dict'}),
+    written by mmcv's save_checkpoint."""
     from mmcv.runner import save_checkpoint
     from mmdet.datasets import CocoDataset
     from mmdet.models import build_detector
@@ -203,6 +204,7 @@ def test_converted_weights_give_mmdets_logits(official, converted):
     """Same input through mmdet's network and transformers' one, in float64 so that a wrong rewrite cannot hide in
     float32 noise: the backbone's four maps, and the last decoder layer's class and mask logits."""
     import copy
+
     from metrics.detectors.mask2former_hf import Mask2FormerConfig, load_model, preprocess
     theirs, ours = copy.deepcopy(official).double(), load_model(converted).double().eval()
     for image in images():
@@ -261,6 +263,7 @@ def test_geneval_architecture_at_full_size_converts(tmp_path):
     from mmcv.runner import save_checkpoint
     from mmdet.datasets import CocoDataset
     from mmdet.models import build_detector
+
     from metrics.detectors.mask2former_hf import Mask2FormerConfig, load_model, preprocess
     from metrics.detectors.mmdet_convert import convert_checkpoint
     cfg = mmcv.Config.fromfile(str(official_config()))

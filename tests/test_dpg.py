@@ -1,4 +1,4 @@
-"""DPG-Bench rules (benchmarks.md §4.2-4.3) on a tiny CSV in the official schema and a scripted VQA; every expected
+"""DPG-Bench rules (docs/protocols.md §4.2-4.3) on a tiny CSV in the official schema and a scripted VQA; every expected
 number below is worked out by hand in the comments. Plus a tiny random BLIP through the transformers adapter.
 """
 import csv
@@ -157,8 +157,8 @@ def test_csv_integrity_and_schema(data, tmp_path):
 
 
 def test_blip_adapter_returns_text(tmp_path):
-    from transformers import (BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+
     from metrics.vqa.blip import BlipVQA
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "yes", "no", "is", "there", "a", "cat", "?"]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")

@@ -1,4 +1,4 @@
-"""FID (benchmarks.md §1.2) against closed forms and pytorch-fid's own pipeline, on random Inception weights."""
+"""FID (docs/protocols.md §1.2) against closed forms and pytorch-fid's own pipeline, on random Inception weights."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,20 @@ from pytorch_fid.inception import InceptionV3
 
 from _fid_weights import make_random_fid_weights, write_images
 from metrics.base import MetricError, ProtocolMismatchError, Result
-from metrics.fid import (FID, FID_WEIGHTS_FILE, FID_WEIGHTS_URL, FIDConfig, FIDStats, FIDWeightsError,
-                         ReferenceStatsMismatch, feature_stats, find_fid_weights, frechet_distance,
-                         load_stats, save_stats)
+from metrics.fid import (
+    FID,
+    FID_WEIGHTS_FILE,
+    FID_WEIGHTS_URL,
+    FIDConfig,
+    FIDStats,
+    FIDWeightsError,
+    ReferenceStatsMismatch,
+    feature_stats,
+    find_fid_weights,
+    frechet_distance,
+    load_stats,
+    save_stats,
+)
 from metrics.images import ImageItem, ImageSet, folder_image_set, generated_like
 from metrics.mjhq import MJHQ_CATEGORIES, mjhq_from_folder
 
@@ -96,7 +107,7 @@ def test_wrong_weights_sha256_refused(hub, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub[0]))
     fid = FID(FIDConfig(device="cpu"))  # pinned official sha256 vs the random file
     with pytest.raises(FIDWeightsError, match="is not the pinned"):
-        fid.encoder
+        _ = fid.encoder
 
 
 def test_encoder_refuses_train_mode(fid_factory):

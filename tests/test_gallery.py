@@ -11,7 +11,7 @@ from PIL import Image
 
 from sana_eval.generation import prompt_sets as B
 from sana_eval.generation.gallery import GalleryError, write_gallery
-from sana_eval.generation.runner import run_generation
+from sana_eval.generation.runner import GenerationSpec, run_generation
 
 GENEVAL = [
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
@@ -75,8 +75,8 @@ def generate(tmp_path, name: str, **kw):
         for i, text in enumerate(("A red cube.", "Two birds.")):
             (src / f"{i}.txt").write_text(text)
     out = tmp_path / "run"
-    run_generation(B.get_benchmark(name).load(src, verify=False), out, invariant_fn, run_config={"t": 1},
-                   progress=False, **kw)
+    run_generation(B.get_benchmark(name).load(src, verify=False), out, invariant_fn,
+                   GenerationSpec(run_config={"t": 1}, progress=False, **kw))
     return out
 
 

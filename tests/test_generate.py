@@ -12,8 +12,16 @@ import pytest
 from PIL import Image
 
 from sana_eval.generation import prompt_sets as B
-from sana_eval.generation.runner import (GenerationError, RunConfigMismatchError, generate_benchmark, parse_shard, read_run,
-                                run_generation, sample_seed)
+from sana_eval.generation.runner import (
+    GenerationError,
+    GenerationSpec,
+    RunConfigMismatchError,
+    generate_benchmark,
+    parse_shard,
+    read_run,
+    run_generation,
+    sample_seed,
+)
 
 GENEVAL_LINES = [
     '{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}',
@@ -60,7 +68,7 @@ def dies_after(n_images: int, fn):
 
 @pytest.fixture
 def prompts(tmp_path) -> dict[str, B.PromptSet]:
-    """Prompt sets read from tiny files in the official schemas (sha pins checked off: they are not the official files)."""
+    """Prompt sets read from tiny files in the official schemas (sha pins checked off: not the official files)."""
     (tmp_path / "g.jsonl").write_text("\n".join(GENEVAL_LINES) + "\n")
     (tmp_path / "dpg").mkdir()
     for name, text in DPG_FILES.items():
@@ -86,7 +94,7 @@ def records(out: Path) -> dict[str, dict]:
 def run(ps, out, fn=invariant_fn, **kw):
     kw.setdefault("run_config", CONFIG)
     kw.setdefault("progress", False)
-    return run_generation(ps, out, fn, **kw)
+    return run_generation(ps, out, fn, GenerationSpec(**kw))
 
 
 def test_sample_seed_is_a_pure_function_of_seed_item_and_k():
@@ -255,7 +263,8 @@ def test_bad_generate_fn_output_and_arguments(prompts, tmp_path):
 def test_generate_benchmark_by_name_with_pil_output_and_progress(tmp_path, capsys):
     (tmp_path / "p.txt").write_text("a cat\na dog\n")
     pil_fn = lambda p, s: [Image.fromarray(image_of(x, y)) for x, y in zip(p, s)]  # noqa: E731
-    summary = generate_benchmark(f"prompts:{tmp_path / 'p.txt'}", tmp_path / "out", pil_fn, CONFIG, seed=3)
+    summary = generate_benchmark(f"prompts:{tmp_path / 'p.txt'}", tmp_path / "out", pil_fn,
+                                 GenerationSpec(CONFIG, seed=3))
     assert summary.written == 2 and sorted(tree(tmp_path / "out")) == ["00000.png", "00001.png"]
     with Image.open(tmp_path / "out" / "00001.png") as img:
         np.testing.assert_array_equal(np.asarray(img), image_of("a dog", sample_seed(3, "00001", 0)))

@@ -1,4 +1,4 @@
-"""GenEval rules (benchmarks.md §3.3-3.5) on scripted detections with hand-computed outcomes; layout checks;
+"""GenEval rules (docs/protocols.md §3.3-3.5) on scripted detections with hand-computed outcomes; layout checks;
 the colour crop; a tiny random Mask2Former through the transformers adapter (vs transformers' own post-processing).
 """
 import json
@@ -59,7 +59,8 @@ def test_max_16_per_class_sorted_by_score():
     kept = select_detections({"cup": cups}, "single_object")["cup"]
     assert [d.box[0] for d in kept] == [float(i) for i in range(19, 3, -1)]  # top 16, best first
     # exclude counts only the 16 kept: 20 cups do not trip "cup < 17"
-    meta = {"tag": "single_object", "include": [{"class": "cup", "count": 1}], "exclude": [{"class": "cup", "count": 17}]}
+    meta = {"tag": "single_object", "include": [{"class": "cup", "count": 1}],
+            "exclude": [{"class": "cup", "count": 17}]}
     assert run(meta, {"cup": cups}) == (True, "")
     meta["exclude"][0]["count"] = 16
     assert run(meta, {"cup": cups}) == (False, "expected cup<16, found 16")
@@ -119,7 +120,8 @@ def test_position_rule_every_pair_and_missing_target():
                                            {"class": "dog", "count": 1, "position": ["right of", 0]}]}
     bear, dog = det(0, 0, 10, 10), det(30, 0, 40, 10)
     assert run(meta, {"teddy bear": [bear], "dog": [dog]}) == (True, "")
-    assert run(meta, {"teddy bear": [dog], "dog": [bear]}) == (False, "expected dog right of target, found left of target")
+    assert run(meta, {"teddy bear": [dog], "dog": [bear]}) == (
+        False, "expected dog right of target, found left of target")
     assert run(meta, {"teddy bear": [bear], "dog": [det(2, 2, 12, 12)]}) == (
         False, "expected dog right of target, found  target")
     assert run(meta, {"dog": [dog]}) == (
@@ -236,8 +238,9 @@ def test_score_end_to_end_and_resume(tmp_path):
 
 def test_mask2former_adapter_matches_transformers_postprocess():
     from transformers import Mask2FormerImageProcessor
-    from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF, preprocess
+
     from metrics.detectors.base import OBJECT_NAMES
+    from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF, preprocess
     model = tiny_mask2former()
     # transformers keeps top-num_queries (query, class) pairs where mmdet keeps top-100: align that for the check
     detector = Mask2FormerHF(config=Mask2FormerConfig(scale=(384, 384), max_per_image=6, device="cpu"), model=model)
@@ -296,6 +299,7 @@ def test_mask_to_box_exclusive_max():
 def test_clip_color_classifier_zero_shot_rule():
     import open_clip
     import torch.nn.functional as F
+
     from metrics.detectors.clip_color import CLIPColorClassifier
     torch.manual_seed(0)
     model = open_clip.model.CLIP(16, open_clip.model.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8,

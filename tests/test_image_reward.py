@@ -1,4 +1,4 @@
-"""ImageReward-v1.0 (benchmarks.md §5) on tiny random weights, against
+"""ImageReward-v1.0 (docs/protocols.md §5) on tiny random weights, against
 (a) a from-the-code minimal forward written here (BLIP ViT + BERT with cross-attention + MLP, plain torch ops),
     a hand-written BERT WordPiece tokenizer and PIL preprocessing -- always runs;
 (b) the official `image-reward==1.5` model code under transformers 4.46 in a subprocess -- needs PyPI once
@@ -24,8 +24,14 @@ from PIL import Image
 
 from metrics import image_reward as IR
 from metrics.base import MetricError
-from metrics.image_reward_model import (POSITION_IDS, ImageRewardModel, ImageRewardWeightsError, RewardArch,
-                                        convert_state_dict, official_shapes)
+from metrics.image_reward_model import (
+    POSITION_IDS,
+    ImageRewardModel,
+    ImageRewardWeightsError,
+    RewardArch,
+    convert_state_dict,
+    official_shapes,
+)
 from metrics.images import ImageSet
 from sana_eval.smoke.tiny import random_image_reward_weights
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from metrics.base import Result
-from sana_eval.tables import get_table
 from sana_eval.paths import RUNS_ENV
 from sana_eval.reproduce import images as IR
+from sana_eval.tables import get_table
 
 
 def test_checkpoint_in_finds_each_released_layout(tmp_path):
@@ -78,7 +78,7 @@ def test_generate_score_writes_the_sample_gallery_of_its_run(tmp_path, monkeypat
     import numpy as np
 
     from sana_eval.generation.prompt_sets import get_benchmark
-    from sana_eval.generation.runner import run_generation
+    from sana_eval.generation.runner import GenerationSpec, run_generation
 
     monkeypatch.setattr(IR, "local_weights", lambda repo_id: tmp_path)
     monkeypatch.setattr(IR, "checkpoint_in", lambda repo: repo)
@@ -89,11 +89,12 @@ def test_generate_score_writes_the_sample_gallery_of_its_run(tmp_path, monkeypat
 
     def generate(request):  # the resumable runner, with constant 8-px images in place of the pipeline
         run_generation(get_benchmark("geneval").load(prompts, verify=False), request.out,
-                       lambda p, s: np.full((len(p), 8, 8, 3), 127, np.uint8), run_config={}, progress=False)
+                       lambda p, s: np.full((len(p), 8, 8, 3), 127, np.uint8), GenerationSpec({}, progress=False))
 
     monkeypatch.setattr("sana_eval.generation.sana.run", generate)
     monkeypatch.setattr("sana_eval.scoring.scorers.score_geneval",
-                        lambda images, data=None, limit=None: Result("geneval", {}, {"geneval": 0.5, "geneval/colors": 0.5}, {}))
+                        lambda images, data=None, limit=None: Result("geneval", {},
+                                                                     {"geneval": 0.5, "geneval/colors": 0.5}, {}))
     recipe, column = _cell("table10", "1024 x 1024 / Sana-1.6B", "colors")
     assert IR.run_generate_score(recipe.settings, column).value == 0.5
     page = IR.run_folder(recipe.settings) / "gallery.html"

@@ -10,9 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
+from sana_eval.generation.layouts import (
+    LAYOUTS,
+    GenEvalLayout,
+    LayoutError,
+    encode_image,
+    get_layout,
+    quantize_uint8,
+    tile_grid,
+)
 from sana_eval.generation.prompt_sets import Item
-from sana_eval.generation.layouts import (LAYOUTS, GenEvalLayout, LayoutError, encode_image, get_layout, quantize_uint8,
-                               tile_grid)
 
 torchvision_utils = pytest.importorskip("torchvision.utils", reason="torchvision is the reference for save_image")
 
@@ -47,7 +54,8 @@ def test_quantize_rounds_in_float32_for_half_inputs():
 
 @pytest.mark.parametrize("suffix,fmt", [(".jpg", "jpeg"), (".png", "png")])
 def test_file_bytes_equal_sana_save_image(tmp_path, suffix, fmt):
-    """MJHQ / ImageReward / GenEval files: SANA calls `save_image(sample, path, normalize=True, value_range=(-1, 1))`."""
+    """MJHQ / ImageReward / GenEval files: SANA calls `save_image(sample, path, normalize=True,
+    value_range=(-1, 1))`."""
     x = _decoder_output(2, b=1, h=32, w=32)
     path = tmp_path / f"ref{suffix}"
     torchvision_utils.save_image(x[0], path, normalize=True, value_range=(-1, 1))
@@ -69,7 +77,8 @@ def test_dpg_sana_grid_equals_make_grid_default_padding(tmp_path):
 
 
 def test_dpg_grid_tiles_are_what_the_scorer_crops():
-    """ELLA's scorer crops (0,0,R,R), (R,0,2R,R), (0,R,R,2R), (R,R,2R,2R) of a 2R x 2R grid (benchmarks.md §4.1)."""
+    """ELLA's scorer crops (0,0,R,R), (R,0,2R,R), (0,R,R,2R), (R,R,2R,2R) of a 2R x 2R grid
+    (docs/protocols.md §4.1)."""
     r = 8
     tiles = [np.full((r, r, 3), 40 * (k + 1), np.uint8) + np.arange(r, dtype=np.uint8)[:, None, None]
              for k in range(4)]
@@ -87,8 +96,8 @@ def test_dpg_grid_tiles_are_what_the_scorer_crops():
 
 
 def test_geneval_layout_follows_the_evaluator_contract():
-    line = '{"tag": "counting", "include": [{"class": "cup", "count": 3}], "exclude": [{"class": "cup", "count": 4}], ' \
-           '"prompt": "a photo of three cups"}'
+    line = ('{"tag": "counting", "include": [{"class": "cup", "count": 3}], '
+            '"exclude": [{"class": "cup", "count": 4}], "prompt": "a photo of three cups"}')
     item = Item("00042", "a photo of three cups", 4, json.loads(line))
     layout = get_layout("geneval")
     files = layout.files(item)

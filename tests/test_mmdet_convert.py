@@ -12,8 +12,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from metrics.base import MetricError
-from metrics.detectors.mmdet_convert import (convert_checkpoint, load_mmdet_checkpoint, swin_relative_position_index,
-                                             unfold_to_pixel_major)
+from metrics.detectors.mmdet_convert import (
+    convert_checkpoint,
+    load_mmdet_checkpoint,
+    swin_relative_position_index,
+    unfold_to_pixel_major,
+)
 
 
 @pytest.mark.parametrize("hw", [(6, 8), (5, 7)])

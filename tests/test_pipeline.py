@@ -14,9 +14,9 @@ from model.transformer_keys import diffusers_to_nvlabs
 from model.weights_io import load_strict
 from sana_eval.smoke.tiny import GEMMA_HIDDEN, write_tiny_gemma
 
-diffusers = pytest.importorskip("diffusers")
-from diffusers import (DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,  # noqa: E402
-                       SanaPipeline as DiffusersSanaPipeline, SanaTransformer2DModel)
+pytest.importorskip("diffusers")
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SanaTransformer2DModel
+from diffusers import SanaPipeline as DiffusersSanaPipeline
 
 PROMPTS = ["A Red Cube on a Blue Sphere", "a cat sleeping on a warm windowsill"]
 SIZE = 32  # px; the tiny DC-AE compresses by 4, so 8x8 latents
@@ -127,7 +127,8 @@ def test_generate_command_writes_and_resumes(parts, tmp_path, capsys):
     components["transformer"].save_pretrained(tmp_path / "transformer")
     components["vae"].save_pretrained(tmp_path / "vae")
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    argv = ["generate", "--benchmark", f"prompts:{tmp_path / 'prompts.txt'}", "--weights", str(tmp_path / "transformer"),
+    argv = ["generate", "--benchmark", f"prompts:{tmp_path / 'prompts.txt'}",
+            "--weights", str(tmp_path / "transformer"),
             "--vae", str(tmp_path / "vae"), "--text-encoder", str(gemma), "--conventions", "diffusers",
             "--out", str(tmp_path / "run"), "--resolution", str(SIZE), "--steps", "2", "--device", "cpu",
             "--batch-size", "2"]

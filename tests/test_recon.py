@@ -6,13 +6,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torchmetrics.functional.image.lpips as tm_lpips
 import torchvision
 from PIL import Image
 from pytorch_fid import fid_score
 from pytorch_fid.inception import InceptionV3
-from torchmetrics.functional.image import (learned_perceptual_image_patch_similarity,
-                                           structural_similarity_index_measure)
-import torchmetrics.functional.image.lpips as tm_lpips
+from torchmetrics.functional.image import learned_perceptual_image_patch_similarity, structural_similarity_index_measure
 
 from _fid_weights import make_random_fid_weights, write_images
 from metrics.fid import FIDConfig

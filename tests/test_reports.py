@@ -131,7 +131,7 @@ def test_skip_reasons_reach_the_report(tmp_path, monkeypatch):
     assert "needs GenEval prompts at" in md and "needs weights Efficient-Large-Model/Sana_1600M_1024px" in md
     assert ("sana-eval generate --benchmark geneval --weights $SANA_EVAL_WEIGHTS/Sana_1600M_1024px "
             "--resolution 1024") in md
-    row = next(l for l in md.splitlines() if l.startswith("| 512 x 512 / Sana-1.6B"))
+    row = next(line for line in md.splitlines() if line.startswith("| 512 x 512 / Sana-1.6B"))
     assert row.startswith("| 512 x 512 / Sana-1.6B | 0.6 → 1.60 ✗ [n1] | 0.66 · [n3] |")
 
 
@@ -202,8 +202,8 @@ def test_a_report_links_the_sample_gallery_of_each_image_run_that_ran(tmp_path, 
     import os
 
     from sana_eval.provenance import collect
-    from sana_eval.reproduce.report import TableReport, write_report
     from sana_eval.reproduce.images import run_folder
+    from sana_eval.reproduce.report import TableReport, write_report
     from sana_eval.reproduce.runners import evaluate_table
 
     monkeypatch.setenv("SANA_EVAL_RUNS", str(tmp_path / "runs"))

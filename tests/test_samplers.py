@@ -1,4 +1,4 @@
-"""Flow samplers (model/samplers.py) against the model_spec §5 tables, diffusers' schedulers and a closed-form ODE."""
+"""Flow samplers (model/samplers.py) against docs/model.md §5's tables, diffusers' schedulers and a closed-form ODE."""
 from __future__ import annotations
 
 import pytest
@@ -91,7 +91,7 @@ def _assert_states_close(ours, reference, rel):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Golden schedules typed in from model_spec §5.1 / §5.2.
+# Golden schedules typed in from docs/model.md §5.1 / §5.2.
 
 SPEC_DPM_TIMESTEPS_20 = {
     3.0: [999, 982, 963, 944, 922, 899, 874, 847, 817, 785, 749, 710, 666, 617, 562, 499, 428, 345, 249, 136],
@@ -188,7 +188,8 @@ def test_flow_euler_matches_diffusers_every_step(steps, shift):
 
 def test_nvlabs_data_prediction_is_the_same_formula():
     """NVlabs' (x - sigma eps_hat) / (1 - sigma) equals diffusers' x - sigma v exactly in float64; in fp32 the
-    division by 1 - sigma ~ 3e-4 at the first step costs a few ulps more than the diffusers form (model_spec §5.1)."""
+    division by 1 - sigma ~ 3e-4 at the first step costs a few ulps more than the diffusers form
+    (docs/model.md §5.1)."""
     flow = GaussianFlow()
     x = torch.randn(3, DIM, generator=torch.Generator().manual_seed(3))
     nv64 = flow_dpm_solver(flow.velocity, x.double(), 20, 3.0, x0_formula="nvlabs")

@@ -28,7 +28,8 @@ def test_score_mjhq_fid_writes_results(tmp_path, monkeypatch, capsys):
     hub = tmp_path / "hub"
     _, sha = make_random_fid_weights(hub)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setattr("sana_eval.scoring.scorers.FIDConfig", functools.partial(FIDConfig, weights_sha256=sha, num_workers=0))
+    monkeypatch.setattr("sana_eval.scoring.scorers.FIDConfig",
+                        functools.partial(FIDConfig, weights_sha256=sha, num_workers=0))
     ids = fake_mjhq(tmp_path / "mjhq")
     write_images(tmp_path / "gen", len(ids), (32, 32), seed=99, ext=".jpg", names=ids)
     out = tmp_path / "results.json"
@@ -59,7 +60,7 @@ def test_folder_clip_score_takes_prompts_from_the_generate_manifest(tmp_path, mo
     from safetensors.torch import save_file
 
     from metrics.clip_score import CLIPScoreConfig
-    from sana_eval.generation.runner import generate_benchmark
+    from sana_eval.generation.runner import GenerationSpec, generate_benchmark
     from sana_eval.scoring.scorers import score_folder
 
     cfg = tmp_path / "tiny-clip-score.json"
@@ -77,8 +78,8 @@ def test_folder_clip_score_takes_prompts_from_the_generate_manifest(tmp_path, mo
     def make(prompts, seeds):
         return torch.stack([torch.full((16, 16, 3), 40 * s % 255, dtype=torch.uint8) for s in range(len(seeds))])
 
-    generate_benchmark(f"prompts:{tmp_path / 'prompts.txt'}", tmp_path / "run", make, {"kind": "test"},
-                       progress=False)
+    generate_benchmark(f"prompts:{tmp_path / 'prompts.txt'}", tmp_path / "run", make,
+                       GenerationSpec({"kind": "test"}, progress=False))
     [result] = score_folder(tmp_path / "run", metrics=["clip_score"], device="cpu",
                             clip_weights=str(tmp_path / "clip.safetensors"))
     assert len(result.per_item) == 2 and result.metric == "clip_score"
@@ -121,3 +122,47 @@ def test_fid_results_carry_what_compare_needs_to_bootstrap_over_images(tmp_path,
     mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
     assert frechet_distance(mu, sigma, stats.mu, stats.sigma) == pytest.approx(result.aggregate["fid"], rel=1e-6)
     _load_fid_side(result, "A")  # compare's own checks (sha256, recomputed value) accept it
+
+
+# --- one dispatcher: options that a benchmark would ignore are refused, naming them -------------------------------
+
+def test_an_option_the_benchmark_does_not_take_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["score", "--benchmark", "geneval", "--images", str(tmp_path), "--metrics", "fid", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "sana-eval score: error: --metrics does not apply to --benchmark geneval" in err
+    code = main(["score", "--benchmark", "dpg", "--images", str(tmp_path), "--limit", "10", "--fid-size", "64",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--fid-size, --limit do not apply to --benchmark dpg" in err
+    assert main(["score", "--benchmark", "recon", "--images", str(tmp_path), "--out", str(out)]) == 2
+    assert "--images does not apply to --benchmark recon" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_dispatcher_forwards_only_given_options_under_the_scorers_names(tmp_path, monkeypatch):
+    from metrics.base import Result
+    from sana_eval.scoring import scorers
+    from sana_eval.scoring.dispatch import BENCHMARKS, score_benchmark
+
+    calls = []
+
+    def fake_mjhq(images, source, **kwargs):
+        calls.append((images, source, kwargs))
+        return [Result("fid", {}, {"fid": 1.0}, {})]
+
+    monkeypatch.setattr(scorers, "score_mjhq", fake_mjhq)
+    [result] = score_benchmark("mjhq30k", tmp_path, mjhq="ref", limit=4, metrics=["image_reward"], weights="ir.pt",
+                               cross_check=["clean-fid"], fid_size=None, device=None)
+    assert result.aggregate == {"fid": 1.0}
+    [(images, source, kwargs)] = calls
+    assert images == tmp_path and (source.folder, source.limit) == ("ref", 4)
+    assert kwargs == {"metrics": ["image_reward"], "reward_weights": "ir.pt", "cross_checks": ["clean-fid"]}
+    with pytest.raises(ValueError, match="--fid-size does not apply to --benchmark geneval"):
+        score_benchmark("geneval", tmp_path, fid_size=64)
+    with pytest.raises(ValueError, match="unknown scoring option"):
+        score_benchmark("geneval", tmp_path, fid_sise=64)
+    with pytest.raises(ValueError, match="unknown benchmark 'gen-eval'"):
+        score_benchmark("gen-eval", tmp_path)
+    assert set(BENCHMARKS) == {"mjhq30k", "folder", "recon", "geneval", "dpg", "imagereward"}

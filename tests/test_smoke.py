@@ -1,6 +1,6 @@
 """`make smoke`: one run of the whole chain on tiny random models; every stage leaves its files and a finite number.
 
-Expected file names are written out by hand from the scorers' layouts (benchmarks.md §1.2, §3.1, §4.1, §5.3).
+Expected file names are written out by hand from the scorers' layouts (docs/generation.md §4.1-4.4).
 """
 from __future__ import annotations
 
@@ -16,8 +16,14 @@ from PIL import Image
 
 from sana_eval.generation.prompt_sets import get_benchmark
 from sana_eval.results import read_results
-from sana_eval.smoke.chain import (DPG_PROMPTS, GENEVAL_LINES, IMAGEREWARD_ENTRIES, MJHQ_META, run_smoke,
-                             write_prompt_subsets)
+from sana_eval.smoke.chain import (
+    DPG_PROMPTS,
+    GENEVAL_LINES,
+    IMAGEREWARD_ENTRIES,
+    MJHQ_META,
+    run_smoke,
+    write_prompt_subsets,
+)
 
 GENEVAL_FILES = {f"{p:05d}/samples/{k:05d}.png" for p in range(3) for k in range(4)} | {
     f"{p:05d}/metadata.jsonl" for p in range(3)}

@@ -14,11 +14,11 @@ from PIL import Image
 from model.pipeline import SamplingConfig
 from model.text_encoder import CHI_VARIANTS
 from sana_eval.generation import prompt_sets as B
+from sana_eval.generation.layouts import encode_image, quantize_uint8
+from sana_eval.generation.runner import read_run, sample_seed
+from sana_eval.reproduce import sweeps as S
 from sana_eval.smoke import chain as smoke
 from sana_eval.smoke import tiny as tiny
-from sana_eval.reproduce import sweeps as S
-from sana_eval.generation.runner import read_run, sample_seed
-from sana_eval.generation.layouts import encode_image, quantize_uint8
 
 RES = 32
 
@@ -30,7 +30,8 @@ def test_fig8_sweep_is_both_samplers_at_every_step_count():
         (sampler, steps) for sampler in ("flow_dpm_solver", "flow_euler") for steps in (5, 8, 10, 14, 20, 28, 50)]
     assert sweep.benchmark == "mjhq30k" and sweep.metrics == ("fid", "clip_score")
     assert len({p.id for p in points}) == 14
-    # Everything not swept stays at the metric scripts' defaults (paper.md §4): CFG 4.5, PAG off, checkpoint shift.
+    # Everything not swept stays at the metric scripts' defaults (docs/tables.md §4): CFG 4.5, PAG off,
+    # checkpoint shift.
     sampling = points[-1].knobs.sampling()
     assert sampling == SamplingConfig(sampler="flow_euler", steps=50, cfg_scale=4.5, shift=None, pag_scale=1.0)
 
@@ -41,7 +42,7 @@ def test_cfg_chi_and_shift_sweeps_vary_one_knob():
     chi = S.get_sweep("chi")
     assert [p.knobs.chi for p in chi.points()] == ["on", "off"] and chi.benchmark == "geneval"
     assert "Table 2" in chi.note and "inference" in chi.note
-    request = S._request(chi.points()[1], chi, S.SweepSettings("w"), None, 5, 1, None)
+    request = S._request(chi.points()[1], chi, S.SweepSettings("w"), None, S.SweepExecution(limit=5))
     assert request.chi == "off" and request.limit == 5 and request.benchmark == "geneval"
 
 
@@ -96,9 +97,12 @@ def tiny_chain(chain, monkeypatch, tmp_path):
     sweep = S.Sweep("tiny-steps", "steps on the tiny chain", "test", "mjhq30k", ("clip_score",), "steps", (1, 2))
     monkeypatch.setitem(S.SWEEPS, sweep.name, sweep)
     mjhq = str(root / "data" / "mjhq30k")
-    run = functools.partial(S.run_sweep, sweep.name, "tiny", tmp_path / "out", limit=3, resolution=RES, data=mjhq,
-                            mjhq=mjhq, batch_size=4,
-                            scorer={"mjhq": {"clip_weights": str(clip.weights)}})
+    settings = S.SweepSettings("tiny", resolution=RES, data=mjhq, mjhq=mjhq)
+    execution = S.SweepExecution(limit=3, batch_size=4, scorer={"mjhq": {"clip_weights": str(clip.weights)}})
+
+    def run(**changed):
+        return S.run_sweep(sweep.name, dataclasses.replace(settings, **changed), tmp_path / "out", execution)
+
     return run, calls, pipe, tmp_path / "out"
 
 
@@ -127,7 +131,7 @@ def test_a_sweep_runs_writes_its_files_and_a_rerun_recomputes_nothing_else_is_re
     md = (out / "sweep.md").read_text()
     assert "![steps on the tiny chain](sweep.png)" in md and "## CLIP score (higher is better)" in md
     rows = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
-    assert rows == [f"| {x} | {S._fmt(p['values']['clip_score'])} |" for x, p in zip((1, 2), data["points"])]
+    assert rows == [f"| {x} | {p['values']['clip_score']:.4g} |" for x, p in zip((1, 2), data["points"])]
     with Image.open(out / "sweep.png") as img:
         assert img.format == "PNG" and img.width > 500
 
@@ -157,3 +161,17 @@ def test_a_stored_sweep_replots_from_its_json_with_categorical_values(tmp_path):
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
     with pytest.raises(S.SweepError, match="bad.json: schema 'other'"):
         S.render_sweep(tmp_path / "bad.json")
+
+
+def test_sweep_tables_print_four_significant_digits_and_each_metric_direction():
+    cfg = S.get_sweep("cfg")
+    payload = {"schema": S.SCHEMA, "sweep": cfg.to_dict(), "settings": dataclasses.asdict(S.SweepSettings("w")),
+               "limit": None, "provenance": {"git_commit": "0123456789ab", "git_dirty": False,
+                                             "utc_time": "2026-01-01T00:00:00Z"},
+               "points": [{"series": "", "x": 1.5, "values": {"fid": 12.3456789, "clip_score": 0.000123456}},
+                          {"series": "", "x": 3.0, "values": {"fid": 7.0, "clip_score": 26.78912}}]}
+    md = S.render_markdown(payload, None).splitlines()
+    assert "## FID (lower is better)" in md and "## CLIP score (higher is better)" in md
+    assert md[md.index("## FID (lower is better)") + 4:][:3] == ["| 1.5 | 12.35 |", "| 3.0 | 7 |", "| 4.5 | · |"]
+    clip = md.index("## CLIP score (higher is better)")
+    assert md[clip + 4:clip + 6] == ["| 1.5 | 0.0001235 |", "| 3.0 | 26.79 |"]

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from sana_eval.tables import TABLES, Need, PaperValue, TableError, Tolerance, get_table
 from sana_eval.reproduce import needs as N
 from sana_eval.reproduce.runners import PLANNED, RUNNERS, evaluate_table
+from sana_eval.tables import TABLES, Need, PaperValue, TableError, Tolerance, get_table
 from sana_eval.tables.schema import Column, RowSpec, build_table
 
 PAPER_MD = Path("/work/shared/reference/paper.md")
 TABLES_PKG = Path(__file__).resolve().parents[1] / "sana_eval" / "tables"
 
 
-# --- the paper transcription (paper.md), parsed independently of the registry ----------------------------------
+# --- the paper transcription (PAPER_MD), parsed independently of the registry ----------------------------------
 
 def _norm(text: str) -> str:
     text = re.sub(r"[¹²³]|\*\*", "", text).replace("×", "x").replace("(sic)", "")
@@ -94,7 +94,7 @@ def test_paper_md_lists_all_fourteen_tables():
 @needs_paper
 @pytest.mark.parametrize("number", range(1, 15))
 def test_every_paper_number_matches_the_transcription(number):
-    """Each registry row equals the paper.md row (same numbers, same order) and no row is missing or extra."""
+    """Each registry row equals the transcription's row (same numbers, same order) and no row is missing or extra."""
     table = get_table(f"table{number}")
     expected = Counter((_group(g), label, values) for g, label, values in
                        _paper_rows(number, _paper_sections()[number]))
@@ -151,14 +151,14 @@ def test_known_inconsistencies_are_attached_to_their_cells():
     def refs(table_id, row_id, key):
         return {n.ref for n in get_table(table_id).notes_for(row_id, key)}
 
-    assert "paper.md §6.2" in refs("table10", "512 x 512 / Sana-1.6B", "params")
-    assert "paper.md §6.2" in refs("table11", "512 x 512 / Sana-1.6B", "params")
-    assert "paper.md §6.3" in refs("table14", "4096 x 4096 / Sana-0.6B", "latency")
-    assert "paper.md §6.4" in refs("table14", "4096 x 4096 / Sana-1.6B", "throughput")
-    assert "paper.md §6.5" in refs("table7", "512 x 512 / Sana-0.6B", "speedup")
-    assert "paper.md §6.1" in refs("table7", "1024 x 1024 / Sana-1.6B", "geneval")
-    assert "paper.md §6.11" in refs("table6", "Sana-0.6B", "heads")
-    assert "paper.md §6.7" in refs("table9", "T5-XXL", "latency")
+    assert "docs/tables.md §6.2" in refs("table10", "512 x 512 / Sana-1.6B", "params")
+    assert "docs/tables.md §6.2" in refs("table11", "512 x 512 / Sana-1.6B", "params")
+    assert "docs/tables.md §6.3" in refs("table14", "4096 x 4096 / Sana-0.6B", "latency")
+    assert "docs/tables.md §6.4" in refs("table14", "4096 x 4096 / Sana-1.6B", "throughput")
+    assert "docs/tables.md §6.5" in refs("table7", "512 x 512 / Sana-0.6B", "speedup")
+    assert "docs/tables.md §6.1" in refs("table7", "1024 x 1024 / Sana-1.6B", "geneval")
+    assert "docs/tables.md §6.11" in refs("table6", "Sana-0.6B", "heads")
+    assert "docs/tables.md §6.7" in refs("table9", "T5-XXL", "latency")
     assert "params-0.6B" in refs("table6", "Sana-0.6B", "params")
 
 

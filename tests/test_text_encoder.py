@@ -1,4 +1,4 @@
-"""Gemma-2 text encoding (model_spec §4) on a tiny random Gemma-2 and a tokenizer trained here; diffusers'
+"""Gemma-2 text encoding (docs/model.md §4) on a tiny random Gemma-2 and a tokenizer trained here; diffusers'
 SanaPipeline.encode_prompt is the independent reference for the whole procedure."""
 from __future__ import annotations
 
@@ -8,10 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.text_encoder import (CHI_DIFFUSERS, CHI_NVLABS, DEFAULT_MODEL, TEXT_ENCODER_PRESETS, TextEncoder,
-                                TextEncoderConfig, TextEncoderError, cfg_text, preprocess_diffusers,
-                                preprocess_nvlabs, select_tokens)
-from sana_eval.smoke.tiny import GEMMA_HIDDEN as HIDDEN, write_tiny_gemma
+from model.text_encoder import (
+    CHI_DIFFUSERS,
+    CHI_NVLABS,
+    DEFAULT_MODEL,
+    TEXT_ENCODER_PRESETS,
+    TextEncoder,
+    TextEncoderConfig,
+    TextEncoderError,
+    cfg_text,
+    preprocess_diffusers,
+    preprocess_nvlabs,
+    select_tokens,
+)
+from sana_eval.smoke.tiny import GEMMA_HIDDEN as HIDDEN
+from sana_eval.smoke.tiny import write_tiny_gemma
 
 PROMPTS = ["a red cube on a blue sphere", "a cat sleeping", "a busy city street at dusk"]
 MIXED_CASE = ["  A Red Cube on a Blue Sphere ", "A cat SLEEPING"]

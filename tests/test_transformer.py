@@ -20,7 +20,8 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def block_from_diffusers(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """diffusers block keys -> NVlabs block keys, written from the diffusers side (the inverse of §2.3)."""
+    """diffusers block keys -> NVlabs block keys, written from the diffusers side
+    (the inverse of docs/model.md §2.3)."""
     g = lambda k: sd[prefix + k]  # noqa: E731
     out = {
         "scale_shift_table": g("scale_shift_table"),
@@ -114,7 +115,8 @@ def test_non_square_latent_and_resolution_change():
     x, y, mask = inputs(cfg, h=6, w=10)
     t = torch.tensor([10.0, 400.0, 990.0])
     with torch.no_grad():
-        assert rel_err(ours(x, t, y, mask), ref(x, y, t, encoder_attention_mask=mask, return_dict=False)[0]) <= TOLERANCE
+        expected = ref(x, y, t, encoder_attention_mask=mask, return_dict=False)[0]
+        assert rel_err(ours(x, t, y, mask), expected) <= TOLERANCE
 
 
 def test_pe_at_a_resolution_other_than_the_training_one():
@@ -122,7 +124,8 @@ def test_pe_at_a_resolution_other_than_the_training_one():
     x, y, mask = inputs(cfg, h=16, w=16)  # twice the training latent: the PE is recomputed and rescaled
     t = torch.tensor([10.0, 400.0, 990.0])
     with torch.no_grad():
-        assert rel_err(ours(x, t, y, mask), ref(x, y, t, encoder_attention_mask=mask, return_dict=False)[0]) <= TOLERANCE
+        expected = ref(x, y, t, encoder_attention_mask=mask, return_dict=False)[0]
+        assert rel_err(ours(x, t, y, mask), expected) <= TOLERANCE
 
 
 def test_pe_table_matches_diffusers():

@@ -1,4 +1,5 @@
-"""The official DPG-Bench scorer backend (benchmarks.md §4.2) on a tiny random mPLUG in ModelScope's on-disk format.
+"""The official DPG-Bench scorer backend (docs/protocols.md §4.2) on a tiny random mPLUG in ModelScope's on-disk
+format.
 
 The model folder is built by ModelScope's own MPlug class; answers are checked against ModelScope's pipeline and
 against the model's own beam search fed by hand-made inputs. Needs `modelscope` (not in the project venv).
@@ -13,12 +14,12 @@ import pytest
 pytest.importorskip("modelscope", reason="modelscope is not installed: the official DPG-Bench mPLUG scorer needs it "
                                          "(its own environment: `make test-mplug` builds it and runs this test)")
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from PIL import Image  # noqa: E402
+import torch
+import yaml
+from PIL import Image
 
-from metrics.base import MetricError  # noqa: E402
-from metrics.vqa.mplug import MPLUGVQA  # noqa: E402
+from metrics.base import MetricError
+from metrics.vqa.mplug import MPLUGVQA
 
 IMAGE_RES = 32
 BEAM, MIN_LEN, MAX_LEN = 3, 1, 6

@@ -1,10 +1,19 @@
 """GenEval scoring backends: detectors (image -> {class: [Detection]}) and colour classifiers."""
-from metrics.detectors.base import (COLORS, OBJECT_NAMES, ColorClassifier, Detection, Detections, Detector,
-                                    ScriptedColorClassifier, ScriptedDetector, mask_composite_crop)
 from metrics.base import MetricError
+from metrics.detectors.base import (
+    COLORS,
+    OBJECT_NAMES,
+    ColorClassifier,
+    Detection,
+    Detections,
+    Detector,
+    ScriptedColorClassifier,
+    ScriptedDetector,
+    mask_composite_crop,
+)
+from metrics.detectors.clip_color import CLIPColorClassifier
 from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF
 from metrics.detectors.mmdet_backend import MMDetMask2Former
-from metrics.detectors.clip_color import CLIPColorClassifier
 
 DETECTOR_BACKENDS = ("transformers", "mmdet")
 

@@ -1,15 +1,16 @@
-"""GenEval's two scoring models behind small interfaces (design.md "Detector", "ColorClassifier").
+"""GenEval's two scoring models behind small interfaces (docs/architecture.md §3.4).
 
 Detector: image -> {class: [Detection(box, score, mask)]}, every detection the model returns (the GenEval rules
-threshold, sort and truncate; benchmarks.md §3.3). ColorClassifier: (image, objects, class) -> one colour per
+threshold, sort and truncate; docs/protocols.md §3.3). ColorClassifier: (image, objects, class) -> one colour per
 object (§3.4). The scripted backends return fixed outputs; they are how the rules are tested.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -77,7 +78,7 @@ class ColorClassifier(ABC):
 
 
 # ----------------------------------------------------------------------------------------------
-# The crop the colour classifier sees (benchmarks.md §3.4; evaluate_images.py `ImageCrops`).
+# The crop the colour classifier sees (docs/protocols.md §3.4; evaluate_images.py `ImageCrops`).
 
 def mask_composite_crop(image: Image.Image, obj: Detection, background: str = CROP_BACKGROUND) -> Image.Image:
     """The object's mask pixels over a flat background, then cropped to its box.

@@ -1,4 +1,4 @@
-"""GenEval's colour classifier (benchmarks.md §3.2): CLIP zero-shot over the 10 colours on mask-composited crops.
+"""GenEval's colour classifier (docs/protocols.md §3.2): CLIP zero-shot over the 10 colours on mask-composited crops.
 
 open_clip ViT-L-14 "openai"; per object class, a classifier of 10 colour embeddings, each the renormalised mean
 of the three templates' normalised text embeddings (clip_benchmark `zero_shot_classifier`); prediction = argmax of
@@ -8,7 +8,8 @@ autocast by default (amp=True); we do the same on CUDA and record it.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,8 @@ class CLIPColorClassifier(ColorClassifier):
         clf = self.classifier(classname)
         out = []
         for i in range(0, len(objects), self.batch_size):
-            batch = torch.stack([self.preprocess(mask_composite_crop(image, o)) for o in objects[i:i + self.batch_size]])
+            crops = [self.preprocess(mask_composite_crop(image, o)) for o in objects[i:i + self.batch_size]]
+            batch = torch.stack(crops)
             with self._autocast():
                 feats = F.normalize(self.model.encode_image(batch.to(self.device)), dim=-1)  # (B, D)
                 out.append((100.0 * feats @ clf).float())  # (B, 10)

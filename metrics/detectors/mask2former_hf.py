@@ -1,6 +1,7 @@
 """Mask2Former Swin-S COCO instance segmentation through transformers — an ALTERNATIVE to GenEval's detector.
 
-GenEval's detector is the mmdetection 2.x checkpoint (benchmarks.md §3.2); `facebook/mask2former-swin-small-coco-instance`
+GenEval's detector is the mmdetection 2.x checkpoint (docs/protocols.md §3.2);
+`facebook/mask2former-swin-small-coco-instance`
 is a different training of the same architecture (converted from facebookresearch/Mask2Former), so its numbers
 are labelled with this backend and never merged with official-backend numbers. Around the network we follow
 mmdet 2.x so that only the weights differ: LSJ test pipeline (keep-ratio resize into 1333x800 by OpenCV's bilinear
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import snapshot_download
 from PIL import Image
 
 from metrics.base import MetricError, package_versions, sha256_file
@@ -58,7 +60,7 @@ def resize_scale(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
 
 def preprocess(image: Image.Image, config: Mask2FormerConfig) -> tuple[torch.Tensor, tuple[int, int]]:
     """(1, 3, Hp, Wp) normalised, padded input and the unpadded resized size (h, w): mmdet's LSJ test pipeline."""
-    import cv2
+    import cv2  # heavy: OpenCV loads only when the detector runs
     rgb = np.asarray(image.convert("RGB"))
     h, w = resize_scale(*rgb.shape[:2], config.scale)
     if (h, w) != rgb.shape[:2]:
@@ -160,12 +162,13 @@ class Mask2FormerHF(Detector):
 
 
 def _cv2_version() -> str:
-    import cv2
+    import cv2  # heavy: OpenCV loads only when the detector runs
     return cv2.__version__
 
 
 def load_model(folder: Path):
     """A Mask2FormerForUniversalSegmentation whose every weight came from `folder`, else MetricError."""
+    # heavy: transformers loads only when a detector is built
     from transformers import Mask2FormerForUniversalSegmentation
     from transformers.utils import logging as hf_logging
     verbosity = hf_logging.get_verbosity()
@@ -189,7 +192,6 @@ def _local_model_folder(weights: str) -> Path:
         if not (path / "config.json").is_file():
             raise MetricError(f"Mask2Former folder {path} has no config.json")
         return path
-    from huggingface_hub import snapshot_download
     try:
         return Path(snapshot_download(weights, local_files_only=True))
     except Exception as err:  # the hub raises several types for "not in the cache"

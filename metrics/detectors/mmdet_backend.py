@@ -1,10 +1,9 @@
-"""GenEval's official detector (benchmarks.md §3.2): mmdetection 2.x Mask2Former Swin-S, used only if `mmdet`
+"""GenEval's official detector (docs/protocols.md §3.2): mmdetection 2.x Mask2Former Swin-S, used only if `mmdet`
 imports. Building that environment (mmcv-full 1.x with compiled ops, mmdet 2.x) is §3.6.
 """
 from __future__ import annotations
 
 import importlib
-
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ CHECKPOINT_URL = ("https://download.openmmlab.com/mmdetection/v2.0/mask2former/"
 def official_config() -> Path:
     """GenEval's config as mmdet ships it: in the source checkout (`pip install -e .`) or packed in a wheel/sdist
     install under mmdet/.mim/ (the path `mim` reads)."""
-    import mmdet
+    import mmdet  # optional: mmdet lives in its own environment (§3.6)
     package = Path(mmdet.__file__).parent
     for config in (package.parent / CONFIG, package / ".mim" / CONFIG):
         if config.is_file():
@@ -46,13 +45,14 @@ class MMDetMask2Former(Detector):
     def __init__(self, model_path: str, config_path: str | None = None, device: str = "cuda"):
         """`model_path`: the checkpoint file, or the folder holding CHECKPOINT (as evaluate_images.py --model-path)."""
         if not mmdet_available():
-            raise MetricError("the mmdet backend needs mmdetection 2.x and mmcv-full 1.x (benchmarks.md §3.6); "
+            raise MetricError("the mmdet backend needs mmdetection 2.x and mmcv-full 1.x (docs/protocols.md §3.6); "
                               "use the transformers backend otherwise")
-        from mmdet.apis import init_detector
+        from mmdet.apis import init_detector  # optional: mmdet lives in its own environment (§3.6)
         ckpt = Path(model_path)
         ckpt = ckpt / CHECKPOINT if ckpt.is_dir() else ckpt
         if not ckpt.is_file():
-            raise MetricError(f"mmdet checkpoint {ckpt} not found; download {CHECKPOINT_URL} and save it as {CHECKPOINT}")
+            raise MetricError(f"mmdet checkpoint {ckpt} not found; "
+                              f"download {CHECKPOINT_URL} and save it as {CHECKPOINT}")
         config = Path(config_path) if config_path else official_config()
         if not config.is_file():
             raise MetricError(f"mmdet config {config} not found")
@@ -65,12 +65,13 @@ class MMDetMask2Former(Detector):
                 "versions": package_versions("mmdet", "mmcv-full", "mmcv", "torch")}
 
     def detect(self, image: Image.Image) -> Detections:
-        from mmdet.apis import inference_detector
+        from mmdet.apis import inference_detector  # optional: mmdet lives in its own environment (§3.6)
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])  # mmcv.imread order
         result = inference_detector(self.model, bgr)
         if isinstance(result, dict):
             result = result["ins_results"]
-        bbox, segm = (result[0], result[1] if len(result) > 1 else None) if isinstance(result, tuple) else (result, None)
+        bbox, segm = ((result[0], result[1] if len(result) > 1 else None) if isinstance(result, tuple)
+                      else (result, None))
         out: Detections = {}
         for i, name in enumerate(OBJECT_NAMES):
             rows = bbox[i]

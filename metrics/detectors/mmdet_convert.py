@@ -1,4 +1,4 @@
-"""GenEval's official detector checkpoint (mmdet 2.x Mask2Former Swin-S, benchmarks.md §3.2) rewritten as a
+"""GenEval's official detector checkpoint (mmdet 2.x Mask2Former Swin-S, docs/protocols.md §3.2) rewritten as a
 transformers `Mask2FormerForUniversalSegmentation` folder, so the official weights run without mmdet/mmcv.
 
 The folder holds config.json, model.safetensors in the layout of transformers' Hub checkpoints (that of
@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from metrics.base import MetricError, sha256_file
 from metrics.detectors.base import OBJECT_NAMES
@@ -101,7 +102,7 @@ def infer_shape(sd: dict[str, torch.Tensor], attention_heads: int = 8) -> Mask2F
 
 
 def hf_config(shape: Mask2FormerShape, class_names: list[str]):
-    from transformers import Mask2FormerConfig, SwinConfig
+    from transformers import Mask2FormerConfig, SwinConfig  # heavy: transformers loads only when converting
     swin = SwinConfig(embed_dim=shape.embed_dim, depths=list(shape.depths), num_heads=list(shape.swin_heads),
                       window_size=shape.window_size, mlp_ratio=shape.mlp_ratio, qkv_bias=True, drop_path_rate=0.3,
                       out_features=["stage1", "stage2", "stage3", "stage4"])
@@ -239,8 +240,6 @@ def load_mmdet_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def convert_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, attention_heads: int = 8) -> Path:
     """Write the transformers folder `out` (must not exist) from an mmdet Mask2Former checkpoint; returns `out`."""
-    from safetensors.torch import save_file
-
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists():
         raise MetricError(f"{out} exists; the converter writes a new folder")

@@ -1,8 +1,8 @@
 """DPG-Bench VQA backends: (image, question) -> answer text."""
 from metrics.base import MetricError
 from metrics.vqa.base import VQA, ScriptedVQA
-from metrics.vqa.mplug import MPLUG_MODEL, MPLUGVQA
 from metrics.vqa.blip import DEFAULT_REPO, BlipVQA
+from metrics.vqa.mplug import MPLUG_MODEL, MPLUGVQA
 
 VQA_BACKENDS = ("blip", "mplug")
 

@@ -1,8 +1,10 @@
-"""DPG-Bench's VQA interface (design.md "VQA"): (image, question) -> answer text; DPG counts exactly 'yes'."""
+"""DPG-Bench's VQA interface (docs/architecture.md §3.5): (image, question) -> answer text; DPG counts exactly 'yes'.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from PIL import Image
 

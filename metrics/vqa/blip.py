@@ -1,4 +1,5 @@
-"""BLIP VQA through transformers — an ALTERNATIVE DPG-Bench scorer, not the official mPLUG-large (benchmarks.md §4.2).
+"""BLIP VQA through transformers — an ALTERNATIVE DPG-Bench scorer, not the official mPLUG-large
+(docs/protocols.md §4.2).
 
 Numbers made with it carry its protocol and are never merged with mPLUG numbers.
 """
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from PIL import Image
 
 from metrics.base import MetricError, package_versions, sha256_file
@@ -28,7 +30,7 @@ class BlipVQA(VQA):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_new_tokens = max_new_tokens
         if model is None:
-            from transformers import BlipForQuestionAnswering, BlipProcessor
+            from transformers import BlipForQuestionAnswering, BlipProcessor  # heavy: only a built BLIP needs it
             folder = _local_folder(weights)
             model, processor = BlipForQuestionAnswering.from_pretrained(folder), BlipProcessor.from_pretrained(folder)
             files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
@@ -54,7 +56,6 @@ class BlipVQA(VQA):
 def _local_folder(weights: str) -> Path:
     if Path(weights).is_dir():
         return Path(weights)
-    from huggingface_hub import snapshot_download
     try:
         return Path(snapshot_download(weights, local_files_only=True))
     except Exception as err:  # the hub raises several types for "not in the cache"

@@ -1,4 +1,4 @@
-"""DPG-Bench's official VQA (benchmarks.md §4.2): ModelScope mPLUG-large, used only if `modelscope` imports."""
+"""DPG-Bench's official VQA (docs/protocols.md §4.2): ModelScope mPLUG-large, used only if `modelscope` imports."""
 from __future__ import annotations
 
 import importlib
@@ -37,10 +37,11 @@ class MPLUGVQA(VQA):
         `device`: ModelScope's spelling: "gpu" (falls back to CPU without CUDA), "cuda:N" or "cpu".
         """
         if not modelscope_available():
-            raise MetricError("the mPLUG backend needs `modelscope[multi-modal]` (benchmarks.md §4.4-4.5); "
+            raise MetricError("the mPLUG backend needs `modelscope[multi-modal]` (docs/protocols.md §4.4-4.5); "
                               "use the BLIP backend otherwise")
         if (Path(model).is_absolute() or model.startswith(".")) and not Path(model).is_dir():
             raise MetricError(f"mPLUG model folder {model} does not exist")
+        # optional: modelscope lives in its own environment (docs/protocols.md §4.4)
         from modelscope.models.multi_modal import MPlugForAllTasks
         from modelscope.pipelines import pipeline
         from modelscope.utils.constant import Tasks
@@ -68,7 +69,7 @@ class MPLUGVQA(VQA):
                 "versions": package_versions("modelscope", "torch", "transformers")}
 
     def answer(self, image: Image.Image, question: str) -> str:
-        from modelscope.outputs import OutputKeys
+        from modelscope.outputs import OutputKeys  # optional: modelscope lives in its own environment
         return self.pipeline({"image": image, "question": question})[OutputKeys.TEXT]
 
 

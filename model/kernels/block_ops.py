@@ -1,4 +1,4 @@
-"""Fused element-wise parts of a Linear DiT block (paper §2.2 kernel fusion; model_spec §1.4).
+"""Fused element-wise parts of a Linear DiT block (paper §2.2 kernel fusion; docs/model.md §1.4).
 
 Eager PyTorch makes each of LayerNorm, ×(1 + scale), + shift, gate × branch and the residual add its own pass
 over the (B, N, D) activations, and the broadcast ones run PyTorch's slow strided kernel. Here AdaLN-single's

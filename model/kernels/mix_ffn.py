@@ -1,4 +1,4 @@
-"""Mix-FFN's middle in one Triton kernel (paper §2.2 kernel fusion, GLUMBConv; model_spec §1.7).
+"""Mix-FFN's middle in one Triton kernel (paper §2.2 kernel fusion, GLUMBConv; docs/model.md §1.7).
 
 Eager: SiLU over the 2f inverted-conv channels, a cuDNN depth-wise 3×3 conv with bias, SiLU of the gate half and
 the product: four passes over (B, N, 2f)-sized tensors plus layout conversions. Here one kernel reads the inverted

@@ -1,5 +1,5 @@
 """DC-AE's RMSNorm2d with the residual add that follows it, in one pass (efficientvit runs RMSNorm2d as a Triton
-kernel too, model_spec §3.2).
+kernel too, docs/model.md §3.2).
 
 Eager PyTorch makes the fp32 copy, the square, the channel mean, rsqrt, the weight, the bias, the cast back and the
 residual add separate passes over (B, C, H, W): in a decode at 1024 px they take more GPU time than the convolutions

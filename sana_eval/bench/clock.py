@@ -6,6 +6,7 @@ On a GPU the marks are CUDA events, so the host never waits between phases; on t
 """
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sana_eval.bench.transformer import DTYPES
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -84,6 +85,20 @@ def median_phases(run: Callable[[Clock], None], device: torch.device, repeats: i
                       statistics.median(sum(s) for s in samples), len(samples))
 
 
+def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of one `fn()` over `repeats` calls, after `warmup` untimed ones."""
+    def run(clock: Clock) -> None:
+        clock.mark()
+        fn()
+        clock.mark()
+
+    def warm() -> None:
+        for _ in range(warmup):
+            fn()
+
+    return median_phases(run, device, repeats, warmup=warm).total
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -93,6 +108,13 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_gib(device: torch.device) -> float | None:
     """Peak allocated GPU memory since the last reset; None on the CPU (not tracked)."""
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def free_memory(device: torch.device) -> None:
+    """Hand back what a finished case held, so the next one starts on an empty GPU."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def device_name(device: torch.device) -> str:
@@ -106,12 +128,6 @@ def measure_matmul_peak(dtype: str = "bf16", n: int = 8192, repeats: int = 10, d
     gen = torch.Generator(dev).manual_seed(0)
     a, b = (torch.randn(n, n, device=dev, dtype=torch_dtype(dtype), generator=gen) for _ in range(2))
     out = torch.empty_like(a)
-
-    def run(clock: Clock) -> None:
-        clock.mark()
-        torch.matmul(a, b, out=out)
-        clock.mark()
-
     # Three warm-up products: cuBLAS picks its kernel and the clocks ramp up.
-    seconds = median_phases(run, dev, repeats, warmup=lambda: [run(Clock(dev)) for _ in range(3)]).total
+    seconds = median_seconds(lambda: torch.matmul(a, b, out=out), dev, repeats, warmup=3)
     return 2 * n**3 / seconds / 1e12

@@ -1,16 +1,16 @@
-"""End-to-end Sana timing with random weights (paper Tables 7, 8 and 14; §2 "How speed was measured").
+"""End-to-end Sana timing with random weights (paper Tables 7, 8 and 14; docs/tables.md §2).
 
 One run = Gemma-2-2B text encoding + `steps` Flow-DPM-Solver forwards of our SanaTransformer on the CFG batch +
 decoding, each phase marked on the device timeline; medians over repeats after a warm-up. Speed does not depend on
 weight values, so every model is randomly initialised directly on the device.
 
 The decoder is Sana's DC-AE (F32C32) or, for Table 8's F8C4P2 block designs, an AutoencoderKL of the SDXL VAE's
-config (`vae="sdxl-vae"`, sana_eval/peer_models.py; its encoder is dropped, only the decoder runs).
+config (`vae="sdxl-vae"`, sana_eval/bench/peer_models.py; its encoder is dropped, only the decoder runs).
 
-Choices the paper leaves open (paper.md §2, §7), recorded in every E2ETiming:
+Choices the paper leaves open (docs/tables.md §2, §7), recorded in every E2ETiming:
 - Precision: everything in `dtype` (the paper's tables say FP16). Our metric pipeline instead runs Gemma in bf16
   and the DC-AE in fp32 (model/pipeline.py); `text_dtype` / `vae_dtype` select that policy.
-- Text length: the prompt rows are CHI + prompt, `chi_tokens + 298` tokens (model_spec §4.3); the CHI's Gemma
+- Text length: the prompt rows are CHI + prompt, `chi_tokens + 298` tokens (docs/model.md §4.3); the CHI's Gemma
   token count is estimated at 200 (1,057 characters, 166 words; no tokenizer is available offline), a parameter.
   With CFG the negative prompt "" is encoded per call at 300 tokens without CHI, as diffusers' SanaPipeline does
   (NVlabs caches it once, which would make the text phase cheaper).
@@ -22,7 +22,6 @@ Choices the paper leaves open (paper.md §2, §7), recorded in every E2ETiming:
 from __future__ import annotations
 
 import dataclasses
-import gc
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,12 +34,20 @@ from model.macs import count_macs
 from model.samplers import classifier_free_guidance, flow_dpm_solver
 from model.text_encoder import select_tokens
 from model.transformer import build_transformer
-from sana_eval.bench.clock import (Clock, device_name, median_phases, peak_memory_gib, reset_peak_memory, timing_device,
-                                   torch_dtype)
-from sana_eval.bench.text_encoders import TextEncoderSpec, building, build_text_encoder, get_text_encoder, random_tokens
+from sana_eval.bench.clock import (
+    Clock,
+    device_name,
+    free_memory,
+    median_phases,
+    peak_memory_gib,
+    reset_peak_memory,
+    timing_device,
+    torch_dtype,
+)
 from sana_eval.bench.peer_models import VAES, VaeSpec
+from sana_eval.bench.text_encoders import TextEncoderSpec, build_text_encoder, building, get_text_encoder, random_tokens
 
-CHI_TOKENS = 200                    # estimated Gemma tokens of the CHI text, BOS included (model_spec §4.3 n_chi)
+CHI_TOKENS = 200                    # estimated Gemma tokens of the CHI text, BOS included (docs/model.md §4.3 n_chi)
 CAPTION_TOKENS = 300                # embeddings per prompt after the cut (model_max_length)
 CFG_SCALE = 4.5
 DECODE_PIXELS = 16 * 1024**2        # default decoder call size: 16 images at 1024 px, 4 at 2K, 1 at 4K
@@ -71,6 +78,31 @@ def block_design(config: TransformerConfig, factor: int) -> str:
     """Table 8's row key: the autoencoder/patching and the block's attention and FFN."""
     return (f"F{factor}C{config.in_channels}P{config.patch_size}, {config.self_attention} attention, "
             f"{config.ffn} FFN x{config.mlp_ratio}")
+
+
+@dataclass(frozen=True)
+class E2ESpec:
+    """One end-to-end case: the model, the images, and the choices the paper leaves open (module docstring)."""
+
+    preset: str | TransformerConfig     # a preset name, or a config (Table 8's block designs)
+    resolution: int
+    batch: int                          # images; with CFG the transformer sees 2·batch rows
+    dtype: str = "fp16"                 # the transformer's, and the default of text_dtype and vae_dtype
+    steps: int = 20
+    cfg: bool = True
+    decode_tile: int | None = None      # latent tile side; None: default_decode_tile, 0: never tiled
+    text_dtype: str | None = None
+    vae_dtype: str | None = None
+    chi_tokens: int = CHI_TOKENS
+    decode_chunk: int | None = None     # images per decoder call; None: default_decode_chunk
+    vae: str | Autoencoder = DEFAULT_VAE    # a DC-AE preset, "sdxl-vae", or a DCAEConfig / VaeSpec
+    text_encoder: str | TextEncoderSpec = "gemma-2-2b"
+    attn_implementation: str | None = None  # Gemma's attention; None: eager for Gemma-2, as the pipeline runs it
+    kernels: str | None = None          # overrides the fused paths of the transformer and of a DC-AE
+    cuda_graphs: CudaGraphs = "auto"    # the pipeline's option ("auto": graphs at small batch x resolution)
+    repeats: int = 3
+    budget_s: float | None = 30.0       # timed runs stop after this many seconds (at least one)
+    device: str | torch.device = "cuda"
 
 
 @dataclass(frozen=True)
@@ -113,41 +145,67 @@ class E2ETiming:
 
 
 class SanaWorkload:
-    """Random Gemma-2 + SanaTransformer + decoder on one device, and one generation of `batch` images as phases."""
+    """Random Gemma-2 + SanaTransformer + decoder of one case on its device, and one generation as phases.
 
-    def __init__(self, config: TransformerConfig, resolution: int, batch: int, *, dtype: str, text_dtype: str,
-                 vae_dtype: str, cfg: bool, vae: Autoencoder, text_encoder: TextEncoderSpec, chi_tokens: int,
-                 decode_tile: int | None, decode_chunk: int, device: torch.device,
-                 attn_implementation: str | None = None, cuda_graphs: CudaGraphs = "auto") -> None:
+    The spec's defaults (decoder, text encoder, tiling, chunking, dtypes) are settled here, once, and kept as
+    attributes, so the record says what ran."""
+
+    def __init__(self, spec: E2ESpec) -> None:
+        device = timing_device(spec.device)
+        self.name, config = _preset(spec.preset)
+        self.vae_name, vae = resolve_vae(spec.vae)
+        if spec.kernels is not None:
+            config = config.replace(kernels=spec.kernels)
+            if isinstance(vae, DCAEConfig):
+                vae = dataclasses.replace(vae, kernels=spec.kernels)
+        text_encoder = get_text_encoder(spec.text_encoder)
         factor, kind = vae_factor(vae), "DC-AE" if isinstance(vae, DCAEConfig) else "AutoencoderKL"
-        if resolution % factor:
-            raise ValueError(f"resolution {resolution} is not a multiple of the {kind}'s {factor}")
-        side = resolution // factor
+        if spec.resolution % factor:
+            raise ValueError(f"resolution {spec.resolution} is not a multiple of the {kind}'s {factor}")
+        side = spec.resolution // factor
         if side % config.patch_size:
-            raise ValueError(f"latent side {side} ({resolution} px / {kind} factor {factor}) is not a multiple of "
-                             f"the transformer's patch_size {config.patch_size}")
+            raise ValueError(f"latent side {side} ({spec.resolution} px / {kind} factor {factor}) is not a multiple "
+                             f"of the transformer's patch_size {config.patch_size}")
         if vae.latent_channels != config.in_channels or text_encoder.hidden != config.caption_channels:
             raise ValueError(f"models do not fit: transformer in_channels {config.in_channels} / caption_channels "
                              f"{config.caption_channels}, {kind} latents {vae.latent_channels}, text encoder hidden "
                              f"{text_encoder.hidden}")
-        self.config, self.batch, self.cfg, self.device, self.factor = config, batch, cfg, device, factor
-        self.decode_tile, self.decode_chunk = decode_tile, decode_chunk
-        self.transformer = build_transformer(config, device=device, dtype=torch_dtype(dtype)).eval()
+        self.config, self.resolution, self.batch, self.cfg = config, spec.resolution, spec.batch, spec.cfg
+        self.device, self.factor, self.rows = device, factor, 2 * spec.batch if spec.cfg else spec.batch
+        self.dtype, self.text_dtype = spec.dtype, spec.text_dtype or spec.dtype
+        self.vae_dtype = spec.vae_dtype or spec.dtype
+        self.decode_tile = (default_decode_tile(spec.resolution, factor) if spec.decode_tile is None
+                            else spec.decode_tile or None)
+        self.decode_chunk = spec.decode_chunk or default_decode_chunk(spec.resolution)
+        self.text_repo = text_encoder.repo
+        self.transformer = build_transformer(config, device=device, dtype=torch_dtype(spec.dtype)).eval()
         if isinstance(vae, DCAEConfig):
             with device:
-                self.vae = DCAE(vae).to(torch_dtype(vae_dtype)).eval()
+                self.vae = DCAE(vae).to(torch_dtype(self.vae_dtype)).eval()
         else:
-            with building(device, torch_dtype(vae_dtype)):
+            with building(device, torch_dtype(self.vae_dtype)):
                 self.vae = vae.build().eval()
             del self.vae.encoder, self.vae.quant_conv   # generation only decodes: no encoder weights in memory
-        self.text_encoder = build_text_encoder(text_encoder, device, text_dtype, attn_implementation)
-        self.text_tokens = chi_tokens + CAPTION_TOKENS - 2
-        self.prompt_ids = random_tokens(text_encoder, batch, self.text_tokens, device, seed=0)
-        self.null_ids = random_tokens(text_encoder, batch, CAPTION_TOKENS, device, seed=1)
+        attn = spec.attn_implementation or ("eager" if text_encoder.family == "gemma2" else None)
+        self.text_encoder = build_text_encoder(text_encoder, device, self.text_dtype, attn)
+        self.text_tokens = spec.chi_tokens + CAPTION_TOKENS - 2
+        self.prompt_ids = random_tokens(text_encoder.vocab, spec.batch, self.text_tokens, device, seed=0)
+        self.null_ids = random_tokens(text_encoder.vocab, spec.batch, CAPTION_TOKENS, device, seed=1)
         gen = torch.Generator(device).manual_seed(2)
-        self.noise = torch.randn(batch, config.in_channels, side, side, device=device, generator=gen)  # fp32
-        rows = self.noise[:1].expand(2 * batch if cfg else batch, -1, -1, -1)  # the shape the DiT sees
-        self.graphed = GraphedDenoiser(self.transformer) if use_graphs(cuda_graphs, self.transformer, rows) else None
+        self.noise = torch.randn(spec.batch, config.in_channels, side, side, device=device, generator=gen)  # fp32
+        rows = self.noise[:1].expand(self.rows, -1, -1, -1)                 # the shape the DiT sees
+        self.graphed = (GraphedDenoiser(self.transformer) if use_graphs(spec.cuda_graphs, self.transformer, rows)
+                        else None)
+
+    def described(self) -> dict:
+        """The E2ETiming fields that say what ran (the spec with its defaults settled)."""
+        return dict(preset=self.name, resolution=self.resolution, batch=self.batch, rows=self.rows, cfg=self.cfg,
+                    dtype=self.dtype, kernels=resolve(self.config.kernels, self.device),
+                    cuda_graphs=self.graphed is not None,
+                    blocks=block_design(self.config, self.factor), vae=self.vae_name, text_dtype=self.text_dtype,
+                    vae_dtype=self.vae_dtype, text_encoder=self.text_repo,
+                    attn_implementation=str(self.text_encoder.config._attn_implementation),
+                    text_tokens=self.text_tokens, decode_tile=self.decode_tile, decode_chunk=self.decode_chunk)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Sampler latents (B, C, h, w) -> images (B, 3, f·h, f·w); each decoder undoes its own scaling."""
@@ -211,65 +269,34 @@ def default_decode_chunk(resolution: int) -> int:
     return max(1, DECODE_PIXELS // resolution**2)
 
 
-def time_sana_e2e(preset: str | TransformerConfig, resolution: int, batch: int, dtype: str = "fp16",
-                  steps: int = 20, cfg: bool = True, decode_tile: int | None = None, *,
-                  text_dtype: str | None = None, vae_dtype: str | None = None, chi_tokens: int = CHI_TOKENS,
-                  decode_chunk: int | None = None, vae: str | Autoencoder = DEFAULT_VAE,
-                  text_encoder: str | TextEncoderSpec = "gemma-2-2b", attn_implementation: str | None = None,
-                  repeats: int = 3, budget_s: float | None = 30.0, matmul_peak_tflops: float | None = None,
-                  kernels: str | None = None, cuda_graphs: CudaGraphs = "auto", device: str = "cuda") -> E2ETiming:
-    """Time text encoding, `steps` denoising forwards and decoding of `batch` images at `resolution` px.
 
-    Latency is `total_s` at batch 1, throughput `img_per_s` at batch 16 (paper Table 7 caption). Repeats stop
-    after `budget_s` seconds of timed runs (at least one). `matmul_peak_tflops` (measure_matmul_peak) turns the
-    achieved TFLOP/s into a fraction of the GPU's peak. `kernels` overrides the fused paths of the transformer and
-    of a DC-AE; `cuda_graphs` is the pipeline's option ("auto": graphs at small batch x resolution).
-    `attn_implementation`: Gemma-2's attention (None: eager, as the pipeline runs it).
-    `vae`: a DC-AE preset, "sdxl-vae" (Table 8's F8C4 rows: give a config with in_channels=4, patch_size=2) or a
-    DCAEConfig / VaeSpec; its latent channels must be the transformer's in_channels.
+
+def time_sana_e2e(spec: E2ESpec, *, matmul_peak_tflops: float | None = None) -> E2ETiming:
+    """Time text encoding, `spec.steps` denoising forwards and decoding of `spec.batch` images.
+
+    Latency is `total_s` at batch 1, throughput `img_per_s` at batch 16 (paper Table 7 caption).
+    `matmul_peak_tflops` (measure_matmul_peak) turns the achieved TFLOP/s into a fraction of the GPU's peak. For
+    Table 8's F8C4 rows give `vae="sdxl-vae"` and a config with in_channels=4, patch_size=2; a decoder's latent
+    channels must be the transformer's in_channels.
     """
-    name, config = _preset(preset)
-    if kernels is not None:
-        config = config.replace(kernels=kernels)
-    dev = timing_device(device)
-    text_dtype, vae_dtype = text_dtype or dtype, vae_dtype or dtype
-    vae_name, vae_config = resolve_vae(vae)
-    if kernels is not None and isinstance(vae_config, DCAEConfig):
-        vae_config = dataclasses.replace(vae_config, kernels=kernels)
-    spec = get_text_encoder(text_encoder)
-    if attn_implementation is None and spec.family == "gemma2":
-        attn_implementation = "eager"
-    chunk = decode_chunk or default_decode_chunk(resolution)
-    factor = vae_factor(vae_config)
-    decode_tile = default_decode_tile(resolution, factor) if decode_tile is None else (decode_tile or None)
-    work = SanaWorkload(config, resolution, batch, dtype=dtype, text_dtype=text_dtype, vae_dtype=vae_dtype, cfg=cfg,
-                        vae=vae_config, text_encoder=spec, chi_tokens=chi_tokens, decode_tile=decode_tile,
-                        decode_chunk=chunk, device=dev, attn_implementation=attn_implementation,
-                        cuda_graphs=cuda_graphs)
-    rows = 2 * batch if cfg else batch
+    work = SanaWorkload(spec)
+    dev, config, steps = work.device, work.config, spec.steps
     try:
         reset_peak_memory(dev)
-        times = median_phases(lambda clock: work(clock, steps), dev, repeats,
-                              warmup=lambda: work(Clock(dev), min(steps, WARMUP_STEPS)), budget_s=budget_s)
+        times = median_phases(lambda clock: work(clock, steps), dev, spec.repeats,
+                              warmup=lambda: work(Clock(dev), min(steps, WARMUP_STEPS)), budget_s=spec.budget_s)
         peak = peak_memory_gib(dev)
-        attn = str(work.text_encoder.config._attn_implementation)
-        graphed = work.graphed is not None
+        case = work.described()
     finally:  # the next case of a suite must find the GPU empty, not this one's models and cached blocks
-        del work
-        gc.collect()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        work = None
+        free_memory(dev)
     text_s, denoise_s, decode_s = times.phases
     # MACs do not depend on kernel fusion; they are counted on the meta device, where no kernel runs.
-    macs = count_macs(config.replace(kernels="eager"), resolution, text_tokens=CAPTION_TOKENS, batch=rows)
+    macs = count_macs(config.replace(kernels="eager"), spec.resolution, text_tokens=CAPTION_TOKENS, batch=case["rows"])
     achieved = 2 * macs * steps / denoise_s / 1e12
     return E2ETiming(
-        preset=name, resolution=resolution, batch=batch, rows=rows, steps=steps, cfg=cfg, dtype=dtype,
-        kernels=resolve(config.kernels, dev), cuda_graphs=graphed, blocks=block_design(config, factor), vae=vae_name,
-        text_dtype=text_dtype, vae_dtype=vae_dtype, text_encoder=spec.repo, attn_implementation=attn,
-        text_tokens=chi_tokens + CAPTION_TOKENS - 2, decode_tile=decode_tile, decode_chunk=chunk, text_s=text_s,
-        denoise_s=denoise_s, decode_s=decode_s, total_s=times.total, step_s=denoise_s / steps,
-        img_per_s=batch / times.total, denoise_img_per_s=batch / denoise_s, macs_per_forward=macs,
-        achieved_tflops=achieved, matmul_peak_tflops=matmul_peak_tflops,
+        **case, steps=steps, text_s=text_s, denoise_s=denoise_s, decode_s=decode_s, total_s=times.total,
+        step_s=denoise_s / steps, img_per_s=spec.batch / times.total, denoise_img_per_s=spec.batch / denoise_s,
+        macs_per_forward=macs, achieved_tflops=achieved, matmul_peak_tflops=matmul_peak_tflops,
         mfu=achieved / matmul_peak_tflops if matmul_peak_tflops else None, peak_mem_gib=peak,
         repeats=times.repeats, device=device_name(dev))

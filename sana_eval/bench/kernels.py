@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from model.config import get_preset
 from model.linear_attention import linear_attention
 from model.transformer import build_transformer
-from sana_eval.bench.transformer import DTYPES, _inputs, _median_seconds
+from sana_eval.bench.clock import device_name, median_seconds, timing_device, torch_dtype
+from sana_eval.bench.transformer import random_inputs
 
 
 @dataclass(frozen=True)
@@ -34,30 +36,26 @@ class AttentionTiming:
 def time_linear_attention(rows: int, tokens: int, width: int = 1152, head_dim: int = 32, dtype: str = "fp16",
                           kernels: str = "triton", repeats: int = 50) -> AttentionTiming:
     """ReLU linear attention of one block on q, k, v views of a (rows, tokens, 3·width) qkv projection."""
-    if not torch.cuda.is_available():
-        raise RuntimeError("time_linear_attention needs a CUDA GPU")
-    heads, torch_dtype = width // head_dim, DTYPES[dtype]
-    gen = torch.Generator("cuda").manual_seed(0)
-    q, k, v = torch.randn(rows, tokens, 3 * width, device="cuda", generator=gen).to(torch_dtype).chunk(3, dim=-1)
-    run = lambda: linear_attention(q, k, v, heads, 1e-8, torch_dtype, kernels)  # noqa: E731
-    ref = linear_attention(q, k, v, heads, 1e-8, torch_dtype, "eager").float()
+    device, heads, dt = timing_device("cuda"), width // head_dim, torch_dtype(dtype)
+    gen = torch.Generator(device).manual_seed(0)
+    q, k, v = torch.randn(rows, tokens, 3 * width, device=device, generator=gen).to(dt).chunk(3, dim=-1)
+    run = lambda: linear_attention(q, k, v, heads, 1e-8, dt, kernels)  # noqa: E731
+    ref = linear_attention(q, k, v, heads, 1e-8, dt, "eager").float()
     err = ((run().float() - ref).norm() / ref.norm()).item()
-    seconds = _median_seconds(run, repeats, warmup=3)
+    seconds = median_seconds(run, device, repeats, warmup=3)
     gb = 4 * rows * tokens * width * q.element_size() / 1e9
     return AttentionTiming(kernels, rows, tokens, width, heads, dtype, 1000 * seconds, gb, gb / seconds, err,
-                           torch.cuda.get_device_name())
+                           device_name(device))
 
 
 @torch.no_grad()
 def profile_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf16", kernels: str = "auto",
                         top: int = 25) -> str:
     """The GPU kernels of one CFG forward, by total device time: the table torch.profiler prints."""
-    from torch.profiler import ProfilerActivity, profile
-
-    device, torch_dtype = torch.device("cuda"), DTYPES[dtype]
+    device, dt = timing_device("cuda"), torch_dtype(dtype)
     cfg = get_preset(preset).replace(kernels=kernels)
-    model = build_transformer(cfg, device=device, dtype=torch_dtype).eval()
-    x, t, y, mask = _inputs(cfg, resolution, 2 * batch, device, torch_dtype)
+    model = build_transformer(cfg, device=device, dtype=dt).eval()
+    x, t, y, mask = random_inputs(cfg, resolution, 2 * batch, device, dt)
     for _ in range(2):
         model(x, t, y, mask)
     torch.cuda.synchronize()

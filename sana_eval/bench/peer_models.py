@@ -43,6 +43,7 @@ class PeerText:
         return self.spec.vocab if self.spec else dict(self.config)["vocab_size"]
 
     def build(self) -> torch.nn.Module:
+        # heavy: transformers loads only when a peer's text encoder is built
         from transformers import BertConfig, BertModel, CLIPTextConfig, CLIPTextModelWithProjection
 
         if self.spec:
@@ -95,7 +96,7 @@ class VaeSpec:
     norm_num_groups: int = 32
 
     def build(self) -> torch.nn.Module:
-        from diffusers import AutoencoderKL
+        from diffusers import AutoencoderKL  # heavy, optional: only a built peer needs diffusers
 
         n = len(self.block_out_channels)
         return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=self.latent_channels,
@@ -142,7 +143,7 @@ class PeerSpec:
         return kwargs
 
     def build_denoiser(self, resolution: int) -> torch.nn.Module:
-        import diffusers
+        import diffusers  # heavy, optional: only a built peer needs diffusers
 
         cls = getattr(diffusers, DENOISERS[self.family])
         return cls(**self.denoiser_kwargs(resolution))
@@ -169,7 +170,7 @@ _SDXL_UNET = (("sample_size", 128), ("in_channels", 4), ("out_channels", 4),
 _T5_300, _CLIPS = (("t5-xxl", 300),), (("clip-l", 77), ("clip-g", 77))
 
 # Steps: each model's own default (diffusers pipeline default or model card), since Table 7's "20 steps" cannot
-# hold for the peers (paper.md §2). FLUX-dev: 50, not diffusers' 28, because Table 7's 23.0 s vs FLUX-schnell's
+# hold for the peers (docs/tables.md §2). FLUX-dev: 50, not diffusers' 28, because Table 7's 23.0 s vs FLUX-schnell's
 # 2.1 s at 4 steps on the same network implies ~50 steps (both ~0.45 s per step on an A100).
 STEP_CHOICES = {
     "flux-dev": "50: model card example; Table 7's 23.0 s / FLUX-schnell's 2.1 s at 4 steps implies ~50",

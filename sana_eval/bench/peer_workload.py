@@ -1,4 +1,4 @@
-"""One generation of a peer model (sana_eval/peer_models.py) as three phases: text encoding, denoising, decoding.
+"""One generation of a peer model (sana_eval/bench/peer_models.py) as three phases: text encoding, denoising, decoding.
 
 Each family is called the way its diffusers pipeline calls it (conditioning layout, CFG batch, learned-sigma
 channels dropped); the scheduler update is a plain Euler step, since every scheduler step is elementwise work that
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from sana_eval.bench.clock import Clock, torch_dtype
-from sana_eval.bench.text_encoders import building
 from sana_eval.bench.peer_models import VAE_FACTOR, PeerSpec, PeerText
+from sana_eval.bench.text_encoders import building, random_tokens
 
 FLUX_GUIDANCE = 3.5                     # FluxPipeline default distilled guidance (dev)
 CFG_SCALE = 4.5                         # any value: the CFG combination costs the same whatever the scale
@@ -27,7 +27,7 @@ class Encoded:
     mask: torch.Tensor                  # (B, T)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_text_encoder(text: PeerText, device: str, dtype: str) -> torch.nn.Module:
     """Text encoders are shared by several peers (T5-XXL is 4.8B): built once per process, on the device."""
     with building(torch.device(device), torch_dtype(dtype)):
@@ -74,9 +74,10 @@ class PeerWorkload:
             self.denoiser = spec.build_denoiser(resolution).eval()
         with building(device, torch_dtype(vae_dtype)):
             self.vae = spec.vae.build().eval()
+        self.prompt_ids = [random_tokens(t.vocab, batch, n, device, seed=i)[0] for i, (t, n) in enumerate(self.texts)]
+        self.null_ids = [random_tokens(t.vocab, batch, n, device, seed=100 + i)[0]
+                         for i, (t, n) in enumerate(self.texts)]
         gen = torch.Generator(device).manual_seed(0)
-        self.prompt_ids = [torch.randint(0, t.vocab, (batch, n), device=device, generator=gen) for t, n in self.texts]
-        self.null_ids = [torch.randint(0, t.vocab, (batch, n), device=device, generator=gen) for t, n in self.texts]
         self.side = resolution // VAE_FACTOR
         self.noise = torch.randn(batch, spec.latent_channels, self.side, self.side, device=device, generator=gen,
                                  dtype=self.dtype)
@@ -132,7 +133,7 @@ class PeerWorkload:
             size = torch.tensor([[self.resolution] * 2], device=self.device, dtype=self.dtype).repeat(rows, 1)
             return {"added_cond_kwargs": {"resolution": size, "aspect_ratio": size[:, :1] / size[:, 1:]}}
         if family == "hunyuan":
-            from diffusers.models.embeddings import get_2d_rotary_pos_embed
+            from diffusers.models.embeddings import get_2d_rotary_pos_embed  # heavy, optional: peers only
 
             grid, base = side // config.patch_size, 512 // VAE_FACTOR // config.patch_size
             # HunyuanDiTPipeline's crop region of a square grid is the whole base grid
@@ -140,7 +141,7 @@ class PeerWorkload:
                                            (grid, grid), device=self.device, output_type="pt")
             return {"image_rotary_emb": rope}
         if family == "lumina":
-            from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+            from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina  # heavy, optional: peers only
 
             rope = get_2d_rotary_pos_embed_lumina(self.denoiser.head_dim, 384, 384).to(self.device)
             return {"image_rotary_emb": rope, "cross_attention_kwargs": {}}

@@ -1,31 +1,34 @@
 """End-to-end timing of the peer models of paper Tables 7 and 14 (FLUX, SD3, PixArt, Hunyuan-DiT, SDXL, Playground
 v2.5, Lumina-Next) with random weights, and `sana-eval bench --suite peers`.
 
-Same clock and phases as the Sana timing (sana_eval/bench_e2e.py, paper §2): text encoding (prompt, and the
+Same clock and phases as the Sana timing (sana_eval/bench/e2e.py, paper §2): text encoding (prompt, and the
 negative prompt where the pipeline runs CFG) + each model's default steps on its CFG batch + VAE decoding, medians
 after a warm-up. Everything runs in `dtype` (the paper's FP16) unless `vae_dtype` says otherwise; the pipelines
 themselves upcast some VAEs to fp32, which the record would name. Steps per peer: peer_models.STEP_CHOICES.
 """
 from __future__ import annotations
 
-import gc
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from model.weights_io import atomic_path
-from sana_eval.bench.clock import Clock, device_name, median_phases, peak_memory_gib, reset_peak_memory, timing_device
-from sana_eval.bench.e2e import default_decode_chunk
+from sana_eval.bench.clock import (
+    Clock,
+    device_name,
+    free_memory,
+    median_phases,
+    peak_memory_gib,
+    reset_peak_memory,
+    timing_device,
+)
+from sana_eval.bench.e2e import WARMUP_STEPS, default_decode_chunk
 from sana_eval.bench.peer_models import PEERS, STEP_CHOICES, PeerSpec, get_peer
 from sana_eval.bench.peer_workload import PeerWorkload
-from sana_eval.bench.suite import _paper
-from sana_eval.bench.suite import _JsonLines, _run_case, machine_info
-from sana_eval.bench.suite import _fmt, _machine_lines
+from sana_eval.bench.records import JsonLines, fmt, machine_info, machine_lines, paper_cell, run_case
+from sana_eval.io import write_text
 
-WARMUP_STEPS = 2
 BASELINE = "flux-dev"                   # Table 14 (and Table 7 at 1024 px): speedup relative to FLUX-dev
 # Row labels of each peer in Table 14 and Table 7.
 TABLE14_LABELS = {"sd3-medium": "SD3", "flux-schnell": "FLUX-schnell", "flux-dev": "FLUX-dev",
@@ -33,6 +36,26 @@ TABLE14_LABELS = {"sd3-medium": "SD3", "flux-schnell": "FLUX-schnell", "flux-dev
 TABLE7_LABELS = {"lumina-next": "LUMINA-Next", "sdxl": "SDXL", "playground-v2.5": "PlayGroundv2.5",
                  "hunyuan-dit": "Hunyuan-DiT", "pixart-sigma": "PixArt-Σ", "pixart-alpha": "PixArt-α",
                  "sd3-medium": "SD3-medium", "flux-dev": "FLUX-dev", "flux-schnell": "FLUX-schnell"}
+
+
+@dataclass(frozen=True)
+class PeerE2ESpec:
+    """One peer case: the model, the images, and how long to time it."""
+
+    peer: str | PeerSpec                # a PEERS key, paper row label or repo id, or a spec
+    resolution: int
+    batch: int
+    dtype: str = "fp16"
+    steps: int | None = None            # None: the peer's own (peer_models.STEP_CHOICES)
+    device: str | torch.device = "cuda"
+    vae_dtype: str | None = None        # None: `dtype`
+    # Fewer than `steps` runs only that many denoiser forwards per timed generation and scales the denoising time
+    # to `steps` (every step is the same forward): batch-16 throughput of FLUX-dev fits in a GPU budget this way.
+    timed_steps: int | None = None
+    decode_chunk: int | None = None     # images per VAE call; None: e2e.default_decode_chunk
+    repeats: int = 2
+    budget_s: float | None = 60.0       # timed runs stop after this many seconds (at least one)
+    tiny: bool = False                  # the peer shrunk to a few thousand parameters (CPU tests)
 
 
 @dataclass(frozen=True)
@@ -67,30 +90,26 @@ class PeerTiming:
         return asdict(self)
 
 
-def time_peer(name: str | PeerSpec, resolution: int, batch: int, dtype: str = "fp16", steps: int | None = None,
-              device: str = "cuda", *, vae_dtype: str | None = None, timed_steps: int | None = None,
-              decode_chunk: int | None = None, repeats: int = 2, budget_s: float | None = 60.0,
-              tiny: bool = False) -> PeerTiming:
-    """Time one peer generating `batch` images at `resolution` px (default steps: the peer's own).
-
-    `timed_steps` < steps runs only that many denoiser forwards per timed generation and scales the denoising time
-    to `steps` (every step is the same forward, so the per-step time is constant): batch-16 throughput of FLUX-dev
-    fits in a GPU budget this way. `tiny` shrinks the peer (CPU tests).
-    """
-    spec = get_peer(name, tiny=tiny)
-    steps = steps or spec.steps
-    timed = min(timed_steps or steps, steps)
-    dev = timing_device(device)
-    vae_dtype = vae_dtype or dtype
-    chunk = decode_chunk or default_decode_chunk(resolution)
-    started = time.perf_counter()
+def time_peer(case: PeerE2ESpec) -> PeerTiming:
+    """Time one peer generating `case.batch` images at `case.resolution` px."""
+    spec = get_peer(case.peer, tiny=case.tiny)
+    steps = case.steps or spec.steps
+    timed = min(case.timed_steps or steps, steps)
+    dev = timing_device(case.device)
+    dtype, vae_dtype = case.dtype, case.vae_dtype or case.dtype
+    resolution, batch = case.resolution, case.batch
+    chunk = case.decode_chunk or default_decode_chunk(resolution)
+    build = Clock(dev)
+    build.mark()
     work = PeerWorkload(spec, resolution, batch, dtype=dtype, vae_dtype=vae_dtype, device=dev)
     try:
-        build_s = time.perf_counter() - started
+        build.mark()
+        build_s = build.intervals()[0]
         params = sum(p.numel() for p in work.denoiser.parameters())
         reset_peak_memory(dev)
-        times = median_phases(lambda clock: work(clock, timed, chunk), dev, repeats,
-                              warmup=lambda: work(Clock(dev), min(timed, WARMUP_STEPS), chunk), budget_s=budget_s)
+        times = median_phases(lambda clock: work(clock, timed, chunk), dev, case.repeats,
+                              warmup=lambda: work(Clock(dev), min(timed, WARMUP_STEPS), chunk),
+                              budget_s=case.budget_s)
     finally:
         work = None                     # drop the denoiser and VAE before the next peer is built
         free_memory(dev)
@@ -106,18 +125,13 @@ def time_peer(name: str | PeerSpec, resolution: int, batch: int, dtype: str = "f
         peak_mem_gib=peak_memory_gib(dev), build_s=build_s, repeats=times.repeats, device=device_name(dev))
 
 
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def paper_peer(name: str, resolution: int) -> dict[str, str]:
     """The paper's speedup / throughput / latency of a peer: Table 14 where it has the row, else Table 7."""
     group = f"{resolution} x {resolution}"
     for table_id, labels in (("table14", TABLE14_LABELS), ("table7", TABLE7_LABELS)):
         if name in labels:
-            values = {k: _paper(table_id, f"{group} / {labels[name]}", k) for k in ("speedup", "throughput", "latency")}
+            values = {k: paper_cell(table_id, f"{group} / {labels[name]}", k)
+                      for k in ("speedup", "throughput", "latency")}
             if any(values.values()):
                 return {"table": table_id, **{k: v for k, v in values.items() if v}}
     return {}
@@ -128,24 +142,22 @@ def run_peer_suite(out_dir: str | Path, names: Sequence[str] = tuple(PEERS), res
                    **timing: object) -> Path:
     """Time every (peer, resolution, batch); write peers.jsonl and peers.md in `out_dir`; return the .md path.
 
-    Each record carries the machine (bench_suite.machine_info) and the paper's cells; the Markdown adds the
+    Each record carries the machine (records.machine_info) and the paper's cells; the Markdown adds the
     speedup over FLUX-dev (throughput ratio at the same resolution and batch) when FLUX-dev is in the run.
-    `timing` goes to time_peer (steps, timed_steps, vae_dtype, repeats, budget_s, tiny).
+    `timing` are the other PeerE2ESpec fields of every case (steps, timed_steps, vae_dtype, repeats, budget_s, tiny).
     """
     out = Path(out_dir)
-    lines = _JsonLines(out / "peers.jsonl")
+    lines = JsonLines(out / "peers.jsonl")
     for name in names:
         spec = get_peer(name)
         for resolution in resolutions:
             for batch in batches:
-                record = _run_case(lambda: time_peer(spec, resolution, batch, dtype, device=device, **timing))
+                case = PeerE2ESpec(spec, resolution, batch, dtype, device=device, **timing)
+                record = run_case(lambda case=case: time_peer(case))
                 lines.add({"case": "peer_e2e", "model": spec.name, "resolution": resolution, "batch": batch,
                            **record, "steps_choice": STEP_CHOICES[spec.name],
                            "paper": paper_peer(spec.name, resolution), "machine": machine_info()})
-    md = out / "peers.md"
-    with atomic_path(md) as tmp:
-        tmp.write_text(peer_markdown(lines.records, dtype))
-    return md
+    return write_text(out / "peers.md", peer_markdown(lines.records, dtype))
 
 
 def speedups(records: list[dict]) -> dict[int, float]:
@@ -160,7 +172,7 @@ def peer_markdown(records: list[dict], dtype: str) -> str:
     ratio = speedups(records)
     head = ["# Peer models end to end (random weights; diffusers implementations)", ""]
     if records:
-        head += _machine_lines(records[0])
+        head += machine_lines(records[0])
     head += ["", f"Total = text encoders + the model's default steps (CFG: 2·batch rows) + VAE decode, {dtype}. "
              "Speedup = img/s over FLUX-dev's at the same px and batch. Paper: Table 14 (Table 7 where Table 14 "
              "lacks the row); its throughput is at batch 16, latency at batch 1.", "",
@@ -174,7 +186,7 @@ def peer_markdown(records: list[dict], dtype: str) -> str:
             continue
         speedup = f"{ratio[i]:.1f}" if i in ratio else "-"
         head.append(f"| {r['model']} | {r['resolution']} | {r['batch']} | {r['steps']} | {'x2' if r['cfg'] else '-'} | "
-                    f"{_fmt(r['text_s'])} | {_fmt(r['denoise_s'])} | {_fmt(r['decode_s'])} | {_fmt(r['total_s'])} | "
-                    f"{_fmt(r['img_per_s'])} | {speedup} | {_fmt(r['peak_mem_gib'], 1)} |" + tail)
+                    f"{fmt(r['text_s'])} | {fmt(r['denoise_s'])} | {fmt(r['decode_s'])} | {fmt(r['total_s'])} | "
+                    f"{fmt(r['img_per_s'])} | {speedup} | {fmt(r['peak_mem_gib'], 1)} |" + tail)
     head += ["", "Steps per model: " + "; ".join(f"{k} {v}" for k, v in STEP_CHOICES.items())]
     return "\n".join(head) + "\n"

@@ -14,8 +14,15 @@ from typing import Literal
 
 import torch
 
-from sana_eval.bench.clock import (Clock, device_name, median_phases, peak_memory_gib, reset_peak_memory, timing_device,
-                                   torch_dtype)
+from sana_eval.bench.clock import (
+    Clock,
+    device_name,
+    median_phases,
+    peak_memory_gib,
+    reset_peak_memory,
+    timing_device,
+    torch_dtype,
+)
 
 Family = Literal["t5", "gemma", "gemma2"]
 
@@ -35,7 +42,7 @@ class TextEncoderSpec:
     repo: str
 
     def config(self, attn_implementation: str | None = None):
-        from transformers import Gemma2Config, GemmaConfig, T5Config
+        from transformers import Gemma2Config, GemmaConfig, T5Config  # heavy: only a built encoder needs transformers
 
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         if self.family == "t5":
@@ -48,7 +55,7 @@ class TextEncoderSpec:
                             num_key_value_heads=self.kv_heads, head_dim=self.head_dim, use_cache=False, **extra)
 
     def model_class(self):
-        from transformers import Gemma2Model, GemmaModel, T5EncoderModel
+        from transformers import Gemma2Model, GemmaModel, T5EncoderModel  # heavy: only a built encoder needs it
 
         return {"t5": T5EncoderModel, "gemma": GemmaModel, "gemma2": Gemma2Model}[self.family]
 
@@ -117,11 +124,11 @@ def count_text_encoder_parameters(name: str | TextEncoderSpec) -> int:
     return sum(p.numel() for p in build_text_encoder(name, "meta").parameters())
 
 
-def random_tokens(spec: TextEncoderSpec, rows: int, length: int, device: torch.device,
+def random_tokens(vocab: int, rows: int, length: int, device: torch.device,
                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids (rows, length) and an all-ones attention mask: real prompts padded to the full length."""
     gen = torch.Generator(device).manual_seed(seed)
-    ids = torch.randint(0, spec.vocab, (rows, length), device=device, generator=gen)
+    ids = torch.randint(0, vocab, (rows, length), device=device, generator=gen)
     return ids, torch.ones_like(ids)
 
 
@@ -157,7 +164,7 @@ def time_text_encoder(name: str | TextEncoderSpec, batch: int = 32, seq: int = 3
     spec, dev = get_text_encoder(name), timing_device(device)
     model = build_text_encoder(spec, dev, dtype, attn_implementation)
     params = sum(p.numel() for p in model.parameters())
-    ids, mask = random_tokens(spec, batch, seq, dev)
+    ids, mask = random_tokens(spec.vocab, batch, seq, dev)
 
     def run(clock: Clock) -> None:
         clock.mark()

@@ -1,4 +1,4 @@
-"""Compare two checkpoints' results (design.md "results A, results B -> deltas with CIs, exit code for CI").
+"""Compare two checkpoints' results (docs/architecture.md §1: results A and B -> deltas with CIs, an exit code for CI).
 
 Results bundle (what `read_results` accepts; `write_results` writes the first form):
   {"schema": "sana-eval/results/1", "results": [<Result JSON>, ...]}, a bare list of Result JSON objects,
@@ -9,7 +9,7 @@ Per-item convention (how `Result.per_item` must look for a confidence interval t
   - mean metrics (clip_score, dpg, image_reward, recon's psnr/ssim/lpips): per_item[id][key] for every
     aggregate key that is a mean over prompts; aggregate[key] == unweighted mean of per_item[*][key]
     (DPG: the prompt's score x 100; ImageReward: the mean of its 10 rewards).
-  - geneval (benchmarks.md §3.5): per_item[id] == {"geneval/<tag>": fraction of the prompt's images judged
+  - geneval (docs/protocols.md §3.5): per_item[id] == {"geneval/<tag>": fraction of the prompt's images judged
     correct, "n_images": k}; one tag key per prompt. aggregate["geneval/<tag>"] == image-weighted mean over that
     tag's prompts; aggregate["geneval"] == unweighted mean of the per-tag scores present.
   - fid: per_item is empty; provenance["features"] names an .npy file (N, D) of the generated images'
@@ -36,16 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from metrics.base import ProtocolMismatchError, Result, sha256_file
-
-from sana_eval.compare.bootstrap import bootstrap, bootstrap_frechet, frechet_distance, percentile_interval
-from sana_eval.results import ResultsError, read_results
+from sana_eval.compare.bootstrap import bootstrap, bootstrap_frechet, frechet_distance_eigh, percentile_interval
+from sana_eval.results import ResultsError, higher_is_better, read_results
 
 COMPARE_SCHEMA = "sana-eval/compare/1"
-# Direction of every aggregate key, by the part before "/" ("fid/animals" follows "fid").
-HIGHER_IS_BETTER = {"fid": False, "rfid": False, "lpips": False, "clip_score": True, "geneval": True,
-                    "dpg": True, "image_reward": True, "psnr": True, "ssim": True}
 GENEVAL_WEIGHT = "n_images"
 # Recomputed aggregates must match the file's to this relative tolerance (FID: a different sqrtm route).
 _REL_TOL, _FID_REL_TOL = 1e-9, 1e-3
@@ -130,12 +127,12 @@ def _finite(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def _direction(key: str) -> bool:
-    base = key.split("/", 1)[0]
-    if base not in HIGHER_IS_BETTER:
-        raise CompareError(f"aggregate key {key!r}: direction unknown (add {base!r} to "
-                           "sana_eval.compare.deltas.HIGHER_IS_BETTER)")
-    return HIGHER_IS_BETTER[base]
+def _direction(metric: str, key: str) -> bool:
+    direction = higher_is_better(metric, key)
+    if direction is None:
+        raise CompareError(f"{metric}: aggregate key {key!r}: direction unknown (declare `higher_is_better` on the "
+                           "metric; sana_eval.results.DIRECTIONS lists the known ones)")
+    return direction
 
 
 def _rng(seed: int, metric: str, side: int = 0) -> np.random.Generator:
@@ -229,7 +226,7 @@ def _per_item_rows(ra: Result, rb: Result, n_boot: int, seed: int, confidence: f
                 raise CompareError(f"{side} {r.metric}: per-item data define {key!r} but the aggregate lacks it")
             _check_point(r.metric, key, side, r.aggregate[key], float(value), _REL_TOL)
     reps = bootstrap(lambda idx: agg_b(idx) - agg_a(idx), bounds, n_boot, _rng(seed, ra.metric))
-    return {key: Delta(ra.metric, key, ra.aggregate[key], rb.aggregate[key], _direction(key),
+    return {key: Delta(ra.metric, key, ra.aggregate[key], rb.aggregate[key], _direction(ra.metric, key),
                        percentile_interval(reps[:, j], confidence), method) for j, key in enumerate(keys)}
 
 
@@ -260,7 +257,6 @@ def _fid_row(ra: Result, rb: Result, n_boot: int, seed: int, confidence: float, 
     if any("features" not in r.provenance or "reference_stats" not in r.provenance for r in (ra, rb)):
         return None
     if device is None:
-        import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = [(r.provenance.get("reference_stats_sha256") or {}).get("all") for r in (ra, rb)]
     if all(ref) and ref[0] != ref[1]:
@@ -269,11 +265,11 @@ def _fid_row(ra: Result, rb: Result, n_boot: int, seed: int, confidence: float, 
     reps, sizes = [], []
     for side, r in enumerate((ra, rb)):
         feats, mu, sigma = _load_fid_side(r, "AB"[side])
-        point = frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), mu, sigma)
+        point = frechet_distance_eigh(feats.mean(0), np.cov(feats, rowvar=False), mu, sigma)
         _check_point("fid", "fid", "AB"[side], r.aggregate["fid"], point, _FID_REL_TOL)
         reps.append(bootstrap_frechet(feats, mu, sigma, n_boot, _rng(seed, "fid", side), device))
         sizes.append(len(feats))
-    return Delta("fid", "fid", ra.aggregate["fid"], rb.aggregate["fid"], False,
+    return Delta("fid", "fid", ra.aggregate["fid"], rb.aggregate["fid"], _direction("fid", "fid"),
                  percentile_interval(reps[1] - reps[0], confidence),
                  f"bootstrap over images ({sizes[0]} A, {sizes[1]} B), each side independently")
 
@@ -314,7 +310,7 @@ def compare_results(results_a: Mapping[str, Result], results_b: Mapping[str, Res
             else:
                 reason = ("the results carry no features (provenance 'features')" if metric == "fid" and key == "fid"
                           else "not a per-prompt mean")
-                rows.append(Delta(metric, key, ra.aggregate[key], rb.aggregate[key], _direction(key), None,
+                rows.append(Delta(metric, key, ra.aggregate[key], rb.aggregate[key], _direction(metric, key), None,
                                   f"point only: {reason}"))
         notes += [f"{metric}: aggregate {k!r} only in B" for k in rb.aggregate if k not in ra.aggregate]
     return Comparison(names[0], names[1], n_boot, seed, confidence, tuple(rows), tuple(notes))
@@ -374,7 +370,3 @@ def check_regressions(comparison: Comparison, rules: Sequence[str], require_sign
         over = not row.regression <= threshold
         checks.append(Check(key, threshold, row.regression, significant, over and significant is not False))
     return checks
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reports: Markdown, JSON and a PNG of the deltas, each written to a temporary name and renamed.

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from metrics.base import sha256_file
-
 from sana_eval.compare.deltas import COMPARE_SCHEMA, Check, Comparison, check_regressions, compare, parse_fail_rule
-from model.weights_io import atomic_path
+from sana_eval.io import save_figure, write_text
 from sana_eval.provenance import collect
-from sana_eval.io import write_text
 
 
 def _f(x: float | None) -> str:
@@ -41,14 +39,11 @@ def render_markdown(comparison: Comparison, checks: Sequence[Check] = ()) -> str
 
 def plot_deltas(comparison: Comparison, path: Path) -> Path:
     """One panel per metric: each key's B − A as a point with its interval as a bar."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    from matplotlib.figure import Figure  # heavy, and only the plot needs it: loaded when a plot is made
 
     metrics = list(dict.fromkeys(r.metric for r in comparison.rows))
     heights = [max(1, sum(r.metric == m for r in comparison.rows)) for m in metrics]
     fig = Figure(figsize=(7, 1.2 + 0.45 * sum(heights) + 0.6 * len(metrics)), layout="constrained")
-    FigureCanvasAgg(fig)
     axes = fig.subplots(max(1, len(metrics)), 1, squeeze=False, height_ratios=heights or None)[:, 0]
     colour = {"better": "tab:green", "worse": "tab:red"}
     for ax, metric in zip(axes, metrics):
@@ -65,9 +60,7 @@ def plot_deltas(comparison: Comparison, path: Path) -> Path:
                      fontsize=10)
     if not metrics:
         axes[0].set_title("no metric compared")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return path
+    return save_figure(fig, path)
 
 
 def write_comparison(comparison: Comparison, checks: Sequence[Check], out_dir: Path, *,

@@ -5,16 +5,16 @@ ImageReward per prompt. Thumbnails are small JPEGs in `gallery/` next to the pag
 from __future__ import annotations
 
 import html
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from model.weights_io import atomic_path
-
 from sana_eval.generation.prompt_sets import get_benchmark
 from sana_eval.generation.runner import read_run
+from sana_eval.io import write_bytes, write_text
 
 GALLERY = "gallery.html"
 THUMBS = "gallery"
@@ -92,8 +92,9 @@ def _thumbnail(run_dir: Path, file: str, grid: bool) -> str:
         with Image.open(source) as img:
             small = img.convert("RGB")
             small.thumbnail((side, side))
-        with atomic_path(target) as tmp:
-            small.save(tmp, format="JPEG", quality=THUMB_QUALITY)
+        jpeg = io.BytesIO()
+        small.save(jpeg, format="JPEG", quality=THUMB_QUALITY)
+        write_bytes(target, jpeg.getvalue())
     return rel
 
 
@@ -138,7 +139,4 @@ def write_gallery(run_dir: str | Path, benchmark: str) -> Path:
     sections = _sections(run_dir, bench.name, entries)
     grid = "grid" in identity.get("layout", {})          # DPG's 2x2 grids get larger thumbnails
     thumbs = {f: _thumbnail(run_dir, f, grid) for e in entries for f in e.files}
-    page = run_dir / GALLERY
-    with atomic_path(page) as tmp:
-        tmp.write_text(render_html(run_dir, bench.name, identity, sections, thumbs), encoding="utf-8")
-    return page
+    return write_text(run_dir / GALLERY, render_html(run_dir, bench.name, identity, sections, thumbs))

@@ -1,4 +1,5 @@
-"""Each scorer's on-disk contract (benchmarks.md §1.2, §3.1, §4, §5, §7.4; model_spec §6): names, grids, formats.
+"""Each scorer's on-disk contract (docs/protocols.md §1.2, §3.1, §4, §5, §7.4; docs/generation.md §4):
+names, grids, formats.
 
 A layout maps one benchmark item to the files its scorer reads, and renders a file's bytes from uint8 pixels.
 Rendering is byte-for-byte what SANA's scripts write (torchvision `save_image` / `make_grid` + PIL defaults),
@@ -10,19 +11,19 @@ import difflib
 import io
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
-if TYPE_CHECKING:
-    from sana_eval.generation.prompt_sets import Item
+from sana_eval.generation.prompt_files import Item
 
 ImageFormat = Literal["png", "jpeg"]
 EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg"}
-PIL_JPEG_DEFAULT_QUALITY = 75  # what `Image.save("x.jpg")` uses; SANA never passes a quality (benchmarks.md §1.2)
+PIL_JPEG_DEFAULT_QUALITY = 75  # what `Image.save("x.jpg")` uses; SANA never passes a quality (docs/protocols.md §1.2)
 
 
 class LayoutError(ValueError):
@@ -33,7 +34,8 @@ class LayoutError(ValueError):
 # Pixels: float decoder output -> uint8, tiles -> grid, pixels -> file bytes.
 
 def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float in [-1, 1] -> (B, H, W, 3) uint8, rounded like torchvision `save_image` (model_spec §6.1).
+    """(B, 3, H, W) float in [-1, 1] -> (B, H, W, 3) uint8, rounded like torchvision `save_image`
+    (docs/generation.md §1.2).
 
     `save_image(normalize=True, value_range=(-1, 1))` clamps to [-1, 1], maps to [0, 1], then `* 255 + 0.5` and
     truncates. The arithmetic runs in float32 whatever the input dtype, so fp16/bf16 decoders round like fp32.
@@ -49,7 +51,7 @@ def tile_grid(tiles: Sequence[np.ndarray], cols: int, padding: int = 0) -> np.nd
     """Row-major grid of equal (H, W, 3) uint8 tiles with black `padding` px around and between them.
 
     `padding=2` reproduces torchvision `make_grid`'s default border that SANA's DPG script leaves in
-    (benchmarks.md §4.4); the DPG scorer expects `padding=0` (§4.1).
+    (docs/protocols.md §4.4); the DPG scorer expects `padding=0` (§4.1).
     """
     if not tiles:
         raise LayoutError("tile_grid: no tiles")
@@ -126,7 +128,7 @@ class Layout(ABC):
 
 @dataclass(frozen=True)
 class GenEvalLayout(Layout):
-    """`<NNNNN>/metadata.jsonl` + `<NNNNN>/samples/<kkkkk>.png` (benchmarks.md §3.1, model_spec §6.4).
+    """`<NNNNN>/metadata.jsonl` + `<NNNNN>/samples/<kkkkk>.png` (docs/protocols.md §3.1, docs/generation.md §4.2).
 
     The evaluator reads only all-digit folders and `^\\d+\\.png` files; the 5-digit sample names are what both
     GenEval's `diffusers_generate.py` and SANA's `inference_geneval.py` write (`f"{k:05}.png"`).
@@ -149,7 +151,7 @@ class GenEvalLayout(Layout):
 
 @dataclass(frozen=True)
 class GridLayout(Layout):
-    """All images of an item tiled into `<item_id>.<ext>` (DPG-Bench: 2x2, benchmarks.md §4.1, §4.4).
+    """All images of an item tiled into `<item_id>.<ext>` (DPG-Bench: 2x2, docs/protocols.md §4.1, §4.4).
 
     The DPG scorer crops tiles at (0,0,R,R), (R,0,2R,R), (0,R,R,2R), (R,R,2R,2R), so the correct grid has no
     padding; `padding=2` + JPEG is SANA's variant (make_grid default border, `<id>.jpg`).
@@ -173,7 +175,8 @@ class GridLayout(Layout):
 
 @dataclass(frozen=True)
 class FlatLayout(Layout):
-    """`<id>.<ext>` for one image per item (MJHQ, §1.2), else `<id>_<k>.<ext>` (ImageReward, SANA naming §5.3)."""
+    """`<id>.<ext>` for one image per item (MJHQ, §1.2), else `<id>_<k>.<ext>`
+    (ImageReward, Sana naming, docs/protocols.md §5.3)."""
 
     def files(self, item: Item) -> list[OutputFile]:
         if item.n_images == 1:

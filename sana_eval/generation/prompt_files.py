@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 class BenchmarkError(ValueError):
@@ -94,7 +95,8 @@ def check_ids(items: tuple[Item, ...], path: Path) -> None:
 
 
 def parse_geneval(path: Path, n_images: int) -> list[Item]:
-    """`evaluation_metadata.jsonl`: line N (0-based) is item `NNNNN`; the whole object is its metadata (§3.1)."""
+    """`evaluation_metadata.jsonl`: line N (0-based) is item `NNNNN`; the whole object is its metadata
+    (docs/protocols.md §3.1)."""
     items = []
     for lineno, obj in _jsonl_objects(path, skip_blank=False):
         prompt = _prompt_of(obj, f"{path} line {lineno}")
@@ -105,7 +107,7 @@ def parse_geneval(path: Path, n_images: int) -> list[Item]:
 
 
 def parse_dpg(folder: Path, n_images: int) -> list[Item]:
-    """`prompts/<item_id>.txt`, one prompt per file, in name order (SANA's metadata order, §4.4).
+    """`prompts/<item_id>.txt`, one prompt per file, in name order (SANA's metadata order, docs/protocols.md §4.4).
 
     Prompts are stripped: two official files carry stray whitespace that SANA's copy strips (SOURCE.md).
     """
@@ -143,12 +145,13 @@ def _entries(path: Path, *, ids_required: bool) -> list[tuple[str, str, dict[str
 
 
 def parse_imagereward(path: Path, n_images: int) -> list[Item]:
-    """`benchmark-prompts.json`: a list of {"id", "prompt"} (§5.1)."""
+    """`benchmark-prompts.json`: a list of {"id", "prompt"} (docs/protocols.md §5.1)."""
     return [Item(i, p, n_images, meta) for i, p, meta in _entries(path, ids_required=True)]
 
 
 def parse_mjhq(path: Path, n_images: int) -> list[Item]:
-    """`meta_data.json`: {id: {"category", "prompt"}}; key order is the sample order (§1.2), kept as read."""
+    """`meta_data.json`: {id: {"category", "prompt"}}; key order is the sample order (docs/protocols.md §1.1),
+    kept as read."""
     items = []
     for ident, prompt, meta in _entries(path, ids_required=True):
         if "category" not in meta:

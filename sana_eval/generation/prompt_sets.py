@@ -1,4 +1,4 @@
-"""Prompt sets of the SANA metric suite (benchmarks.md §0), each pinned to its official upstream file.
+"""Prompt sets of the SANA metric suite (docs/protocols.md §0), each pinned to its official upstream file.
 
 Prompts are read from, in order: a path the caller names; $SANA_EVAL_DATA (a folder with geneval/, dpg_bench/,
 imagereward/, mjhq30k/ sub-folders, like shared/data); the cache ($SANA_EVAL_CACHE, default ~/.cache/sana-eval);
@@ -15,18 +15,30 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Literal
+from typing import Literal
+
+from huggingface_hub import hf_hub_download
 
 from model.weights_io import atomic_path, sha256_file
-
-
-from sana_eval.generation.prompt_files import (BenchmarkError, DataUnavailableError, IntegrityError, Item, PromptFileError,  # noqa: F401
-                           UnknownBenchmarkError, check_ids, parse_dpg, parse_geneval, parse_imagereward, parse_mjhq,
-                           parse_prompt_file)
+from sana_eval.generation.prompt_files import (  # noqa: F401  (re-exported: callers read the errors from here)
+    BenchmarkError,
+    DataUnavailableError,
+    IntegrityError,
+    Item,
+    PromptFileError,
+    UnknownBenchmarkError,
+    check_ids,
+    parse_dpg,
+    parse_geneval,
+    parse_imagereward,
+    parse_mjhq,
+    parse_prompt_file,
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ Parser = Callable[[Path, int], list[Item]]
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A prompt set, its pin and the on-disk layout its scorer reads (design.md "Benchmark")."""
+    """A prompt set, its pin and the on-disk layout its scorer reads (docs/architecture.md §3.2)."""
     name: str
     version: str
     title: str
@@ -91,7 +103,7 @@ class Benchmark:
     source: Source | None              # None: a local prompt file (`prompts:FILE`)
     parse: Parser = field(repr=False, compare=False)
     local: Path | None = None          # `prompts:FILE`: the file
-    # Whether SANA's generation script for this benchmark prepends the CHI prompt (benchmarks.md §0): its
+    # Whether SANA's generation script for this benchmark prepends the CHI prompt (docs/protocols.md §0): its
     # MJHQ and GenEval scripts do, its DPG and ImageReward scripts do not. A pipeline mirrors it to match SANA.
     sana_chi: bool = True
 
@@ -238,8 +250,6 @@ def _download_github_folder(src: Source, target: Path) -> None:
 
 
 def _download_hf(src: Source, target: Path) -> None:
-    from huggingface_hub import hf_hub_download
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         try:
@@ -278,7 +288,7 @@ def _first_folder_difference(folder: Path, expected: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Registry (style.md synthesis 5: typed entries, "did you mean" lookup).
+# Registry (docs/architecture.md §4.5: typed entries, "did you mean" lookup).
 
 BENCHMARKS: dict[str, Benchmark] = {}
 ALIASES = {"dpg-bench": "dpg", "dpg_bench": "dpg", "dpgbench": "dpg", "mjhq": "mjhq30k", "mjhq-30k": "mjhq30k",

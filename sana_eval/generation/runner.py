@@ -1,9 +1,9 @@
 """Resumable image generation for a benchmark: per-image seeds, atomic files, a manifest, sharding by item.
 
-The images on disk plus `manifest*.jsonl` are the contract between generation and scoring (design.md).
+The images on disk plus `manifest*.jsonl` are the contract between generation and scoring (docs/generation.md).
 Guarantees:
 - every image's seed is `sample_seed(seed, item id, k)`: independent of batch size, order, shard and GPU count
-  (benchmarks.md §7.3; SANA's own launcher seeds one generator per shard instead);
+  (docs/generation.md §2; SANA's own launcher seeds one generator per shard instead);
 - batches are fixed chunks of this shard's files, and a resumed run regenerates a whole chunk, so a run killed at
   any moment and rerun writes the same bytes as an uninterrupted one even where `generate_fn`'s numerics depend
   on the batch it sees (GPU kernels);
@@ -17,10 +17,11 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import numpy as np
 import PIL
@@ -28,11 +29,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from model.weights_io import atomic_path, sha256_file
-from sana_eval.generation.prompt_sets import Benchmark, Item, PromptSet, get_benchmark
+from model.weights_io import sha256_file
 from sana_eval.generation.layouts import Layout, OutputFile, get_layout
+from sana_eval.generation.prompt_sets import Benchmark, Item, PromptSet, get_benchmark
+from sana_eval.io import write_bytes, write_text
 
-GenerateFn = Callable[[list[str], list[int]], Union[torch.Tensor, np.ndarray, Sequence[Any]]]
+GenerateFn = Callable[[list[str], list[int]], torch.Tensor | np.ndarray | Sequence[Any]]
 MANIFEST_SCHEMA = 1
 SEED_RULE = "sha256('sana-eval/v1/{seed}/{item_id}/{k}')[:8] big-endian & (2**63 - 1)"
 
@@ -57,7 +59,7 @@ class RunSummary:
 
 
 def sample_seed(seed: int, item_id: str, k: int) -> int:
-    """The noise seed of image `k` of item `item_id`: a pure function of the three (design.md "Habits")."""
+    """The noise seed of image `k` of item `item_id`: a pure function of the three (docs/generation.md §2)."""
     digest = hashlib.sha256(f"sana-eval/v1/{seed}/{item_id}/{k}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
@@ -139,8 +141,7 @@ class _ManifestWriter:
     def __init__(self, path: Path, header: dict[str, Any]):
         self.path = path
         if not path.exists():
-            with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(header) + "\n")
+            write_text(path, json.dumps(header) + "\n")
         else:  # drop a line cut short by a kill, so the next append starts on a fresh line
             raw = path.read_bytes()
             if not raw.endswith(b"\n"):
@@ -188,7 +189,8 @@ def _file_sha256(path: Path) -> str | None:
 
 
 def _remove_stale_temps(out_dir: Path, paths: Sequence[str]) -> None:
-    """Temp files (`.<name>.<random>.tmp`, see `atomic_path`) a killed run left beside this run's own files.
+    """Temp files (`.<name>.<random>.tmp`, see `model.weights_io.atomic_path`) that a killed run left beside this
+    run's own files.
 
     Only temps of this run's files go: another shard may be writing its own right now.
     """
@@ -204,27 +206,43 @@ def _remove_stale_temps(out_dir: Path, paths: Sequence[str]) -> None:
                     entry.unlink(missing_ok=True)
 
 
-def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike, generate_fn: GenerateFn, *,
-                   run_config: dict[str, Any], seed: int = 0, limit: int | None = None, batch_size: int = 1,
-                   shard: str | tuple[int, int] | None = None, layout: str | None = None,
-                   data: str | os.PathLike | None = None, progress: bool = True) -> RunSummary:
-    """Make every image of `benchmark` (first `limit` items, this `shard`) that `out_dir` does not hold yet.
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What a run makes besides the model: the run's identity (run_config, seed, layout) and which of its files.
+
+    `run_config` (JSON) names everything that decides the pixels (weights, sampler, steps, cfg, resolution, dtype,
+    ...); a folder holds one run, so a rerun with another run_config, seed or layout is refused.
+    """
+
+    run_config: dict[str, Any]
+    seed: int = 0
+    limit: int | None = None               # the benchmark's first `limit` items; None: all
+    batch_size: int = 1                    # prompts per `generate_fn` call
+    shard: str | tuple[int, int] | None = None   # "i/n": items whose position is i mod n
+    layout: str | None = None              # None: the benchmark's default layout
+    data: str | os.PathLike | None = None  # prompt file or folder when given a Benchmark; ignored for a PromptSet
+    progress: bool = True                  # tqdm bar on stderr
+
+
+def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike, generate_fn: GenerateFn,
+                   spec: GenerationSpec) -> RunSummary:
+    """Make every image of `benchmark` (first `spec.limit` items, `spec.shard`) that `out_dir` does not hold yet.
 
     `generate_fn(prompts, seeds)` returns one uint8 (H, W, 3) image per prompt (a (B, H, W, 3) tensor/array or
-    a list of RGB PIL images); it is called with at most `batch_size` prompts. `run_config` (JSON) names
-    everything that decides the pixels (weights, sampler, steps, cfg, resolution, dtype, ...).
+    a list of RGB PIL images); it is called with at most `spec.batch_size` prompts.
     """
     start = time.perf_counter()
-    prompts = benchmark if isinstance(benchmark, PromptSet) else benchmark.load(data)
+    run_config, seed, limit, batch_size = spec.run_config, spec.seed, spec.limit, spec.batch_size
+    prompts = benchmark if isinstance(benchmark, PromptSet) else benchmark.load(spec.data)
     bench = prompts.benchmark
-    lay: Layout = get_layout(layout or bench.layout)
+    lay: Layout = get_layout(spec.layout or bench.layout)
     if lay.name not in bench.layouts:
         raise GenerationError(f"layout {lay.name!r} is not one {bench.name} scorers read ({', '.join(bench.layouts)})")
     if batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None and limit < 0:
         raise GenerationError(f"limit must be >= 0, got {limit}")
-    shard = parse_shard(shard)
+    shard = parse_shard(spec.shard)
     try:
         _canon(run_config)
     except (TypeError, ValueError) as err:
@@ -241,7 +259,7 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
                                      f" use another output folder")
     header = {"kind": "header", "identity": identity, "source": {"origin": prompts.origin, "sha256": prompts.sha256},
               "limit": limit, "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "batch_size": batch_size,
-              "encoder": f"Pillow {PIL.__version__}", "created": datetime.now(timezone.utc).isoformat()}
+              "encoder": f"Pillow {PIL.__version__}", "created": datetime.now(UTC).isoformat()}
     writer = _ManifestWriter(out_dir / manifest_name(shard), header)
     _warn_other_batch_sizes(out_dir, batch_size)
 
@@ -251,7 +269,7 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
     _remove_stale_temps(out_dir, [f.path for _, f, _ in files] + list(sidecars) + [writer.path.name])
     for rel, data_bytes in sidecars.items():
         if _file_sha256(out_dir / rel) != hashlib.sha256(data_bytes).hexdigest():
-            _write(out_dir / rel, data_bytes)
+            write_bytes(out_dir / rel, data_bytes)
 
     done = [_is_recorded(out_dir, records.get(f.path, ()), it, f, seeds) for it, f, seeds in files]
     # Fixed chunks of this shard's files: a resumed chunk is remade whole, so generate_fn sees the same batches.
@@ -260,7 +278,7 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
     todo = [c for c in chunks if not all(done[j] for j in c)]
     written = generated = 0
     with tqdm(total=sum(len(files[j][2]) for c in todo for j in c), desc=bench.name, unit="img",
-              disable=not progress, dynamic_ncols=True) as bar:
+              disable=not spec.progress, dynamic_ncols=True) as bar:
         for c in todo:
             flat = [(files[j][0].prompt, sd) for j in c for sd in files[j][2]]
             images: list[np.ndarray] = []
@@ -275,17 +293,12 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
                 own, images = images[:len(f.ks)], images[len(f.ks):]
                 if not done[j]:
                     data_bytes = lay.render(own)
-                    _write(out_dir / f.path, data_bytes)
+                    write_bytes(out_dir / f.path, data_bytes)
                     rows.append({"file": f.path, "item": it.id, "k": list(f.ks), "prompt": it.prompt, "seed": seeds,
                                  "sha256": hashlib.sha256(data_bytes).hexdigest()})
             writer.append(rows)
             written += len(rows)
     return RunSummary(out_dir, writer.path, len(files), sum(done), written, generated, time.perf_counter() - start)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _is_recorded(out_dir: Path, records: Sequence[dict[str, Any]], it: Item, f: OutputFile, seeds: list[int]) -> bool:
@@ -309,10 +322,6 @@ def _warn_other_batch_sizes(out_dir: Path, batch_size: int) -> None:
 
 
 def generate_benchmark(benchmark_name: str, out_dir: str | os.PathLike, generate_fn: GenerateFn,
-                       run_config: dict[str, Any], *, seed: int = 0, limit: int | None = None, batch_size: int = 1,
-                       shard: str | tuple[int, int] | None = None, data_dir: str | os.PathLike | None = None,
-                       layout: str | None = None, progress: bool = True) -> RunSummary:
-    """`sana-eval generate`: the named benchmark (see `benchmarks.get_benchmark`) through `run_generation`."""
-    return run_generation(get_benchmark(benchmark_name), out_dir, generate_fn, run_config=run_config, seed=seed,
-                          limit=limit, batch_size=batch_size, shard=shard, layout=layout, data=data_dir,
-                          progress=progress)
+                       spec: GenerationSpec) -> RunSummary:
+    """`sana-eval generate`: the named benchmark (see `prompt_sets.get_benchmark`) through `run_generation`."""
+    return run_generation(get_benchmark(benchmark_name), out_dir, generate_fn, spec)

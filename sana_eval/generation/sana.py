@@ -9,10 +9,9 @@ from model.kernel_choice import resolve
 from model.pipeline import SamplingConfig, load_pipeline
 from model.text_encoder import DEFAULT_MODEL, TEXT_ENCODER_PRESETS
 from model.weights_io import sha256_tree
-
-from sana_eval.generation.prompt_sets import get_benchmark
-from sana_eval.generation.runner import RunSummary, generate_benchmark
 from sana_eval.generation.layouts import quantize_uint8
+from sana_eval.generation.prompt_sets import get_benchmark
+from sana_eval.generation.runner import GenerationSpec, RunSummary, generate_benchmark
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +66,6 @@ def run(request: GenerateRequest) -> RunSummary:
         "kernels_run": {"transformer": resolve(pipe.transformer.config.kernels, pipe.device),
                         "dc_ae": resolve(pipe.vae.config.kernels, pipe.device)},
     }
-    return generate_benchmark(request.benchmark, request.out, generate_fn, run_config, seed=request.seed,
-                              limit=request.limit, batch_size=request.batch_size, shard=request.shard,
-                              data_dir=request.data, layout=request.layout)
+    spec = GenerationSpec(run_config, seed=request.seed, limit=request.limit, batch_size=request.batch_size,
+                          shard=request.shard, layout=request.layout, data=request.data)
+    return generate_benchmark(request.benchmark, request.out, generate_fn, spec)

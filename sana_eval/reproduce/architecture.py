@@ -12,7 +12,7 @@ from sana_eval.reproduce.measurement import BLOCK_DESIGN, UNIT_SCALE, Measuremen
 from sana_eval.tables.schema import Column, Setting
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parameter_count(preset: str) -> int:
     return count_parameters(preset)
 
@@ -31,7 +31,7 @@ def run_architecture(settings: dict[str, Setting], column: Column) -> Measuremen
     return Measurement(float(fields[quantity]), f"{preset}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _peer_parameter_count(peer: str) -> int:
     return count_peer_parameters(peer)
 
@@ -43,7 +43,7 @@ def run_peer_params(settings: dict[str, Setting], column: Column) -> Measurement
     return Measurement(count / UNIT_SCALE[column.unit], f"{count:,} denoiser parameters ({peer}, published config)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _macs_by_part(config: TransformerConfig, resolution: int, text_tokens: int,
                   batch: int) -> tuple[tuple[str, int], ...]:
     return tuple(macs_by_part(config, resolution, text_tokens=text_tokens, batch=batch).items())

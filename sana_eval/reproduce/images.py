@@ -3,24 +3,20 @@ trip (Table 1), on a machine that has the weights and data. Images and scores ar
 (default `<repo>/runs`): a rerun with the same recipe resumes generation and reuses the stored results."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 from metrics.base import Result
-
-from sana_eval.tables import recipes as R
-from sana_eval.paths import data_dir, local_weights, runs_root
-from sana_eval.reproduce.measurement import Measurement
-from sana_eval.tables.schema import Column, Setting
-from sana_eval.results import read_results, write_results
-from sana_eval.scoring import scorers as score
-from metrics.image_reward import ImageRewardConfig, ImageRewardScore
-from metrics.images import generated_like
-from sana_eval.generation.gallery import GALLERY, write_gallery
-from sana_eval.generation.runner import read_run
 from model.pipeline import SamplingConfig
 from sana_eval.generation import sana
+from sana_eval.generation.gallery import GALLERY, write_gallery
+from sana_eval.generation.runner import read_run
+from sana_eval.paths import data_dir, local_weights, runs_root
+from sana_eval.reproduce.measurement import Measurement
+from sana_eval.results import read_results, write_results
+from sana_eval.scoring.dispatch import score_benchmark
+from sana_eval.tables import recipes as R
+from sana_eval.tables.schema import Column, Setting
 
 # benchmark -> its folder under $SANA_EVAL_DATA (laid out like shared/data)
 DATA_FOLDERS = {"mjhq30k": "mjhq30k", "geneval": "geneval", "dpg": "dpg_bench", "imagereward": "imagereward"}
@@ -63,18 +59,15 @@ def stored_result(path: Path, make) -> Result:
 
 
 def _score(metric: str, benchmark: str, images: Path, settings: dict[str, Setting]) -> Result:
-    if benchmark == "mjhq30k":
-        source = score.MJHQSource(folder=str(data_dir() / "mjhq30k"), limit=settings["prompt_limit"])
-        if metric == "image_reward":  # Table 5: ImageReward of MJHQ prompts, one image each
-            return ImageRewardScore(ImageRewardConfig()).score(generated_like(source.load(), images))
-        [result] = score.score_mjhq(images, source, [metric], fid_size=int(settings.get("fid_resize") or 512))
-        return result
-    if metric == "geneval":
-        limit = settings["prompt_limit"]
-        return score.score_geneval(images, data=_data("geneval"), limit=int(limit) if limit else None)
-    if metric == "dpg":
-        return score.score_dpg(images)
-    return score.score_imagereward(images, data=_data("imagereward"))
+    limit = settings["prompt_limit"]
+    # mjhq30k: FID, CLIP score, or Table 5's ImageReward of MJHQ prompts (one image each); the others: one metric
+    options = {"mjhq30k": {"metrics": [metric], "mjhq": str(data_dir() / "mjhq30k"), "limit": limit,
+                           "fid_size": int(settings.get("fid_resize") or 512)},
+               "geneval": {"data": _data("geneval"), "limit": int(limit) if limit else None},
+               "dpg": {},
+               "imagereward": {"data": _data("imagereward")}}[benchmark]
+    [result] = score_benchmark(benchmark, images, **options)
+    return result
 
 
 def run_folder(settings: dict[str, Setting]) -> Path:
@@ -131,8 +124,9 @@ def run_reconstruction(settings: dict[str, Setting], column: Column) -> Measurem
     vae = str(settings["vae"])
     ae = {R.VAE: "dc-ae-f32c32", R.SDXL_VAE: "sdxl-vae"}[vae]
     weights = _need_local(vae)
-    source = score.MJHQSource(folder=str(data_dir() / "mjhq30k"))
+    mjhq = str(data_dir() / "mjhq30k")
     result = stored_result(runs_root() / f"recon-{ae}-1024.json",
-                           lambda: score.score_recon(ae, str(weights), source, resolution=1024))
+                           lambda: score_benchmark("recon", ae=ae, weights=str(weights), mjhq=mjhq,
+                                                   resolution=1024)[0])
     metric = str(settings["metric"])
     return Measurement(result.aggregate[metric], f"{metric} = {result.aggregate[metric]:.4f} ({ae}, 1024 px)")

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
-from pathlib import Path
+
+import torch
 
 from sana_eval.paths import DATA_ENV, WEIGHTS_ENV, data_dir, local_weights
 from sana_eval.tables.schema import Need
@@ -21,8 +21,6 @@ DATASETS: dict[str, tuple[str, str]] = {
 
 
 def _gpu(need: Need) -> str | None:
-    import torch
-
     if torch.cuda.is_available():
         return None
     return f"needs a CUDA GPU ({need.name}, {need.detail})" if need.detail else f"needs a CUDA GPU ({need.name})"

@@ -10,13 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sana_eval.generation.gallery import GALLERY
 from sana_eval.io import save_figure, write_text
-
 from sana_eval.provenance import Provenance
+from sana_eval.reproduce.images import run_folder
 from sana_eval.reproduce.runners import CellResult
 from sana_eval.tables.schema import PaperValue, Table, TableError
-from sana_eval.generation.gallery import GALLERY
-from sana_eval.reproduce.images import run_folder
 
 SCHEMA = "sana-eval/table-report/1"
 VERDICTS = ("reproduced", "differs", "failed", "not run")
@@ -65,8 +64,11 @@ def read_report(path: Path) -> TableReport:
 # ---------------------------------------------------------------------------------------------------------------
 # Rendering.
 
-def _fmt(value: float | None, paper: str) -> str:
-    """One digit more than the paper prints; integers stay integers."""
+def _beside_paper(value: float | None, paper: str) -> str:
+    """A reproduced number set beside the paper's: one digit more than the paper prints; integers stay integers.
+
+    Not the sweeps' `.4g` (sweeps.py): a table cell has a printed paper value to match, a sweep point has none.
+    """
     if value is None:
         return ""
     if float(value).is_integer() and "." not in paper:
@@ -75,7 +77,7 @@ def _fmt(value: float | None, paper: str) -> str:
 
 
 def _signed(value: float | None, paper: str) -> str:
-    text = _fmt(value, paper)
+    text = _beside_paper(value, paper)
     return f"+{text}" if value is not None and value >= 0 else text
 
 
@@ -118,7 +120,7 @@ def render_markdown(report: TableReport, figure: str | None = None,
             return f"{r.paper} ·{notes}"
         if r.verdict == "failed":
             return f"{r.paper} → ⚠{notes}"
-        return f"{r.paper} → {_fmt(r.reproduced, r.paper)} {MARK[r.verdict]}{notes}"
+        return f"{r.paper} → {_beside_paper(r.reproduced, r.paper)} {MARK[r.verdict]}{notes}"
 
     s = report.summary
     out = [f"# Table {table.number}: {table.title}", "",
@@ -141,9 +143,9 @@ def render_markdown(report: TableReport, figure: str | None = None,
         if figure:
             out += [f"![Table {table.number}: reproduced vs. paper, relative difference per cell]({figure})", ""]
         out += ["| Row | Column | Paper | Ours | Δ | Verdict | Detail |", "|---|---|---|---|---|---|---|"]
-        out += [f"| {_md(r.row)} | {_md(table.column(r.column).name)} | {r.paper} | {_fmt(r.reproduced, r.paper)} "
-                f"| {_signed(r.delta, r.paper)} | {r.verdict} | {_md('; '.join(filter(None, (r.detail, r.reason))))} |"
-                for r in ran]
+        out += [f"| {_md(r.row)} | {_md(table.column(r.column).name)} | {r.paper} | "
+                f"{_beside_paper(r.reproduced, r.paper)} | {_signed(r.delta, r.paper)} | {r.verdict} | "
+                f"{_md('; '.join(filter(None, (r.detail, r.reason))))} |" for r in ran]
     if galleries:
         out += ["", "## Sample galleries", ""] + [f"- [{_md(run)}]({link})" for run, link in galleries]
     out += _not_run_sections(report)
@@ -185,7 +187,7 @@ def render_csv(report: TableReport) -> str:
 def plot_report(report: TableReport, path: Path) -> Path | None:
     """`tableN.png`: (ours − paper) / |paper| per cell with a number, the tolerance band shaded behind each bar;
     None when no cell has one. Relative differences put cells of every unit on one axis."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy, and only the plot needs it: loaded when a plot is made
 
     table = report.table
     cells = [r for r in report.results if r.reproduced is not None and PaperValue(r.paper).value]
@@ -204,7 +206,7 @@ def plot_report(report: TableReport, path: Path) -> Path | None:
         ax.barh(y, 2 * band, left=-band, height=0.8, color="0.88")
         rel = 100 * (r.reproduced - paper.value) / abs(paper.value)
         ax.barh(y, rel, height=0.5, color=colour[r.verdict])
-        ax.annotate(f"{r.paper} → {_fmt(r.reproduced, r.paper)}", (rel, y), xytext=(4 if rel >= 0 else -4, 0),
+        ax.annotate(f"{r.paper} → {_beside_paper(r.reproduced, r.paper)}", (rel, y), xytext=(4 if rel >= 0 else -4, 0),
                     textcoords="offset points", va="center", ha="left" if rel >= 0 else "right", fontsize=7)
     ax.set_yticks(range(len(cells)), [f"{r.row} · {table.column(r.column).name}" for r in reversed(cells)],
                   fontsize=7)

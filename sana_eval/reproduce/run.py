@@ -7,12 +7,11 @@ import re
 from pathlib import Path
 
 from model.config import get_preset
-
+from sana_eval.paths import DATA_ENV, WEIGHTS_ENV, data_dir
 from sana_eval.provenance import Provenance, collect, default_version
 from sana_eval.reproduce.report import TableReport, read_report, write_index, write_report
-from sana_eval.tables import TABLES, Table, get_table
-from sana_eval.paths import DATA_ENV, WEIGHTS_ENV, data_dir
 from sana_eval.reproduce.runners import RUNNERS, evaluate_table
+from sana_eval.tables import TABLES, Table, get_table
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -59,8 +58,9 @@ def _run(tables: list[Table], out_dir: Path, version: str | None, base: Provenan
 def reproduce(table_ids: list[str], out_dir: Path, version: str | None = None) -> list[Path]:
     """Write `out_dir/<version>/tableN.{md,json,csv}` for each table and regenerate `out_dir/README.md`.
 
-    "all" stands for Tables 1–14. Unknown table ids fail before anything runs. `version` defaults to `<UTC date>-<short git sha>[-dirty]`;
-    the git state is read once, before any report is written. Returns the written paths, the index last.
+    "all" stands for Tables 1–14. Unknown table ids fail before anything runs.
+    `version` defaults to `<UTC date>-<short git sha>[-dirty]`; the git state is read once, before any report
+    is written. Returns the written paths, the index last.
     """
     ids = [t for given in table_ids for t in (TABLES if given.strip().lower() == "all" else (given,))]
     tables = list({table.id: table for table in map(get_table, ids)}.values())   # each table once, in order

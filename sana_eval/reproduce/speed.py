@@ -10,15 +10,19 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from sana_eval.tables.recipes import CLI_DTYPES, PEER_TIMED_STEPS
-from sana_eval.reproduce.measurement import BLOCK_DESIGN, UNIT_SCALE, Measurement
-from sana_eval.tables.schema import Column, Setting
-from sana_eval.bench.e2e import DEFAULT_VAE, time_sana_e2e
-from sana_eval.bench.peers import time_peer
-from sana_eval.bench.peer_models import peer_name
 from model.config import get_preset
-from sana_eval.bench.text_encoders import time_text_encoder
-from sana_eval.bench.text_encoders import TEXT_ENCODERS, count_text_encoder_parameters, text_encoder_name
+from sana_eval.bench import e2e
+from sana_eval.bench.peer_models import peer_name
+from sana_eval.bench.peers import PeerE2ESpec, time_peer
+from sana_eval.bench.text_encoders import (
+    TEXT_ENCODERS,
+    count_text_encoder_parameters,
+    text_encoder_name,
+    time_text_encoder,
+)
+from sana_eval.reproduce.measurement import BLOCK_DESIGN, UNIT_SCALE, Measurement
+from sana_eval.tables.recipes import CLI_DTYPES, PEER_TIMED_STEPS
+from sana_eval.tables.schema import Column, Setting
 
 if TYPE_CHECKING:
     from model.config import TransformerConfig
@@ -36,15 +40,15 @@ def gpu_caveat(paper_gpu: str, ran_on: str) -> str:
             f"so this verdict compares hardware as much as code")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _e2e(config: TransformerConfig, resolution: int, batch: int, dtype: str, steps: int,
          vae: str | None) -> E2ETiming:
-    return time_sana_e2e(config, resolution, batch, dtype, steps, vae=vae or DEFAULT_VAE)
+    return e2e.time_sana_e2e(e2e.E2ESpec(config, resolution, batch, dtype, steps, vae=vae or e2e.DEFAULT_VAE))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _peer(name: str, resolution: int, batch: int, dtype: str, timed_steps: int | None) -> PeerTiming:
-    return time_peer(peer_name(name), resolution, batch, dtype, timed_steps=timed_steps)
+    return time_peer(PeerE2ESpec(peer_name(name), resolution, batch, dtype, timed_steps=timed_steps))
 
 
 def _timing(settings: dict[str, Setting]) -> E2ETiming | PeerTiming:
@@ -85,7 +89,7 @@ def _seconds(column: Column, seconds: float) -> float:
 
 
 # Paper Tables 7 and 14 (and Table 5's FP16 row): throughput at batch 16, latency at batch 1, FP16; Sana at 20
-# steps, the peers at their own (sana_eval/peer_models.py); speedup = throughput over the baseline's.
+# steps, the peers at their own (sana_eval/bench/peer_models.py); speedup = throughput over the baseline's.
 def run_speed(settings: dict[str, Setting], column: Column) -> Measurement:
     measure, scope = settings["measure"], settings.get("scope", "end_to_end")
     if settings.get("quantization"):  # the recipe's needs stop these before they get here
@@ -109,7 +113,7 @@ def run_speed(settings: dict[str, Setting], column: Column) -> Measurement:
     return Measurement(value, f"{_describe(t, whole)}; {caveat}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _text_latency(name: str, batch: int, seq: int, dtype: str) -> TextEncoderTiming:
     return time_text_encoder(name, batch, seq, dtype)
 

@@ -9,28 +9,27 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from metrics.base import Result
-from sana_eval.generation.sana import GenerateRequest
-from sana_eval.scoring import scorers as score
+from model.pipeline import SamplingConfig
 from sana_eval.generation import sana as run_generate
 from sana_eval.generation.runner import read_run
-from sana_eval.reproduce.images import stored_result
-from sana_eval.reproduce.images import DATA_FOLDERS
+from sana_eval.generation.sana import GenerateRequest
+from sana_eval.io import save_figure, write_text
 from sana_eval.paths import data_dir
 from sana_eval.provenance import collect
-from sana_eval.io import write_text
-from sana_eval.io import save_figure
-from model.pipeline import SamplingConfig
+from sana_eval.reproduce.images import DATA_FOLDERS, stored_result
+from sana_eval.results import higher_is_better
+from sana_eval.scoring.dispatch import score_benchmark
 
 SCHEMA = "sana-eval/sweep/1"
 Knob = Literal["sampler", "steps", "cfg", "shift", "chi"]
-# benchmark (CLI name) -> metrics a sweep may score on it; `lower` lists the lower-is-better ones.
+# benchmark (CLI name) -> metrics a sweep may score on it; each metric declares its direction (results.DIRECTIONS).
 METRICS = {"mjhq30k": ("fid", "clip_score"), "geneval": ("geneval",)}
-LOWER_IS_BETTER = {"fid"}
 METRIC_NAMES = {"fid": "FID", "clip_score": "CLIP score", "geneval": "GenEval overall"}
 
 
@@ -40,8 +39,8 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Knobs:
-    """The sampling settings a sweep point varies; defaults are Sana's metric scripts (paper.md §4 "Inference
-    defaults"): Flow-DPM-Solver, its default 20 steps, CFG 4.5, the checkpoint's flow shift, CHI as Sana's script."""
+    """The sampling settings a sweep point varies; defaults are Sana's metric scripts (docs/tables.md
+    §4): Flow-DPM-Solver, its default 20 steps, CFG 4.5, the checkpoint's flow shift, CHI as Sana's script."""
 
     sampler: str = "flow_dpm_solver"
     steps: int | None = None               # None: the sampler's default (20 DPM-Solver, 28 Euler)
@@ -144,35 +143,48 @@ class SweepSettings:
     allow_few_images: bool = False         # FID of a subset under 2048 images: biased, still comparable in a sweep
 
 
+@dataclass(frozen=True)
+class SweepExecution:
+    """How a sweep runs, besides what decides its numbers: the prompt subset, batching, device, scorer options."""
+
+    limit: int | None = None               # the first N prompts of the benchmark (None: all)
+    batch_size: int = 1
+    device: str | None = None
+    # Extra options of the scorer calls (`score_benchmark`): {"mjhq": {...} for mjhq30k, "geneval": {...}}, e.g.
+    # weights files, device, cache folder.
+    scorer: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
 def _subset(limit: int | None) -> str:
     return "all" if limit is None else f"first{limit}"
 
 
-def _request(point: Point, sweep: Sweep, settings: SweepSettings, folder: Path, limit: int | None,
-             batch_size: int, device: str | None):
+def _request(point: Point, sweep: Sweep, settings: SweepSettings, folder: Path, execution: SweepExecution):
     return GenerateRequest(benchmark=sweep.benchmark, weights=settings.weights, out=folder, vae=settings.vae,
                            text_encoder=settings.text_encoder, conventions=settings.conventions,
                            sampling=point.knobs.sampling(), chi=point.knobs.chi, resolution=settings.resolution,
-                           seed=settings.seed, limit=limit, batch_size=batch_size, data=settings.data, device=device)
+                           seed=settings.seed, limit=execution.limit, batch_size=execution.batch_size,
+                           data=settings.data, device=execution.device)
 
 
-def _score(metric: str, images: Path, settings: SweepSettings, limit: int | None, scorer: dict) -> Result:
+def _score(metric: str, images: Path, settings: SweepSettings, execution: SweepExecution) -> Result:
+    limit, scorer = execution.limit, execution.scorer
     if metric == "geneval":
-        return score.score_geneval(images, data=settings.data, limit=limit, **scorer.get("geneval", {}))
-    source = score.MJHQSource(folder=settings.mjhq, limit=limit)
-    [result] = score.score_mjhq(images, source, [metric], fid_size=settings.fid_size,
-                                allow_few_images=settings.allow_few_images, **scorer.get("mjhq", {}))
+        [result] = score_benchmark("geneval", images, data=settings.data, limit=limit, **scorer.get("geneval", {}))
+    else:
+        [result] = score_benchmark("mjhq30k", images, metrics=[metric], mjhq=settings.mjhq, limit=limit,
+                                   fid_size=settings.fid_size, allow_few_images=settings.allow_few_images,
+                                   **scorer.get("mjhq", {}))
     return result
 
 
-def _run_point(point: Point, sweep: Sweep, settings: SweepSettings, out_dir: Path, limit: int | None,
-               batch_size: int, device: str | None, scorer: dict) -> dict:
+def _run_point(point: Point, sweep: Sweep, settings: SweepSettings, out_dir: Path, execution: SweepExecution) -> dict:
     folder = out_dir / "points" / point.id
-    files = {m: folder.parent / f"{point.id}.{m}.{_subset(limit)}.json" for m in sweep.metrics}
+    files = {m: folder.parent / f"{point.id}.{m}.{_subset(execution.limit)}.json" for m in sweep.metrics}
     reused = all(f.is_file() for f in files.values())
     if not reused:                         # generation resumes: only missing images are made
-        run_generate.run(_request(point, sweep, settings, folder, limit, batch_size, device))
-    results = {m: stored_result(f, lambda m=m: _score(m, folder, settings, limit, scorer)) for m, f in files.items()}
+        run_generate.run(_request(point, sweep, settings, folder, execution))
+    results = {m: stored_result(f, lambda m=m: _score(m, folder, settings, execution)) for m, f in files.items()}
     identity, _ = read_run(folder) if folder.is_dir() else ({}, {})
     return {"id": point.id, "series": point.series, "x": point.x, "knobs": dataclasses.asdict(point.knobs),
             "images": str(folder.relative_to(out_dir)), "reused": reused,
@@ -202,28 +214,24 @@ def _check_folder(out_dir: Path, sweep: Sweep, settings: SweepSettings) -> None:
                          f"or another definition; use another --out folder")
 
 
-def run_sweep(name: str, weights: str, out_dir: str | Path, *, limit: int | None, resolution: int | None = None,
-              seed: int = 0, vae: str | None = None, text_encoder: str | None = None, conventions: str = "nvlabs",
-              data: str | None = None, mjhq: str | None = None, fid_size: int = 512, allow_few_images: bool = False,
-              batch_size: int = 1, device: str | None = None, scorer: dict | None = None) -> Path:
+def run_sweep(name: str, settings: SweepSettings, out_dir: str | Path,
+              execution: SweepExecution = SweepExecution()) -> Path:
     """Run (or resume) every point of sweep `name` into `out_dir`; returns `out_dir/sweep.md`.
 
-    `limit`: the first N prompts of the benchmark (None: all). `scorer`: extra keyword arguments of the scorer
-    calls, {"mjhq": {...} for `score.score_mjhq`, "geneval": {...} for `score.score_geneval`} (weights files,
-    device, cache folder). sweep.json is rewritten after every point, so a killed run shows its progress.
+    sweep.json is rewritten after every point, so a killed run shows its progress.
     """
     sweep = get_sweep(name)
     out_dir = Path(out_dir)
-    settings = _defaults(SweepSettings(weights, resolution, seed, vae, text_encoder, conventions, data, mjhq,
-                                       fid_size, allow_few_images), sweep)
+    settings = _defaults(settings, sweep)
     _check_folder(out_dir, sweep, settings)
-    provenance = collect(seeds={"generation": seed}, config={"sweep": name, "limit": limit, **dataclasses.asdict(
-        settings), "scorer": scorer or {}})
+    scorer = {key: dict(value) for key, value in execution.scorer.items()}
+    provenance = collect(seeds={"generation": settings.seed}, config={
+        "sweep": name, "limit": execution.limit, **dataclasses.asdict(settings), "scorer": scorer})
     points: list[dict] = []
     for point in sweep.points():
-        points.append(_run_point(point, sweep, settings, out_dir, limit, batch_size, device, scorer or {}))
+        points.append(_run_point(point, sweep, settings, out_dir, execution))
         payload = {"schema": SCHEMA, "sweep": sweep.to_dict(), "settings": dataclasses.asdict(settings),
-                   "limit": limit, "provenance": provenance.to_dict(), "points": points}
+                   "limit": execution.limit, "provenance": provenance.to_dict(), "points": points}
         write_sweep_json(payload, out_dir / "sweep.json")
     return render_sweep(out_dir / "sweep.json")
 
@@ -235,7 +243,8 @@ def write_sweep_json(payload: dict, path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 # Rendering: sweep.md and sweep.png from sweep.json alone, so a stored sweep can be replotted.
 
-def _fmt(value: float) -> str:
+def _four_significant(value: float) -> str:
+    # No paper value to match (unlike a table cell, report.py): four significant digits tell the points apart.
     return f"{value:.4g}"
 
 
@@ -247,7 +256,7 @@ def _table(sweep: dict, points: list[dict], metric: str) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for x in sweep["values"]:
         cells = [by_key.get((line, json.dumps(x))) for line in lines]
-        out.append(f"| {x} | " + " | ".join(_fmt(c["values"][metric]) if c else "·" for c in cells) + " |")
+        out.append(f"| {x} | " + " | ".join(_four_significant(c["values"][metric]) if c else "·" for c in cells) + " |")
     return out
 
 
@@ -265,7 +274,7 @@ def render_markdown(payload: dict, figure: str | None) -> str:
     if figure:
         out += [f"![{sweep['title']}]({figure})", ""]
     for metric in sweep["metrics"]:
-        better = "lower" if metric in LOWER_IS_BETTER else "higher"
+        better = "higher" if higher_is_better(metric, metric) else "lower"
         out += [f"## {METRIC_NAMES[metric]} ({better} is better)", "", *_table(sweep, points, metric), ""]
     fixed = {k: v for k, v in sweep["base"].items() if k not in (sweep["axis"], sweep["series_axis"])}
     out += ["## Settings", "",
@@ -280,8 +289,7 @@ def render_markdown(payload: dict, figure: str | None) -> str:
 
 def plot(payload: dict, path: Path) -> Path | None:
     """Metric vs. swept value, a panel per metric, a line per series (Fig. 8's form); None if no point ran."""
-    from matplotlib.figure import Figure
-
+    from matplotlib.figure import Figure  # heavy, and only the plot needs it: loaded when a plot is made
 
     sweep, points = payload["sweep"], payload["points"]
     if not points:
@@ -302,7 +310,8 @@ def plot(payload: dict, path: Path) -> Path | None:
             ax.set_xticks(sweep["values"], [str(x) for x in sweep["values"]])
             ax.minorticks_off()
         ax.set_xlabel(sweep["axis"])
-        ax.set_ylabel(f"{METRIC_NAMES[metric]} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)")
+        ax.set_ylabel(f"{METRIC_NAMES[metric]} ({'higher' if higher_is_better(metric, metric) else 'lower'} "
+                      "is better)")
         ax.grid(alpha=0.3)
         if sweep["series"]:
             ax.legend(fontsize="small")

@@ -1,7 +1,10 @@
-"""`sana-eval score`: image folders -> metric results (JSON list of `metrics.base.Result`), written atomically.
+"""The scorers behind `sana-eval score`: an image folder (or an autoencoder) -> metric results
+(`metrics.base.Result`). `sana_eval.scoring.dispatch.score_benchmark` picks one by benchmark name.
 
-MJHQ-30K: FID and CLIP score of generated `<id>.jpg` against the real images and prompts (paper Table 7).
+MJHQ-30K: FID and CLIP score of generated `<id>.jpg` against the real images and prompts (paper Table 7), and
+ImageReward of those images (Table 5).
 recon: an autoencoder's encode-decode of the real MJHQ images, rFID / PSNR / SSIM / LPIPS (paper Table 1).
+GenEval, DPG-Bench, ImageReward: the benchmarks' official rules (Tables 10, 11).
 """
 from __future__ import annotations
 
@@ -12,26 +15,23 @@ from pathlib import Path
 
 import torch
 
+from metrics import dpg, geneval, image_reward
 from metrics.base import MetricError, Result
+from metrics.clip_crosscheck import CROSS_CHECKS as CLIP_CROSS
+from metrics.clip_score import CLIPScore, CLIPScoreConfig
+from metrics.detectors import get_color_classifier, get_detector
+from metrics.fid import FID, MIN_FID_IMAGES, FIDConfig
+from metrics.fid_crosscheck import CROSS_CHECKS as FID_CROSS
 from metrics.images import ImageItem, ImageSet, folder_image_set, generated_like
 from metrics.mjhq import mjhq
-from metrics.clip_crosscheck import CROSS_CHECKS as CLIP_CROSS
-from metrics.fid_crosscheck import CROSS_CHECKS as FID_CROSS
-from metrics.fid import FID, MIN_FID_IMAGES, FIDConfig
-from metrics.clip_score import CLIPScore, CLIPScoreConfig
-from sana_eval.generation.runner import read_run
-from metrics.fid import FID, FIDConfig
-from model.dc_ae_keys import load_dc_ae
-from metrics.fid import FIDConfig
 from metrics.recon import ReconConfig, reconstruction_metrics
-from metrics import geneval
-from metrics.detectors import get_color_classifier, get_detector
-from sana_eval.generation.prompt_sets import get_benchmark
-from metrics import dpg
 from metrics.vqa import get_vqa
-from metrics.image_reward import ImageRewardConfig, score_benchmark
+from model.dc_ae_keys import load_dc_ae
+from sana_eval.generation.prompt_sets import get_benchmark
+from sana_eval.generation.runner import read_run
 
 AUTOENCODERS = ("dc-ae-f32c32", "sdxl-vae", "sd-f32c64")
+MJHQ_METRICS = ("fid", "clip_score", "image_reward")
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,12 @@ def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = 
                fid_size: int = 512, ext: str = ".jpg", allow_few_images: bool = False,
                device: str | None = None, cache_dir: str | None = None,
                fid_weights: str | None = None, clip_weights: str | None = None,
-               cross_checks: Sequence[str] = ()) -> list[Result]:
-    """FID (Sana-compatible, `fid_size` px) and CLIP score of generated MJHQ images (`<images>/<id><ext>`)."""
-    unknown = sorted(set(metrics) - {"fid", "clip_score"})
+               cross_checks: Sequence[str] = (), reward_weights: str | None = None) -> list[Result]:
+    """FID (Sana-compatible, `fid_size` px), CLIP score and ImageReward (paper Table 5: one image per MJHQ
+    prompt, `reward_weights` = ImageReward.pt) of generated MJHQ images (`<images>/<id><ext>`)."""
+    unknown = sorted(set(metrics) - set(MJHQ_METRICS))
     if unknown:
-        raise MetricError(f"unknown MJHQ metric(s) {', '.join(unknown)}; expected fid, clip_score")
+        raise MetricError(f"unknown MJHQ metric(s) {', '.join(unknown)}; expected {', '.join(MJHQ_METRICS)}")
     fid_checks, clip_checks = _cross_checks(cross_checks)
     reference = source.load()
     generated = generated_like(reference, images, ext)
@@ -78,6 +79,9 @@ def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = 
         config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir,
                                  cross_checks=clip_checks)
         results.append(CLIPScore(config).score(generated))
+    if "image_reward" in metrics:
+        config = image_reward.ImageRewardConfig(weights_path=reward_weights, device=device, cache_dir=cache_dir)
+        results.append(image_reward.ImageRewardScore(config).score(generated))
     return results
 
 
@@ -103,6 +107,9 @@ def score_folder(images: str | Path, *, reference: str | None = None, prompts: s
                  cross_checks: Sequence[str] = ()) -> list[Result]:
     """Any flat folder of images: FID against a `reference` folder, CLIP score against `prompts` (or the
     prompts recorded by `sana-eval generate`), with the same protocols as the MJHQ-30K scores."""
+    unknown = sorted(set(metrics) - {"fid", "clip_score"})
+    if unknown:
+        raise MetricError(f"unknown folder metric(s) {', '.join(unknown)}; expected fid, clip_score")
     fid_checks, clip_checks = _cross_checks(cross_checks)
     folder = folder_image_set(images)
     results = []
@@ -140,7 +147,7 @@ def _kl_autoencoder(weights: str | None, device: torch.device, name: str) -> Cal
     if weights is None:
         raise MetricError(f"--ae {name}: pass --weights DIR, a diffusers AutoencoderKL folder (config.json + "
                           f"safetensors), e.g. the vae/ folder of the model's diffusers repo")
-    try:
+    try:  # diffusers: an optional, heavy dependency, needed for these autoencoders only
         from diffusers import AutoencoderKL
     except ImportError:
         raise MetricError(f"--ae {name} needs diffusers (pip install 'sana-eval[test]' or diffusers)") from None
@@ -194,5 +201,5 @@ def score_imagereward(images: str | Path, *, weights: str | None = None, device:
                       cache_dir: str | None = None, data: str | None = None) -> Result:
     """ImageReward benchmark (paper Table 11): mean over the 100 prompts of the mean reward of their images."""
     items = get_benchmark("imagereward").load(data).items
-    return score_benchmark(images, items, ImageRewardConfig(weights_path=weights, device=device,
-                                                            cache_dir=cache_dir))
+    config = image_reward.ImageRewardConfig(weights_path=weights, device=device, cache_dir=cache_dir)
+    return image_reward.score_benchmark(images, items, config)

@@ -18,36 +18,35 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from metrics.base import Result, sha256_file
-from model.text_encoder import CHI_VARIANTS
-
-from sana_eval.smoke import tiny as tiny
-from sana_eval.generation.prompt_sets import PromptSet, get_benchmark
-from sana_eval.generation.runner import run_generation
-from sana_eval.generation.layouts import quantize_uint8
-from sana_eval.provenance import collect
-from sana_eval.io import write_text
-from sana_eval.results import write_results
-from metrics.mjhq import MJHQ_CATEGORIES, load_meta
-from model.pipeline import SamplingConfig
 from metrics import dpg, geneval
+from metrics.base import Result, sha256_file
 from metrics.clip_score import CLIPScore, CLIPScoreConfig
 from metrics.detectors.clip_color import CLIPColorClassifier
 from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF
 from metrics.fid import FID, FIDConfig
 from metrics.image_reward import ImageRewardConfig, ImageRewardScore, benchmark_image_set
 from metrics.images import generated_like
-from metrics.mjhq import mjhq_from_folder
+from metrics.mjhq import MJHQ_CATEGORIES, load_meta, mjhq_from_folder
 from metrics.vqa.blip import BlipVQA
+from model.pipeline import SamplingConfig
+from model.text_encoder import CHI_VARIANTS
+from sana_eval.generation.layouts import quantize_uint8
+from sana_eval.generation.prompt_sets import PromptSet, get_benchmark
+from sana_eval.generation.runner import GenerationSpec, run_generation
+from sana_eval.io import write_text
+from sana_eval.provenance import collect
+from sana_eval.results import write_results
+from sana_eval.smoke import tiny as tiny
 
 WARNING = ("SMOKE TEST: every number here comes from tiny RANDOM models and is NOT comparable to the paper "
            "(it only shows that the whole chain runs).")
@@ -305,8 +304,8 @@ def _generate(pipe, prompts: PromptSet, out: Path, gemma: Path, progress: bool):
                   "transformer_sha256": _state_sha256(pipe.transformer), "vae": "dc-ae-tiny (random)",
                   "vae_sha256": _state_sha256(pipe.vae), "sampling": dataclasses.asdict(sampling),
                   "resolution": RESOLUTION}
-    return run_generation(prompts, out, generate_fn, run_config=run_config, seed=SEED, batch_size=BATCH_SIZE,
-                          progress=progress)
+    spec = GenerationSpec(run_config, seed=SEED, batch_size=BATCH_SIZE, progress=progress)
+    return run_generation(prompts, out, generate_fn, spec)
 
 
 def _state_sha256(module: torch.nn.Module) -> str:
@@ -331,7 +330,7 @@ def _score_all(out_dir: Path, sets: dict[str, PromptSet], images: dict[str, Path
         _check_finite(result, key)
         st.files = [str(Path(f).relative_to(out_dir)) for f in files]
 
-    with _stage(stages, "score fid (MJHQ layout)") as st:  # benchmarks.md §1.2
+    with _stage(stages, "score fid (MJHQ layout)") as st:  # docs/protocols.md §1.2
         config = FIDConfig(img_size=RESOLUTION, weights_path=str(fid_weights), weights_sha256=sha256_file(fid_weights),
                            device="cpu", num_workers=0, allow_few_images=True)
         # One overall FID: each per-category FID would cost another 2048x2048 matrix square root.

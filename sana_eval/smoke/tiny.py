@@ -9,19 +9,37 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from unittest import mock
 
 import torch
+import torchvision
+from pytorch_fid import inception as pfid_inception
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForQuestionAnswering,
+    BlipImageProcessor,
+    BlipProcessor,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Mask2FormerConfig,
+    Mask2FormerForUniversalSegmentation,
+    PreTrainedTokenizerFast,
+    SwinConfig,
+)
+
+from metrics.image_reward_model import POSITION_IDS, RewardArch, official_shapes
 from model.config import TransformerConfig
 from model.dc_ae import DCAE, DCAE_PRESETS
 from model.pipeline import SanaPipeline
 from model.text_encoder import TEXT_ENCODER_PRESETS, TextEncoder
 from model.transformer import build_transformer
-from metrics.image_reward_model import POSITION_IDS, official_shapes
-from metrics.image_reward_model import RewardArch
 
 GEMMA_HIDDEN = 32
 SMOKE_CLIP_NAME = "sana-eval-smoke-clip"
@@ -47,13 +65,10 @@ def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------
-# Generation: Gemma-2 text encoder (model_spec §4), DC-AE (§3), Linear DiT (§1), the pipeline (§5-6).
+# Generation: Gemma-2 text encoder (docs/model.md §4), DC-AE (§3), Linear DiT (§1), the pipeline (§5-6).
 
 def train_tokenizer(corpus: Sequence[str]):
     """A Gemma-like tokenizer: SentencePiece-style "▁" word prefixes, BOS prepended, right padding."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
@@ -67,8 +82,6 @@ def train_tokenizer(corpus: Sequence[str]):
 
 def write_tiny_gemma(folder: Path, corpus: Sequence[str], seed: int = 0) -> Path:
     """A 2-layer random Gemma2ForCausalLM and its tokenizer saved as a local model folder."""
-    from transformers import Gemma2Config, Gemma2ForCausalLM
-
     tokenizer = train_tokenizer(corpus)
     config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=GEMMA_HIDDEN, intermediate_size=64,
                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
@@ -93,13 +106,10 @@ def tiny_pipeline(gemma_folder: Path, resolution: int, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------------------------
-# FID (benchmarks.md §1.2): pytorch-fid's FID-Inception with random weights.
+# FID (docs/protocols.md §1.2): pytorch-fid's FID-Inception with random weights.
 
 def write_random_fid_weights(path: Path, seed: int = 0) -> Path:
     """A randomly initialised FID-Inception state dict, written where `FIDConfig.weights_path` points."""
-    import torchvision
-    from pytorch_fid import inception as pfid_inception
-
     torch.manual_seed(seed)
     # fid_inception_v3 builds the patched network, then loads the official file; skip only that load.
     with mock.patch.object(torchvision.models.inception.Inception3, "load_state_dict", lambda self, sd: None), \
@@ -132,8 +142,7 @@ class TinyCLIP:
 
 def tiny_clip(folder: Path, seed: int = 0) -> TinyCLIP:
     """Registers SMOKE_CLIP_CONFIG with open_clip and writes random weights for it."""
-    import open_clip
-    from safetensors.torch import save_file
+    import open_clip  # heavy (~0.6 s) and needed by this builder alone: loaded when a tiny CLIP is built
 
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / f"{SMOKE_CLIP_NAME}.json"
@@ -150,8 +159,6 @@ def tiny_clip(folder: Path, seed: int = 0) -> TinyCLIP:
 # GenEval detector (§3.2): Mask2Former with a 4-stage Swin of width 16 over the 80 COCO classes.
 
 def tiny_mask2former(seed: int = 0):
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
-
     torch.manual_seed(seed)
     backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
                           window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
@@ -166,9 +173,6 @@ def tiny_mask2former(seed: int = 0):
 
 def tiny_blip(folder: Path, seed: int = 0):
     """(BlipForQuestionAnswering, BlipProcessor) with 32-px images and BERT_VOCAB."""
-    from transformers import (BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor,
-                              BlipProcessor)
-
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n")
     tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]")
@@ -212,9 +216,6 @@ def random_image_reward_weights(arch, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def tiny_image_reward(folder: Path, seed: int = 0) -> TinyImageReward:
     """Random official-format ImageReward weights for a 32-px ViT and a 2-layer BERT, plus med_config/vocab."""
-    from safetensors.torch import save_file
-
-
     # bert-base-uncased has no [DEC]; the reward's tokenizer adds [DEC] and [ENC] itself.
     vocab = [t for t in BERT_VOCAB if t != "[DEC]"]
     arch = RewardArch(image_size=32, patch_size=16, vision_width=32, vision_depth=1, vision_heads=2,

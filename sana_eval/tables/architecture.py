@@ -9,7 +9,7 @@ from sana_eval.tables.schema import Column, Note, RowSpec, build_table
 SANA_1024 = {"Sana-0.6B": "Sana_600M_1024px", "Sana-1.6B": "Sana_1600M_1024px"}
 
 # Table 5 [P]: on-device deployment; "laptop GPU", 1024 px, CLIP on MJHQ-30K, Image-Reward on its first 1K images.
-_T5_PRESET = SANA_1024["Sana-0.6B"]        # the Intro's 0.37 s claim names Sana-0.6B; Fig. 9 says 1.6B (§6.6)
+_T5_PRESET = SANA_1024["Sana-0.6B"]        # the Intro's 0.37 s claim: Sana-0.6B; Fig. 9: 1.6B (docs/tables.md §6.6)
 TABLE5 = build_table(
     id="table5", number=5, title="On-device deployment with W8A8 quantization",
     caption="Sana at 1024 px on a laptop GPU, FP16 vs. W8A8; CLIP-Score on MJHQ-30K, Image-Reward on its "
@@ -25,10 +25,10 @@ TABLE5 = build_table(
             "latency": R.speed(_T5_PRESET, 1024, "latency", batch=1, gpu="laptop GPU", quantization="W8A8")},
                 no_recipe="needs the W8A8-quantized model (paper §4: INT8 GEMM, fused kernels), not in this repo"),
     ],
-    notes=(Note("paper.md §6.6", "Device and model disagree across the paper: the Intro says quantized Sana-0.6B "
+    notes=(Note("docs/tables.md §6.6", "Device and model disagree across the paper: the Intro says quantized Sana-0.6B "
                                  "runs 0.37 s on a 4090, §4 and this table say laptop GPU, Fig. 9 says Sana-1.6B.",
                 (("Sana (FP16)", "latency"), ("+ W8A8 Quantization", "latency"))),
-           Note("paper.md Table 11", "This Image-Reward (first 1K MJHQ images) is not Table 11's ImageReward "
+           Note("paper Table 11", "This Image-Reward (first 1K MJHQ images) is not Table 11's ImageReward "
                                      "(100-prompt benchmark); do not compare the two.",
                 (("Sana (FP16)", "image_reward"), ("+ W8A8 Quantization", "image_reward")))),
 )
@@ -47,7 +47,7 @@ TABLE6 = build_table(
         RowSpec("Sana-1.6B", "", ("2240", "20", "5600", "70", "1604"),
                 recipes={f: R.architecture("table6", SANA_1024["Sana-1.6B"], f) for f in _FIELDS}),
     ],
-    notes=(Note("paper.md §6.11", "#Heads are the linear self-attention heads (hidden / 32); cross-attention "
+    notes=(Note("docs/tables.md §6.11", "#Heads are the linear self-attention heads (hidden / 32); cross-attention "
                                   "uses 16 (0.6B) and 20 (1.6B) heads.",
                 (("Sana-0.6B", "heads"), ("Sana-1.6B", "heads"))),
            Note("params-0.6B", "Our count, 591,747,872, is the NVlabs state dict without its two buffers "
@@ -56,6 +56,6 @@ TABLE6 = build_table(
                                "the 1.6B row matches (1,604,462,752 -> 1604), so the paper most likely rounded "
                                "this one count more coarsely. Reported as a difference, not hidden by tolerance.",
                 (("Sana-0.6B", "params"),)),
-           Note("paper.md §3", "A NVlabs code comment gives the 1600M config as 1648.48M; Table 6 and our count "
+           Note("docs/tables.md §3", "A NVlabs code comment gives the 1600M config as 1648.48M; Table 6 and our count "
                                "say 1604 M.", (("Sana-1.6B", "params"),))),
 )

@@ -6,20 +6,20 @@ from sana_eval.tables import recipes as R
 from sana_eval.tables.schema import Column, Note, RowSpec, Tolerance, build_table
 
 F8, F32 = "F8C4P2", "F32C32P1"
-TIMING = ("Timed like Table 7 (sana_eval/bench_e2e.py): random weights, FP16, 1024 px, Gemma-2 text encoding + "
+TIMING = ("Timed like Table 7 (sana_eval/bench/e2e.py): random weights, FP16, 1024 px, Gemma-2 text encoding + "
           "20 Flow-DPM-Solver steps with CFG + decoding, throughput at batch 16 and latency at batch 1, the row's "
           "blocks at Sana-0.6B's size (note \"macs-model\"). F8C4P2 rows patchify the f8 latent (128 x 128 at "
           "1024 px) with patch 2 and decode with an SDXL-VAE-shaped AutoencoderKL; F32C32P1 rows decode with the "
           "DC-AE. Rows without kernel fusion run the PyTorch (eager) path, the \"+ Kernel Fusion\" rows our fused "
           "Triton kernels (paper §2.2). Caveats: the paper ran an A100 (the detail names our GPU) and states no step "
           "count; 20 steps is Table 7's, whose Sana-0.6B latency (0.9 s) matches the F32C32P1 row's 826 ms. Nor "
-          "does it say whether text encoding and decoding are inside the timing (ours include them, paper.md §2), "
-          "or which text encoder the ablation models used.")
+          "does it say whether text encoding and decoding are inside the timing (ours include them, "
+          "docs/tables.md §2), or which text encoder the ablation models used.")
 
 # The size the MACs pin down (note "macs-model"): 1152 wide, 28 deep = Sana-0.6B = DiT-XL/PixArt-XL.
 MACS_PRESET = "Sana_600M_1024px"
 _AE = {F8: dict(in_channels=4, patch_size=2), F32: dict(in_channels=32, patch_size=1)}
-_DECODER = {F8: "sdxl-vae", F32: "dc-ae-f32c32-sana-1.0"}      # sana_eval/bench_e2e.py autoencoder names
+_DECODER = {F8: "sdxl-vae", F32: "dc-ae-f32c32-sana-1.0"}      # sana_eval/bench/e2e.py autoencoder names
 _BLOCKS = {"FullAttn & FFN": dict(self_attention="softmax", ffn="mlp", mlp_ratio=4.0),   # PixArt's Mlp, ratio 4
            "LinearAttn & FFN": dict(self_attention="linear", ffn="mlp", mlp_ratio=4.0),
            "LinearAttn & MixFFN": dict(self_attention="linear", ffn="mix", mlp_ratio=2.5)}  # GLUMBConv2.5
@@ -40,7 +40,7 @@ _T8_ROWS = ((F8, "FullAttn & FFN"), (F8, "+ LinearAttn"), (F8, "+ MixFFN"), (F8,
             (F32, "LinearAttn & MixFFN"), (F32, "+ Kernel Fusion"))
 
 TRAINED = ("needs each variant trained for 52K iterations with the same (undisclosed) setting; "
-           "training is out of scope (paper.md §4)")
+           "training is out of scope (docs/tables.md §4)")
 
 # Table 8 [P]: one A100, FP16, 1024 px; MACs of one forward pass, throughput at batch 16, latency at batch 1.
 TABLE8 = build_table(
@@ -57,7 +57,7 @@ TABLE8 = build_table(
         (F32, "LinearAttn & MixFFN", "LinearAttn & MixFFN", "1.08 1.75 826"),
         (F32, "+ Kernel Fusion", "LinearAttn & MixFFN", "1.08 2.06 748"),
     )],
-    notes=(Note("paper.md §2", "Neither the step count behind the latency nor the model size is stated."),
+    notes=(Note("docs/tables.md §2", "Neither the step count behind the latency nor the model size is stated."),
            Note("macs-model", "The model size is inferred. The FullAttn / + MixFFN ratio (6.48 / 4.19 = 1.55) "
                               "depends on the width only: 1.59 at 1024, 1.53 at 1152, 1.48 at 1280, 1.29 at 2240 "
                               "(Sana-1.6B). Width 1152 and depth 28 (Sana-0.6B, = DiT-XL / PixArt-XL) is the "
@@ -93,6 +93,6 @@ TABLE12 = build_table(
         (f"{F32}, 512 px", "Linear+GLUMBConv2.5", "6.4 27.4"),
         (f"{F32}, 512 px", "+ Kernel Fusion", "6.4 27.4"),
     )],
-    notes=(Note("paper.md §1", "NoPE has no table; the paper only says removing the positional embedding gives "
+    notes=(Note("docs/tables.md §1", "NoPE has no table; the paper only says removing the positional embedding gives "
                                "no quality loss."),),
 )

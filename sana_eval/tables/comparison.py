@@ -40,7 +40,7 @@ PEERS = {"PixArt-α": "pixart-alpha", "PixArt-Σ": "pixart-sigma", "LUMINA-Next"
 
 
 def _t7_peer_recipes(label: str, group: str) -> dict[str, Recipe]:
-    """Speed cells of a peer row (its diffusers implementation, sana_eval/bench_peers.py); quality cells have none."""
+    """Speed cells of a peer row (its diffusers implementation, sana_eval/bench/peers.py); quality cells have none."""
     peer, res = PEERS[label], RES[group]
     return {"params": R.peer_params("table7", peer),
             "throughput": R.peer_speed(peer, res, "throughput", batch=16),
@@ -64,7 +64,7 @@ def _cells(keys: tuple[str, ...], rows=SANA_ROWS) -> tuple[tuple[str, str], ...]
     return tuple((f"{group} / {label}", key) for label, group in rows for key in keys)
 
 
-_MULTILING = Note("paper.md §5", "The released Sana_600M_512px / Sana_600M_1024px checkpoints are MultiLing "
+_MULTILING = Note("docs/tables.md §5", "The released Sana_600M_512px / Sana_600M_1024px checkpoints are MultiLing "
                                  "variants, not the paper's; the README reports 5.61 / 28.80 / 0.68 / 84.2 for the "
                                  "1024 px one.",
                   _cells(("fid", "clip", "geneval", "dpg"), (("Sana-0.6B", G512), ("Sana-0.6B", G1024))))
@@ -73,7 +73,7 @@ _LUMINA_PARAMS = Note("peer params", "Peer parameter counts are the denoiser of 
                                       "the paper prints.",
                        tuple((f"{G1024} / {label}", "params") for label in ("LUMINA-Next", "FLUX-dev",
                                                                              "FLUX-schnell")))
-_GENEVAL_COUNT = Note("paper.md §6.1", "The paper says GenEval has 533 prompts; GenEval and the repo use 553.",
+_GENEVAL_COUNT = Note("docs/tables.md §6.1", "The paper says GenEval has 533 prompts; GenEval and the repo use 553.",
                       _cells(("geneval",)))
 
 # Table 7 [P]: one A100, FP16; throughput at batch 16, latency at batch 1 and 20 steps; FID/CLIP on MJHQ-30K.
@@ -99,15 +99,15 @@ TABLE7 = build_table(
         (G1024, "Sana-0.6B", "1.7 0.9 0.6 39.5 5.81 28.36 0.64 83.6"),
         (G1024, "Sana-1.6B", "1.0 1.2 1.6 23.3 5.76 28.67 0.66 84.8"),
     )],
-    notes=(Note("paper.md §6.5", "Speedups do not follow from the throughputs (512 px: 6.7 / 1.5 = 4.47, printed "
+    notes=(Note("docs/tables.md §6.5", "Speedups do not follow from the throughputs (512 px: 6.7 / 1.5 = 4.47, printed "
                                  "5.0) and differ from Table 14 at 1024 px (39.5 vs 43.0, 23.3 vs 25.2).",
                 _cells(("speedup",))),
-           Note("paper.md §6.4", "Sana-1.6B has lower latency than Sana-0.6B at 512 px but lower throughput.",
+           Note("docs/tables.md §6.4", "Sana-1.6B has lower latency than Sana-0.6B at 512 px but lower throughput.",
                 _cells(("latency", "throughput"), (("Sana-0.6B", G512), ("Sana-1.6B", G512)))),
-           Note("paper.md §2, §7", "Whether Gemma and the DC-AE decode are inside the timings is not stated; "
+           Note("docs/tables.md §2, §7", "Whether Gemma and the DC-AE decode are inside the timings is not stated; "
                                    "competitors evidently ran at their own step counts.",
                 _cells(("latency", "throughput"))),
-           Note("paper.md §7", "The resize behind the 1024 px FIDs is not stated; the toolkit default is 512.",
+           Note("docs/tables.md §7", "The resize behind the 1024 px FIDs is not stated; the toolkit default is 512.",
                 _cells(("fid",), (("Sana-0.6B", G1024), ("Sana-1.6B", G1024)))),
            Note("timing", TIMING_NOTE, _cells(("latency", "throughput"))),
            Note("peer timing", PEER_TIMING_NOTE, tuple((f"{group} / {label}", key) for group, label in PEER_ROWS
@@ -126,7 +126,7 @@ def _t10_recipes(label: str, group: str) -> dict[str, Recipe]:
             **{key: R.generate_score(preset, res, "geneval", "geneval", field=key) for key, _ in _GENEVAL_FIELDS}}
 
 
-_SIC = Note("paper.md §6.2", "Typo in the paper: Sana-1.6B at 512 px is listed with 0.6 B parameters "
+_SIC = Note("docs/tables.md §6.2", "Typo in the paper: Sana-1.6B at 512 px is listed with 0.6 B parameters "
                              "(Table 7 says 1.6).", ((f"{G512} / Sana-1.6B", "params"),))
 
 # Table 10 [P]: GenEval details.
@@ -150,7 +150,7 @@ TABLE10 = build_table(
         (G1024, "Sana-0.6B", "0.6 0.64 0.99 0.76 0.64 0.88 0.18 0.39"),
         (G1024, "Sana-1.6B", "1.6 0.66 0.99 0.77 0.62 0.88 0.21 0.47"),
     )],
-    notes=(_SIC, Note("paper.md Table 10", "PixArt-Σ at 1024 px is in Table 7 but not here."),
+    notes=(_SIC, Note("paper Table 10", "PixArt-Σ at 1024 px is in Table 7 but not here."),
            Note(_GENEVAL_COUNT.ref, _GENEVAL_COUNT.text, _cells(("overall",))), _LUMINA_PARAMS),
 )
 
@@ -187,7 +187,7 @@ TABLE11 = build_table(
         (G1024, "Sana-0.6B", "0.6 83.6 83.0 89.5 89.3 90.1 90.2 0.97"),
         (G1024, "Sana-1.6B", "1.6 84.8 86.0 91.5 88.9 91.9 90.7 0.99"),
     )],
-    notes=(_SIC, Note("paper.md Table 11", "This ImageReward (100 prompts x 10 images) is a different protocol "
+    notes=(_SIC, Note("paper Table 11", "This ImageReward (100 prompts x 10 images) is a different protocol "
                                            "from Table 5's Image-Reward (first 1K MJHQ images).",
                       _cells(("image_reward",))), _LUMINA_PARAMS),
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sana_eval.tables.schema import Need, Recipe, Setting
 
-# Inference defaults of the repo's metric toolkit (paper.md §4 "Inference defaults", §5 [R]); the paper states none.
+# Inference defaults of the repo's metric toolkit (docs/tables.md §4, §5); the paper states none.
 SAMPLER = "flow_dpm-solver"
 STEPS = 20
 CFG = 4.5
@@ -18,7 +18,7 @@ TEXT_ENCODER = "Efficient-Large-Model/gemma-2-2b-it"
 VAE = "mit-han-lab/dc-ae-f32c32-sana-1.0"
 SDXL_VAE = "stabilityai/sdxl-vae"
 
-# benchmark -> (datasets it reads, images per prompt) per paper.md §5 [R]
+# benchmark -> (datasets it reads, images per prompt) per docs/tables.md §5
 BENCHMARKS: dict[str, tuple[tuple[str, ...], int]] = {
     "mjhq30k": (("mjhq30k_prompts",), 1),
     "geneval": (("geneval_prompts",), 4),
@@ -51,7 +51,7 @@ def macs(table: str, preset: str, resolution: int, *, self_attention: str, ffn: 
 
 
 def peer_params(table: str, peer: str) -> Recipe:
-    """Denoiser parameters of a peer's published config (sana_eval/peer_models.py), counted on the meta device."""
+    """Denoiser parameters of a peer's published config (sana_eval/bench/peer_models.py), counted on the meta device."""
     return Recipe("peer_params", {"peer": peer},
                   (Need("code", "diffusers", "the peer models' implementations"),),
                   command=f"sana-eval reproduce {table}")
@@ -78,7 +78,8 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
     # Table 5's Image-Reward scores MJHQ prompts, not the ImageReward benchmark: that needs its own scorer call.
     score_benchmark = "imagereward" if metric == "image_reward" and benchmark != "mjhq30k" else cli_benchmark
     score = (f"sana-eval score --benchmark {score_benchmark} --images {run} --out {run}/results.json"
-             + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else ""))
+             + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else "")
+             + (limit_flag if score_benchmark in ("mjhq30k", "geneval") else ""))   # score what was generated
     command = (f"sana-eval generate --benchmark {cli_benchmark} --weights $SANA_EVAL_WEIGHTS/{preset}"
                f" --resolution {resolution}{limit_flag} --sampler {CLI_SAMPLER} --steps {STEPS} --cfg {CFG}"
                f" --seed {SEED} --out {run} && {score}")
@@ -89,15 +90,15 @@ def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = 
           dtype: str = "float16", baseline: str | None = None, quantization: str | None = None,
           design: dict[str, Setting] | None = None, vae: str | None = None, kernels: str | None = None) -> Recipe:
     """Throughput (images/s), latency (s) or speedup over a baseline model: random weights, timed end to end on
-    whatever CUDA GPU runs it (sana_eval/bench_e2e.py); the report names that GPU next to the paper's.
+    whatever CUDA GPU runs it (sana_eval/bench/e2e.py); the report names that GPU next to the paper's.
 
     Table 8 times block designs: `design` overrides the preset's fields (self_attention, ffn, mlp_ratio,
     in_channels, patch_size), `vae` names the decoder ("sdxl-vae" for F8C4), `kernels` the linear-attention path
     ("eager" PyTorch or the fused "triton" kernels of paper §2.2). Left out, the preset and its defaults run."""
     settings = {"preset": preset, "resolution": resolution, "measure": measure, "batch": batch, "steps": steps,
                 "dtype": dtype, "gpu": gpu, "baseline": baseline, "quantization": quantization,
-                # paper.md §7: unknown whether Gemma and the DC-AE decode are inside the paper's timings; we include
-                # them ("denoise": the 20 transformer steps alone; both are in every cell's detail)
+                # docs/tables.md §7: unknown whether Gemma and the DC-AE decode are inside the paper's timings;
+                # we include them ("denoise": the 20 transformer steps alone; both are in every cell's detail)
                 "scope": "end_to_end", **(design or {})}
     settings.update({k: v for k, v in (("vae", vae), ("kernels", kernels)) if v})
     needs = [Need("gpu", gpu, TIMING_GPU)]
@@ -110,7 +111,7 @@ def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = 
     extra = (f" --baseline {baseline}" if baseline else "") + (f" --quantize {quantization}" if quantization else "")
     extra += "".join(f" --set {key}={value}" for key, value in (design or {}).items())
     extra += (f" --vae {vae}" if vae else "") + (f" --kernels {kernels}" if kernels else "")
-    command = (f"sana-eval bench --component e2e --preset {preset} --resolution {resolution} --batch {batch}"
+    command = (f"sana-eval bench e2e --preset {preset} --resolution {resolution} --batch {batch}"
                f" --steps {steps} --dtype {CLI_DTYPES[dtype]}{extra}")
     return Recipe("speed", settings, tuple(needs), command)
 
@@ -121,7 +122,7 @@ PEER_TIMED_STEPS = 3                       # denoiser forwards timed per peer ge
 def peer_speed(peer: str, resolution: int, measure: str, *, batch: int, gpu: str = PAPER_GPU,
                dtype: str = "float16", baseline: str | None = None) -> Recipe:
     """Throughput, latency or speedup of a peer model (FLUX, SD3, PixArt, ...): its diffusers implementation with
-    random weights, its own default steps (sana_eval/peer_models.py), timed end to end (sana_eval/bench_peers.py).
+    random weights, its own default steps (sana_eval/bench/peer_models.py), timed end to end (sana_eval/bench/peers.py).
     The denoiser is timed over PEER_TIMED_STEPS forwards and scaled to the step count: each step is the same
     forward, and FLUX-dev's 50 steps at batch 16 would not fit a GPU budget otherwise."""
     settings = {"peer": peer, "resolution": resolution, "measure": measure, "batch": batch, "steps": None,
@@ -129,7 +130,7 @@ def peer_speed(peer: str, resolution: int, measure: str, *, batch: int, gpu: str
                 "scope": "end_to_end"}
     needs = (Need("gpu", gpu, TIMING_GPU), Need("code", PEER_BENCH, "peer model timing"),
              Need("code", "diffusers", "the peer models' implementations"))
-    command = (f"sana-eval bench --suite peers --peers {peer} --resolutions {resolution} --batch {batch}"
+    command = (f"sana-eval bench suite peers --peers {peer} --resolutions {resolution} --batch {batch}"
                f" --dtype {CLI_DTYPES[dtype]} --out runs/peers")
     return Recipe("speed", settings, needs, command)
 
@@ -140,7 +141,7 @@ def text_encoder(repo: str, measure: str) -> Recipe:
     settings = {"model": repo, "measure": measure, "batch": 32, "sequence_length": 300, "dtype": "float16",
                 "gpu": PAPER_GPU}
     needs = (Need("gpu", PAPER_GPU, TIMING_GPU),) if measure == "latency" else ()
-    command = (f"sana-eval bench --component text-encoder --text-encoder {repo} --batch 32 --sequence-length 300"
+    command = (f"sana-eval bench text-encoder --text-encoder {repo} --batch 32 --sequence-length 300"
                f" --dtype fp16")
     return Recipe("text_encoder", settings, needs, command)
 

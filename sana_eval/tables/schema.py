@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-Source = Literal["P", "P-img"]            # paper.md §0: [P] HTML table, [P-img] third-party transcription
+Source = Literal["P", "P-img"]            # docs/tables.md §0: [P] HTML table, [P-img] third-party transcription
 ToleranceKind = Literal["exact", "rounding", "abs", "rel"]
 NeedKind = Literal["gpu", "weights", "dataset", "metric", "code"]
 Setting = str | int | float | bool | None
@@ -116,9 +116,9 @@ class Row:
 
 @dataclass(frozen=True)
 class Note:
-    """A known inconsistency or caveat (paper.md §6/§7) and the cells it touches (none: the whole table)."""
+    """A known inconsistency or caveat (docs/tables.md §6/§7) and the cells it touches (none: the whole table)."""
 
-    ref: str                               # e.g. "paper.md §6.2"
+    ref: str                               # e.g. "docs/tables.md §6.2"
     text: str
     cells: tuple[tuple[str, str], ...] = ()  # (row id, column key)
 

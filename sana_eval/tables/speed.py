@@ -19,20 +19,21 @@ PRESETS = {
 }
 COMPETITOR = "competitor model; this harness reproduces Sana only"
 # Peers are timed at 512 and 1024 px only: at 2K/4K FLUX-dev alone takes minutes per image; run
-# `sana-eval bench --suite peers --resolutions 2048 4096` on purpose instead.
+# `sana-eval bench suite peers --resolutions 2048 4096` on purpose instead.
 PEER_RESOLUTIONS = (512, 1024)
-PEER_2K4K = ("peer timing at 2K/4K is left to `sana-eval bench --suite peers` (minutes per image); "
+PEER_2K4K = ("peer timing at 2K/4K is left to `sana-eval bench suite peers` (minutes per image); "
              "this harness reproduces Sana only")
 PEER_TIMING_NOTE = ("Peers: their diffusers implementations with random weights built from the published configs, "
                     "each at its own default steps (FLUX-dev 50, FLUX-schnell 4, SD3 28, PixArt 20, Hunyuan-DiT 50, "
                     "SDXL / Playground 50, Lumina-Next 30; CFG batch except FLUX), text encoders + denoiser + VAE "
                     "decode, FP16; the denoiser is timed over a few forwards and scaled to the step count "
-                    "(sana_eval/peer_models.py, sana_eval/bench_peers.py). The paper states no peer steps (§2, §7).")
+                    "(sana_eval/bench/peer_models.py, sana_eval/bench/peers.py). The paper states no peer steps "
+                    "(docs/tables.md §2, §7).")
 TIMING_NOTE = ("Ours: random weights; Gemma-2 text encoding (CHI prompt rows, ~498 tokens) + 20 Flow-DPM-Solver "
                "steps on the CFG batch + DC-AE decoding, all FP16, on the GPU each cell's detail names (the detail "
                "also gives the denoising-only time and the kernels: on CUDA our fused Triton kernels, paper §2.2, "
-               "which the released NVlabs configs do not use; Table 8 times both). The paper timed an A100; elsewhere the verdict compares "
-               "hardware as much as code.")
+               "which the released NVlabs configs do not use; Table 8 times both). The paper timed an A100; "
+               "elsewhere the verdict compares hardware as much as code.")
 
 # The paper prints the two halves side by side; here each (resolution, model) is one row.
 _VALUES = {  # speedup over FLUX-dev, throughput (/s), latency (s)
@@ -76,16 +77,16 @@ TABLE14 = build_table(
     caption="All models on one A100 with FP16; speedup relative to FLUX-dev.", source="P",
     columns=(C.speedup(), C.throughput("Throughput (/s)"), C.latency("s", "Latency")),
     rows=[_row(group, label, values) for group, rows in _VALUES.items() for label, values in rows],
-    notes=(Note("paper.md §6.3", "The header says Latency (ms), but the values are seconds (they match Table 7's "
+    notes=(Note("docs/tables.md §6.3", "The header says Latency (ms), but the values are seconds (they match Table 7's "
                                  "0.9 s and 1.2 s).", tuple((f"{g} / Sana-{m}", "latency")
                                                             for g in GROUPS for m in ("0.6B", "1.6B"))),
-           Note("paper.md §6.4", "At 4K Sana-1.6B has lower latency (5.9 vs 9.6 s) but lower throughput (0.066 vs "
-                                 "0.104) than Sana-0.6B: internally inconsistent.",
+           Note("docs/tables.md §6.4", "At 4K Sana-1.6B has lower latency (5.9 vs 9.6 s) but lower throughput "
+                                           "(0.066 vs 0.104) than Sana-0.6B: internally inconsistent.",
                 tuple((f"4096 x 4096 / Sana-{m}", k) for m in ("0.6B", "1.6B") for k in ("latency", "throughput"))),
-           Note("paper.md §6.5", "At 1024 px these speedups differ from Table 7 (43.0 vs 39.5, 25.2 vs 23.3); at 4K "
-                                 "Fig. 2 says 106x, this table 104.0x.",
+           Note("docs/tables.md §6.5", "At 1024 px these speedups differ from Table 7 (43.0 vs 39.5, 25.2 vs 23.3); "
+                                           "at 4K Fig. 2 says 106x, this table 104.0x.",
                 tuple((f"{g} / Sana-{m}", "speedup") for g in GROUPS for m in ("0.6B", "1.6B"))),
-           Note("paper.md §1", "2K/4K results are speed only: no quality metrics at 2K or 4K."),
+           Note("docs/tables.md §1", "2K/4K results are speed only: no quality metrics at 2K or 4K."),
            Note("timing", TIMING_NOTE, tuple((f"{g} / Sana-{m}", k) for g in GROUPS for m in ("0.6B", "1.6B")
                                              for k in ("throughput", "latency"))),
            Note("peer timing", PEER_TIMING_NOTE, tuple((f"{g} / {label}", k) for g, res in GROUPS.items()

@@ -16,7 +16,7 @@ TRAINED = "needs a Sana trained with this text encoder; the training and evaluat
 _TIMING = ("Ours: random weights of the published architecture built on the GPU in FP16; one forward of 32 x 300 "
            "tokens, median of 5 after warm-up, with the transformers default attention kernel (eager for Gemma-2). "
            "The paper timed an A100; elsewhere the verdict compares hardware as much as code.")
-_ASSUMED = Note("paper.md §7", "The paper names no checkpoints; the recipes assume T5 v1.1 and Google's Gemma "
+_ASSUMED = Note("docs/tables.md §7", "The paper names no checkpoints; the recipes assume T5 v1.1 and Google's Gemma "
                                "releases, so a parameter mismatch may mean another checkpoint, not a wrong count.")
 
 
@@ -39,9 +39,9 @@ TABLE9 = build_table(
     columns=(C.params("M", "#Params"), C.latency(), C.fid(), C.clip()),
     rows=[RowSpec(label, "", tuple(values.split()), _recipes(label, ("params", "latency")), TRAINED)
           for label, values in _T9_ROWS],
-    notes=(Note("paper.md §6.7", "The text calls Gemma-2-2B 6x faster than T5-XXL; these numbers give 5.75x.",
+    notes=(Note("docs/tables.md §6.7", "The text calls Gemma-2-2B 6x faster than T5-XXL; these numbers give 5.75x.",
                 (("T5-XXL", "latency"), ("Gemma2-2B", "latency"))),
-           Note("paper.md §6.13", "Gemma-2B-IT (Gemma-1) scores a better FID than the chosen Gemma2-2B-IT; the "
+           Note("docs/tables.md §6.13", "Gemma-2B-IT (Gemma-1) scores a better FID than the chosen Gemma2-2B-IT; the "
                                   "README Docker snippet pulls google/gemma-2b-it.",
                 (("Gemma-2B-IT", "fid"), ("Gemma2-2B-IT", "fid"))),
            Note("timing", _TIMING, tuple((label, "latency") for label, _ in _T9_ROWS)),

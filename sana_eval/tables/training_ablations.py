@@ -6,10 +6,10 @@ from sana_eval.tables import recipes as R
 from sana_eval.tables.schema import Column, Note, RowSpec, Tolerance, build_table
 
 TRAINING = ("training ablation: needs Sana variants trained from scratch; the paper does not disclose data, "
-            "batch size, learning rate or compute (paper.md §4)")
+            "batch size, learning rate or compute (docs/tables.md §4)")
 SD_F32C64 = ("the paper does not say which SD autoencoder is F32C64 (its footnote is not rendered); run "
              "`sana-eval score --benchmark recon --ae sd-f32c64 --weights DIR` once it is identified")
-UNVERIFIED = Note("paper.md §0, §7", "Rendered as an image in the HTML; the numbers come from two third-party "
+UNVERIFIED = Note("docs/tables.md §0, §7", "Rendered as an image in the HTML; the numbers come from two third-party "
                                      "transcriptions of the PDF that agree with each other. Unverified.")
 
 # Table 1 [P]: "Reconstruction capability of different Autoencoders."
@@ -27,11 +27,11 @@ TABLE1 = build_table(
         RowSpec("F32C32 (Ours)", "", ("0.34", "29.29", "0.84", "0.05"),
                 recipes={m: R.reconstruction(R.VAE, m) for m in ("rfid", "psnr", "ssim", "lpips")}),
     ],
-    notes=(Note("paper.md §7", "Resolution and number of images behind the reconstruction metrics are not "
+    notes=(Note("docs/tables.md §7", "Resolution and number of images behind the reconstruction metrics are not "
                                "stated; the footnotes ¹ ² of the first two rows are not rendered in the HTML.",
                 (("F32C32 (Ours)", "rfid"), ("F32C32 (Ours)", "psnr"), ("F32C32 (Ours)", "ssim"),
                  ("F32C32 (Ours)", "lpips"))),
-           Note("paper.md §6.14", "A third-party page labels these numbers ImageNet; the paper says MJHQ-30K.")),
+           Note("docs/tables.md §6.14", "A third-party page labels these numbers ImageNet; the paper says MJHQ-30K.")),
 )
 
 # Table 2 [P-img]: "Ablation study of whether using Complex Human Instruction (CHI)"; GenEval in percent.

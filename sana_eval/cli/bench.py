@@ -1,0 +1,412 @@
+"""`sana-eval bench MODE`: speed on a CUDA GPU, one sub-subcommand per thing timed, each with only the options
+that apply to it (a suite takes no --kernels, DC-AE decoding no --set).
+
+Timing modes print one JSON line per measurement; `bench suite sana|text-encoders|peers` writes a whole grid to
+--out (JSON lines + Markdown, + a plot).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections.abc import Callable, Sequence
+
+from model.config import TransformerConfig, get_preset
+from sana_eval.bench import clock, e2e
+from sana_eval.bench.dc_ae import time_dc_ae_decode
+from sana_eval.bench.fid_features import time_fid_features
+from sana_eval.bench.kernels import profile_transformer, time_linear_attention
+from sana_eval.bench.peer_models import PEERS
+from sana_eval.bench.peers import run_peer_suite
+from sana_eval.bench.suite import BATCHES, MODELS, RESOLUTIONS, run_speed_suite, run_text_encoder_suite
+from sana_eval.bench.text_encoders import TEXT_ENCODERS, time_text_encoder
+from sana_eval.bench.transformer import time_transformer
+from sana_eval.cli.common import add_command
+
+DTYPES = ("bf16", "fp16", "fp32")
+PRESET = "Sana_600M_1024px"
+VAES = ("dc-ae-f32c32-sana-1.0", "dc-ae-f32c32-sana-1.1", "sdxl-vae")
+SET_HELP = ("override a field of each --preset, e.g. Table 8's block designs: --set self_attention=softmax "
+            "--set ffn=mlp --set mlp_ratio=4.0 --set in_channels=4 --set patch_size=2")
+
+
+# --- options several modes share: one definition each --------------------------------------------------------
+
+def _presets(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--preset", nargs="+", default=[PRESET], help=f"transformer presets (default {PRESET})")
+
+
+def _resolution(group: argparse._ArgumentGroup, what: str = "image side in px") -> None:
+    group.add_argument("--resolution", type=int, default=1024, help=f"{what} (default 1024)")
+
+
+def _batches(group: argparse._ArgumentGroup, default: Sequence[int]) -> None:
+    group.add_argument("--batch", type=int, nargs="+", default=list(default),
+                       help=f"batch sizes (default {' '.join(map(str, default))})")
+
+
+def _steps(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--steps", type=int, default=20, help="denoising steps, with CFG (default 20)")
+
+
+def _dtype(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--dtype", choices=DTYPES, default="bf16", help="precision (default bf16)")
+
+
+def _e2e_dtypes(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--text-dtype", choices=DTYPES, help="Gemma-2's precision (default --dtype)")
+    group.add_argument("--vae-dtype", choices=DTYPES, help="DC-AE's precision (default --dtype)")
+
+
+def _chi_tokens(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--chi-tokens", type=int, default=200, help="Gemma tokens of the CHI (estimate; default 200)")
+
+
+def _impl(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--impl", nargs="+", choices=["ours", "diffusers"], default=["ours"],
+                       help="our implementation and/or diffusers' (the peer), in the same run (default ours)")
+
+
+def _kernels(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--kernels", nargs="+", choices=["auto", "eager", "triton"], default=["auto"], metavar="K",
+                       help="auto, eager and/or triton: eager PyTorch or our fused Triton kernels (paper §2.2); "
+                            "auto (default): Triton on CUDA")
+
+
+def _cuda_graphs(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--cuda-graphs", nargs="+", choices=["auto", "on", "off"], default=["auto"], metavar="G",
+                       help="auto, on and/or off: replay our denoiser steps from CUDA graphs (bit-identical); auto "
+                            "(default): at small batch x resolution, where a step is launch-bound")
+
+
+def _decode_tile(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--decode-tile", type=int, help="tiled DC-AE decoding with this latent tile side")
+
+
+def _text_encoders(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--text-encoder", nargs="+", default=list(TEXT_ENCODERS),
+                       help="names or Hugging Face repo ids, e.g. google/t5-v1_1-xxl (default: Table 13's "
+                            f"{' '.join(TEXT_ENCODERS)})")
+
+
+def _sequence_length(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--sequence-length", type=int, default=300, help="tokens per row (default 300)")
+
+
+def _out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument_group("output").add_argument("--out", default="runs/bench",
+                                                     help="output folder (default runs/bench)")
+
+
+# --- the modes --------------------------------------------------------------------------------------------------
+
+def _add_transformer(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "transformer", run=run,
+                         help="the denoising transformer, ours and diffusers'",
+                         description="the denoising transformer: one forward and --steps forwards of a CFG batch "
+                                     "(2·batch rows), ours and diffusers' (the peer) in the same run",
+                         examples=[f"sana-eval bench transformer --preset {PRESET} --batch 1 16 --impl ours diffusers",
+                                   f"sana-eval bench transformer --preset {PRESET} --batch 16 --dtype fp16 "
+                                   "--kernels eager triton",
+                                   f"sana-eval bench transformer --preset {PRESET} --batch 1 --cuda-graphs off on"])
+    model = parser.add_argument_group("model")
+    _presets(model)
+    _impl(model)
+    workload = parser.add_argument_group("workload")
+    _resolution(workload)
+    _batches(workload, BATCHES)
+    _steps(workload)
+    _dtype(workload)
+    implementation = parser.add_argument_group("implementation (ours)")
+    _kernels(implementation)
+    _cuda_graphs(implementation)
+
+
+def _add_e2e(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "e2e", run=run,
+                         help="Sana end to end: Gemma-2, steps, DC-AE (Tables 7, 8, 14)",
+                         description="Sana end to end: Gemma-2 with the CHI, --steps CFG steps and DC-AE decoding "
+                                     "(Tables 7, 8, 14); one JSON line per case with the phases, MFU and memory",
+                         examples=[f"sana-eval bench e2e --preset {PRESET} --batch 1 16 --dtype fp16",
+                                   f"sana-eval bench e2e --preset {PRESET} --batch 16 --dtype fp16 --set in_channels=4 "
+                                   "--set patch_size=2 --vae sdxl-vae --kernels triton",
+                                   f"sana-eval bench e2e --preset {PRESET} Sana_1600M_1024px --batch 1 --dtype fp16 "
+                                   "--cuda-graphs off on"])
+    model = parser.add_argument_group("model")
+    _presets(model)
+    model.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
+    model.add_argument("--vae", choices=VAES, metavar="VAE",
+                       help=f"the decoder: {', '.join(VAES)} (default {VAES[0]}; sdxl-vae: Table 8's F8C4, with "
+                            "--set in_channels=4 --set patch_size=2)")
+    workload = parser.add_argument_group("workload")
+    _resolution(workload)
+    _batches(workload, BATCHES)
+    _steps(workload)
+    _chi_tokens(workload)
+    precision = parser.add_argument_group("precision")
+    _dtype(precision)
+    _e2e_dtypes(precision)
+    implementation = parser.add_argument_group("implementation")
+    _kernels(implementation)
+    _cuda_graphs(implementation)
+    _decode_tile(implementation)
+
+
+def _add_dc_ae(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "dc-ae", run=run, help="DC-AE decoding of random latents, ours and diffusers'",
+                         description="DC-AE f32c32 decoding of random latents, ours (eager or fused) and diffusers'",
+                         examples=["sana-eval bench dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers",
+                                   "sana-eval bench dc-ae --resolution 4096 --decode-tile 32 --batch 1 --dtype fp16 "
+                                   "--kernels eager triton"])
+    model = parser.add_argument_group("model")
+    _impl(model)
+    workload = parser.add_argument_group("workload")
+    _resolution(workload)
+    _batches(workload, BATCHES)
+    _dtype(workload)
+    implementation = parser.add_argument_group("implementation (ours)")
+    _kernels(implementation)
+    _decode_tile(implementation)
+
+
+def _add_attention(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "attention", run=run,
+                         help="one block's linear attention, eager against fused",
+                         description="one block's ReLU linear attention on 2·batch CFG rows at the preset's width, "
+                                     "eager against fused, with the error between them",
+                         examples=["sana-eval bench attention --tokens 1024 4096 16384 --batch 1 16 "
+                                   "--kernels eager triton"])
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", default=PRESET, help=f"the preset whose width is timed (default {PRESET})")
+    workload = parser.add_argument_group("workload")
+    workload.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384],
+                          help="image tokens (1024 px = 1024, 2K = 4096, 4K = 16384; default all three)")
+    _batches(workload, BATCHES)
+    _dtype(workload)
+    _kernels(parser.add_argument_group("implementation"))
+
+
+def _add_text_encoder(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "text-encoder", run=run,
+                         help="a text encoder's latency (Tables 9, 13)",
+                         description="a text encoder's latency on random weights of its published architecture "
+                                     "(Tables 9, 13: batch 32, 300 tokens, fp16)",
+                         examples=["sana-eval bench text-encoder --text-encoder google/t5-v1_1-xxl --batch 32 "
+                                   "--sequence-length 300 --dtype fp16"])
+    _text_encoders(parser.add_argument_group("model"))
+    workload = parser.add_argument_group("workload")
+    _batches(workload, (32,))
+    _sequence_length(workload)
+    _dtype(workload)
+
+
+def _add_fid_features(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "fid-features", run=run,
+                         help="FID feature extraction: bound by JPEG decoding?",
+                         description="FID feature extraction of --images JPEGs of --resolution px with 0/4/8/16 "
+                                     "DataLoader workers: is it bound by JPEG decoding?",
+                         examples=["sana-eval bench fid-features --images 2000"])
+    workload = parser.add_argument_group("workload")
+    workload.add_argument("--images", type=int, default=2000, help="how many JPEGs (default 2000)")
+    _resolution(workload, "side of the JPEGs in px")
+    workload.add_argument("--fid-size", type=int, default=512, help="Sana's FID resize (default 512)")
+
+
+def _add_profile(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "profile", run=run,
+                         help="the GPU kernels of one transformer forward, by time",
+                         description="the GPU kernels of one transformer CFG forward by total device time "
+                                     "(torch.profiler's table), instead of timing",
+                         examples=[f"sana-eval bench profile --preset {PRESET} --batch 16 --kernels triton"])
+    _presets(parser.add_argument_group("model"))
+    workload = parser.add_argument_group("workload")
+    _resolution(workload)
+    _batches(workload, (1,))
+    _dtype(workload)
+    _kernels(parser.add_argument_group("implementation"))
+
+
+def _add_suite(modes: argparse._SubParsersAction) -> None:
+    parser = add_command(modes, "suite", help="a whole grid to --out: sana, text-encoders or peers",
+                         description="a whole grid written to --out as JSON lines + Markdown (+ a plot)",
+                         examples=["sana-eval bench suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench",
+                                   "sana-eval bench suite text-encoders --dtype fp16 --out runs/bench",
+                                   "sana-eval bench suite peers --peers flux-dev sd3-medium --resolutions 1024 "
+                                   "--batch 1 --dtype fp16 --out runs/peers"])
+    suites = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
+
+    sana = add_command(suites, "sana", run=run,
+                       help="Sana end to end over models x resolutions x batches",
+                       description="Sana end to end over --models x --resolutions x --batch (Tables 7, 14)",
+                       examples=["sana-eval bench suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench",
+                                 "sana-eval bench suite sana --dtype bf16 --resolutions 1024 4096 --batch 1 16"])
+    model = sana.add_argument_group("model")
+    model.add_argument("--models", nargs="+", default=list(MODELS),
+                       help=f"paper model names, presets per resolution as in Table 14 (default {' '.join(MODELS)})")
+    workload = sana.add_argument_group("workload")
+    workload.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS),
+                          help=f"image sides in px (default {' '.join(map(str, RESOLUTIONS))})")
+    _batches(workload, BATCHES)
+    _steps(workload)
+    _chi_tokens(workload)
+    precision = sana.add_argument_group("precision")
+    _dtype(precision)
+    _e2e_dtypes(precision)
+    _decode_tile(sana.add_argument_group("implementation"))
+    _out(sana)
+
+    text = add_command(suites, "text-encoders", run=run, help="Table 13's text encoders, one batch each",
+                       examples=["sana-eval bench suite text-encoders --dtype fp16 --out runs/bench"])
+    _text_encoders(text.add_argument_group("model"))
+    workload = text.add_argument_group("workload")
+    workload.add_argument("--batch", type=int, default=32, help="rows per batch (default 32)")
+    _sequence_length(workload)
+    _dtype(workload)
+    _out(text)
+
+    peers = add_command(suites, "peers", run=run,
+                        help="the peer models (FLUX, SD3, PixArt, ...) end to end",
+                        description="the peer models (FLUX, SD3, PixArt, ...) end to end with random weights "
+                                    "(their diffusers implementations)",
+                        examples=["sana-eval bench suite peers --peers flux-dev sd3-medium --resolutions 1024 "
+                                  "--batch 1 --dtype fp16 --out runs/peers"])
+    model = peers.add_argument_group("model")
+    model.add_argument("--peers", nargs="+", default=list(PEERS), help=f"default all: {' '.join(PEERS)}")
+    workload = peers.add_argument_group("workload")
+    workload.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS),
+                          help=f"image sides in px (default {' '.join(map(str, RESOLUTIONS))})")
+    _batches(workload, (1,))
+    workload.add_argument("--timed-steps", type=int,
+                          help="denoiser forwards timed, scaled to each peer's step count (default: all steps)")
+    _dtype(workload)
+    _out(peers)
+
+
+MODES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "transformer": _add_transformer, "e2e": _add_e2e, "dc-ae": _add_dc_ae, "attention": _add_attention,
+    "text-encoder": _add_text_encoder, "fid-features": _add_fid_features, "profile": _add_profile,
+    "suite": _add_suite}
+SUITES = ("sana", "text-encoders", "peers")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "bench", help="speed on a CUDA GPU, one MODE per thing timed",
+        description=__doc__,
+        examples=[f"sana-eval bench transformer --preset {PRESET} --batch 1 16 --impl ours diffusers",
+                  f"sana-eval bench e2e --preset {PRESET} --batch 16 --dtype fp16 --set in_channels=4 "
+                  "--set patch_size=2 --vae sdxl-vae --kernels triton",
+                  "sana-eval bench dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers",
+                  "sana-eval bench attention --tokens 1024 4096 16384 --batch 1 16 --kernels eager triton",
+                  "sana-eval bench text-encoder --text-encoder google/t5-v1_1-xxl --batch 32 --dtype fp16",
+                  "sana-eval bench fid-features --images 2000",
+                  f"sana-eval bench profile --preset {PRESET} --batch 16 --kernels triton",
+                  "sana-eval bench suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench"])
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    for add in MODES.values():
+        add(modes)
+    return parser
+
+
+# --- running ------------------------------------------------------------------------------------------------------
+
+def apply_overrides(preset: str, overrides: Sequence[str]) -> str | TransformerConfig:
+    """`--set FIELD=VALUE` items applied over a preset (paper Table 8's block designs); the preset name if none.
+    Each value is parsed as the type of the field it replaces."""
+    if not overrides:
+        return preset
+    config, fields = get_preset(preset), {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not hasattr(config, key):
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with a transformer config field, e.g. "
+                             f"self_attention=softmax")
+        kind = type(getattr(config, key))
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"--set {item!r}: {key} takes true or false")
+            fields[key] = text.lower() == "true"
+            continue
+        try:
+            fields[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {key} expects {kind.__name__}") from None
+    return config.replace(**fields)
+
+
+def _emit(row: object) -> None:
+    """One measurement as one JSON line, flushed, so a long grid shows its progress (and survives a kill)."""
+    print(json.dumps(row.to_dict()), flush=True)
+
+
+def _transformer(args: argparse.Namespace) -> None:
+    for preset, batch, impl in itertools.product(args.preset, args.batch, args.impl):
+        # kernels and graphs are ours; the diffusers model runs as diffusers ships it
+        paths = itertools.product(args.kernels, args.cuda_graphs) if impl == "ours" else [("auto", "off")]
+        for kernels, graphs in paths:
+            _emit(time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps, kernels=kernels,
+                                   cuda_graphs=graphs))
+
+
+def _e2e(args: argparse.Namespace) -> None:
+    models = [apply_overrides(preset, args.overrides) for preset in args.preset]   # a bad --set fails before timing
+    vae = {"vae": args.vae} if args.vae else {}
+    peak = clock.measure_matmul_peak(args.dtype)
+    for model, batch in itertools.product(models, args.batch):
+        for kernels, graphs in itertools.product(args.kernels, args.cuda_graphs):
+            spec = e2e.E2ESpec(model, args.resolution, batch, args.dtype, args.steps, decode_tile=args.decode_tile,
+                               text_dtype=args.text_dtype, vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens,
+                               kernels=kernels, cuda_graphs=graphs, **vae)
+            _emit(e2e.time_sana_e2e(spec, matmul_peak_tflops=peak))
+
+
+def _dc_ae(args: argparse.Namespace) -> None:
+    for batch, impl in itertools.product(args.batch, args.impl):
+        for kernels in args.kernels if impl == "ours" else ["auto"]:
+            _emit(time_dc_ae_decode(args.resolution, batch, args.dtype, impl, args.decode_tile, kernels=kernels))
+
+
+def _attention(args: argparse.Namespace) -> None:
+    width = get_preset(args.preset).hidden_size
+    for tokens, batch, kernels in itertools.product(args.tokens, args.batch, args.kernels):
+        _emit(time_linear_attention(2 * batch, tokens, width, dtype=args.dtype, kernels=kernels))
+
+
+def _text_encoder(args: argparse.Namespace) -> None:
+    for name, batch in itertools.product(args.text_encoder, args.batch):
+        _emit(time_text_encoder(name, batch, args.sequence_length, args.dtype))
+
+
+def _fid_features(args: argparse.Namespace) -> None:
+    for row in time_fid_features(args.images, args.resolution, args.fid_size):
+        _emit(row)
+
+
+def _profile(args: argparse.Namespace) -> None:
+    for preset, batch, kernels in itertools.product(args.preset, args.batch, args.kernels):
+        print(f"# {preset}, {args.resolution} px, batch {batch} (CFG: {2 * batch} rows), {args.dtype}, "
+              f"kernels {kernels}")
+        print(profile_transformer(preset, args.resolution, batch, args.dtype, kernels), flush=True)
+
+
+def _suite(args: argparse.Namespace) -> None:
+    if args.suite == "sana":
+        path = run_speed_suite(args.out, args.models, args.resolutions, args.batch, args.dtype, steps=args.steps,
+                               decode_tile=args.decode_tile, text_dtype=args.text_dtype, vae_dtype=args.vae_dtype,
+                               chi_tokens=args.chi_tokens)
+    elif args.suite == "peers":
+        path = run_peer_suite(args.out, args.peers, args.resolutions, args.batch, args.dtype,
+                              timed_steps=args.timed_steps)
+    else:
+        path = run_text_encoder_suite(args.out, args.text_encoder, args.batch, args.sequence_length, args.dtype)
+    print(f"wrote {path}")
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "transformer": _transformer, "e2e": _e2e, "dc-ae": _dc_ae, "attention": _attention,
+    "text-encoder": _text_encoder, "fid-features": _fid_features, "profile": _profile, "suite": _suite}
+
+
+def run(args: argparse.Namespace) -> int:
+    RUNNERS[args.mode](args)
+    return 0
