@@ -11,7 +11,6 @@ from typing import Any
 
 import huggingface_hub
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -51,6 +50,8 @@ def find_clip_weights(config: CLIPScoreConfig) -> Path:
         if not path.is_file():
             raise MetricError(f"CLIP weights {path} not found")
         return path
+    import open_clip  # heavy (about 1 s to import): loaded only when a CLIP model is needed
+
     cfg = open_clip.get_pretrained_cfg(config.model, config.pretrained or "")
     if not cfg:
         raise MetricError(f"open_clip has no pretrained tag {config.model}/{config.pretrained}; pass weights_path")
@@ -90,6 +91,8 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_clip(config: CLIPScoreConfig, path: Path, device: torch.device, precision: str):
     """(model, preprocess, tokenizer): open_clip architecture + eval transform, weights loaded strictly."""
+    import open_clip  # heavy (about 1 s to import): loaded only when a CLIP model is needed
+
     tag = open_clip.get_pretrained_cfg(config.model, config.pretrained or "") or {}
     model, _, preprocess = open_clip.create_model_and_transforms(
         config.model, pretrained=None, precision=precision, device=device,

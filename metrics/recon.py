@@ -14,11 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchmetrics.functional.image.lpips as tm_lpips
 import torchvision
 import torchvision.transforms as T
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 from tqdm.auto import tqdm
 
 from metrics.base import Metric, MetricError, Result, package_versions, sha256_file
@@ -56,6 +53,8 @@ def lpips_backbone_file(net: str) -> Path:
 
 def lpips_linear_file(net: str) -> Path:
     """The LPIPS linear-layer weights torchmetrics ships in its package."""
+    import torchmetrics.functional.image.lpips as tm_lpips  # heavy (about 1 s): only Table 1 needs torchmetrics
+
     return Path(inspect.getfile(tm_lpips)).parent / "lpips_models" / f"{net}.pth"
 
 
@@ -108,6 +107,10 @@ class Reconstruction(Metric):
 
     @torch.no_grad()
     def score(self, autoencode: Callable[[torch.Tensor], torch.Tensor], images: ImageSet) -> Result:
+        # heavy (about 1 s to import): only Table 1's scoring needs torchmetrics
+        from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
         c = self.config
         items = images.items if c.n is None else images.first(c.n).items
         tf = T.Compose([T.Resize(c.resolution), T.CenterCrop(c.resolution), T.PILToTensor()])
