@@ -11,7 +11,7 @@ import torch
 
 from model import load_transformer
 from model.weights_io import save_torch
-from sana_eval.cli import bench
+from sana_eval.cli import bench, info
 from sana_eval.cli.main import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +148,32 @@ def test_documented_command_lines_parse():
             build_parser().parse_args(shlex.split(command, comments=True)[1:])
         except SystemExit:
             pytest.fail(f"{name}: {command}")
+
+
+def _failing_info(monkeypatch, error: BaseException) -> None:
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(info, "run", fail)
+
+
+@pytest.mark.parametrize("error, code, words", [
+    (ValueError("bad value\nacross two lines"), 2, "sana-eval info: error: bad value across two lines"),
+    (KeyError("no such key"), 2, "sana-eval info: error: no such key"),
+    (RuntimeError("a bug"), 1, "sana-eval info: internal error: RuntimeError: a bug (rerun with --debug"),
+    (KeyboardInterrupt(), 130, "sana-eval info: interrupted"),
+])
+def test_errors_are_one_line_without_a_traceback(monkeypatch, capsys, error, code, words):
+    monkeypatch.delenv("SANA_EVAL_DEBUG", raising=False)
+    _failing_info(monkeypatch, error)
+    assert main(["info"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(words) and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(monkeypatch, how):
+    monkeypatch.setenv("SANA_EVAL_DEBUG", "1" if how == "env" else "0")
+    _failing_info(monkeypatch, RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["--debug", "info"] if how == "flag" else ["info"])

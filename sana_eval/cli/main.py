@@ -3,10 +3,12 @@ into the packages."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sana_eval.cli import bench, compare, convert, convert_detector, generate, info, reproduce, score, smoke, sweep
 
+DEBUG_ENV = "SANA_EVAL_DEBUG"
 # In the order `sana-eval --help` lists them: the data flow, then the tools around it.
 COMMANDS = {"info": info, "convert": convert, "convert-detector": convert_detector, "generate": generate,
             "score": score, "compare": compare, "reproduce": reproduce, "sweep": sweep, "bench": bench,
@@ -31,21 +33,42 @@ EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sana-eval", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error, for bug reports (or set {DEBUG_ENV}=1)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():
         module.add_parser(subparsers)
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    # KeyError's str() would add quotes; a message spread over lines would read as several errors.
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return " ".join(str(message).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
     except (ValueError, KeyError, OSError) as err:
-        # One line naming the command, as argparse reports a usage error; KeyError's str() would add quotes.
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"{args.prog}: error: {message}", file=sys.stderr)
+        if debug:
+            raise
+        # One line naming the command, as argparse reports a usage error.
+        print(f"{args.prog}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{args.prog}: interrupted (a rerun of the same command resumes)", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug, not bad input: still one line, the traceback on request
+        if debug:
+            raise
+        print(f"{args.prog}: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug or "
+              f"{DEBUG_ENV}=1 for the traceback, and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
