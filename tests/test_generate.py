@@ -100,7 +100,12 @@ def run(ps, out, fn=invariant_fn, **kw):
 def test_sample_seed_is_a_pure_function_of_seed_item_and_k():
     seeds = {sample_seed(s, i, k) for s in (0, 1) for i in ("00000", "00001", "0", "partiprompts97") for k in range(4)}
     assert len(seeds) == 32 and all(0 <= s < 2**63 for s in seeds)
-    assert sample_seed(0, "00003", 2) == sample_seed(0, "00003", 2)
+    # docs/generation.md §2: the first 8 bytes of sha256("sana-eval/v1/{seed}/{item}/{k}"), big-endian, top bit
+    # cleared; the hex digests below were computed with `sha256sum` on those strings.
+    assert sample_seed(0, "00003", 2) == 0x6E76ECE3167FBE70
+    assert sample_seed(7, "partiprompts97", 0) == 0x69D98B159AE3A1C5
+    assert sample_seed(1, "0", 3) == 0xA76A21A960826BE3 - 2**63          # top bit set in the digest: cleared
+    assert sample_seed(0, "00001", 0) == 0xAEF3586BD700B978 - 2**63
 
 
 @pytest.mark.parametrize("name", ["geneval", "dpg", "mjhq30k", "imagereward"])
@@ -246,6 +251,18 @@ def test_shards_and_batch_sizes_make_the_same_images(prompts, tmp_path):
             parse_shard(bad)
 
 
+@pytest.mark.parametrize("name", ["geneval", "dpg"])
+def test_encoding_workers_leave_bytes_and_manifest_order_unchanged(prompts, tmp_path, name):
+    """Files are encoded and written by worker threads while the next chunk generates; rows keep a serial order."""
+    ps = prompts[name]
+    serial, pooled = tmp_path / "serial", tmp_path / "pooled"
+    run(ps, serial, batch_dependent_fn, batch_size=4, encode_workers=1)
+    run(ps, pooled, batch_dependent_fn, batch_size=4, encode_workers=3)
+    lines = {out: (out / "manifest.jsonl").read_text().splitlines() for out in (serial, pooled)}
+    assert lines[serial][1:] == lines[pooled][1:] and len(lines[serial]) > 2
+    assert tree(serial) == tree(pooled)
+
+
 def test_bad_generate_fn_output_and_arguments(prompts, tmp_path):
     ps = prompts["mjhq30k"]
     with pytest.raises(GenerationError, match=r"float32 \(1, 8, 8, 3\); expected uint8"):
@@ -258,6 +275,8 @@ def test_bad_generate_fn_output_and_arguments(prompts, tmp_path):
         run(ps, tmp_path / "d", layout="dpg")
     with pytest.raises(GenerationError, match="JSON"):
         run(ps, tmp_path / "e", run_config={"dtype": object()})
+    with pytest.raises(GenerationError, match="encode_workers must be >= 1"):
+        run(ps, tmp_path / "f", encode_workers=0)
 
 
 def test_generate_benchmark_by_name_with_pil_output_and_progress(tmp_path, capsys):

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from model.pipeline import SamplingConfig
+from sana_eval import distributed
 from sana_eval.cli.common import add_command
 from sana_eval.generation import sana
 
@@ -16,12 +17,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                   "sana-eval generate --benchmark prompts:my_prompts.txt --weights ckpt_dir --out runs/mine "
                   "--limit 8 --steps 20 --cfg 4.5",
                   "sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth "
-                  "--out runs/geneval-nvlabs-rounding --kernels eager"])
+                  "--out runs/geneval-nvlabs-rounding --kernels eager",
+                  "torchrun --nproc-per-node 8 -m sana_eval generate --benchmark geneval "
+                  "--weights Sana_1600M_1024px.pth --out runs/geneval"])
     bench = parser.add_argument_group("benchmark")
     bench.add_argument("--benchmark", required=True, help="mjhq30k | geneval | dpg | imagereward | prompts:FILE")
     bench.add_argument("--data", help="folder holding the official prompt files (else cache or download)")
     bench.add_argument("--limit", type=int, help="only the first N prompts")
-    bench.add_argument("--shard", help="i/n: this process's share of the samples (multi-GPU)")
+    bench.add_argument("--shard", help="i/n: this launch's share of the samples, for schedulers that start "
+                                       "launches themselves (torchrun spreads one launch over its processes)")
     model = parser.add_argument_group("model")
     model.add_argument("--weights", required=True,
                        help="transformer checkpoint (.pth, .safetensors, diffusers dir) or diffusers pipeline root")
@@ -43,7 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sampling.add_argument("--seed", type=int, default=0)
     execution = parser.add_argument_group("execution")
     execution.add_argument("--batch-size", type=int, default=1)
-    execution.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    execution.add_argument("--encode-workers", type=int, default=4,
+                           help="threads encoding and writing images while the next batch generates (default 4)")
+    execution.add_argument("--device", help="cuda or cpu (default: cuda when available; under torchrun "
+                                            "cuda:LOCAL_RANK)")
     execution.add_argument("--decode-tile", type=int, help="tiled DC-AE decoding with this latent tile side (2K/4K)")
     execution.add_argument("--kernels", choices=["auto", "eager", "triton"], default="auto",
                            help="the DiT's and DC-AE's fused Triton kernels or eager PyTorch (NVlabs' rounding); "
@@ -65,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
         text_encoder=args.text_encoder, conventions=args.conventions, sampling=sampling, chi=args.chi,
         resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
         shard=args.shard, layout=args.layout, data=args.data, device=args.device, kernels=args.kernels,
-        cuda_graphs=args.cuda_graphs)
-    summary = sana.run(request)
-    print(f"{summary.written} written, {summary.kept} kept of {summary.files} files in {summary.out_dir} "
-          f"({summary.seconds:.1f} s); manifest {summary.manifest}")
+        cuda_graphs=args.cuda_graphs, encode_workers=args.encode_workers)
+    with distributed.launched(args.device) as world:
+        summary = sana.run(request, world)
+    if world.is_main:
+        print(f"{summary.written} written, {summary.kept} kept of {summary.files} files in {summary.out_dir} by "
+              f"{summary.world_size} process(es) ({summary.seconds:.1f} s)")
     return 0

@@ -1,12 +1,13 @@
-"""Resumable image generation for a benchmark: per-image seeds, atomic files, a manifest, sharding by item.
+"""Resumable image generation for a benchmark: per-image seeds, atomic files, manifests, work spread over processes.
 
 The images on disk plus `manifest*.jsonl` are the contract between generation and scoring (docs/generation.md).
 Guarantees:
 - every image's seed is `sample_seed(seed, item id, k)`: independent of batch size, order, shard and GPU count
   (docs/generation.md §2; SANA's own launcher seeds one generator per shard instead);
-- batches are fixed chunks of this shard's files, and a resumed run regenerates a whole chunk, so a run killed at
-  any moment and rerun writes the same bytes as an uninterrupted one even where `generate_fn`'s numerics depend
-  on the batch it sees (GPU kernels);
+- batches are fixed chunks of the benchmark's files, the same whatever the number of processes or shards (ranks
+  and shards only choose which chunks they make), and a resumed run regenerates a whole chunk, so 1 or N processes,
+  and a run killed at any moment and rerun with any number of processes, write the same bytes as one uninterrupted
+  process even where `generate_fn`'s numerics depend on the batch it sees (GPU kernels);
 - an image is kept on rerun only if its bytes hash to what the manifest recorded; a rerun with a different
   configuration into the same folder is refused.
 """
@@ -17,7 +18,9 @@ import json
 import os
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +33,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from model.weights_io import sha256_file
+from sana_eval.distributed import SINGLE_PROCESS, World
 from sana_eval.generation.layouts import Layout, OutputFile, get_layout
 from sana_eval.generation.prompt_sets import Benchmark, Item, PromptSet, get_benchmark
 from sana_eval.io import write_bytes, write_text
@@ -53,9 +57,10 @@ class RunSummary:
     manifest: Path
     files: int               # files this run is responsible for (after limit and shard)
     kept: int                # already on disk with the recorded hash
-    written: int             # written by this call
+    written: int             # written by this call (by all its processes)
     images_generated: int    # images `generate_fn` made (a resumed chunk regenerates its kept files too)
     seconds: float
+    world_size: int = 1      # processes that shared the work
 
 
 def sample_seed(seed: int, item_id: str, k: int) -> int:
@@ -79,16 +84,18 @@ def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
     return shard
 
 
-def select_shard(items: Sequence[Item], shard: tuple[int, int] | None) -> list[Item]:
-    """Items whose position in the benchmark order is i mod n: balanced, and the same on every machine."""
+def select_shard(chunks: Sequence[range], shard: tuple[int, int] | None) -> list[range]:
+    """Chunks whose position in the benchmark order is i mod n: balanced, and the same on every machine."""
     if shard is None:
-        return list(items)
+        return list(chunks)
     i, n = shard
-    return [it for pos, it in enumerate(items) if pos % n == i]
+    return [c for pos, c in enumerate(chunks) if pos % n == i]
 
 
-def manifest_name(shard: tuple[int, int] | None) -> str:
-    return "manifest.jsonl" if shard is None else f"manifest.shard-{shard[0]:03d}-of-{shard[1]:03d}.jsonl"
+def manifest_name(shard: tuple[int, int] | None, world: World = SINGLE_PROCESS) -> str:
+    """One manifest per shard and rank: processes never append to the same file."""
+    name = "manifest" if shard is None else f"manifest.shard-{shard[0]:03d}-of-{shard[1]:03d}"
+    return name + (f".rank-{world.rank:03d}-of-{world.size:03d}" if world.size > 1 else "") + ".jsonl"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,18 +225,20 @@ class GenerationSpec:
     seed: int = 0
     limit: int | None = None               # the benchmark's first `limit` items; None: all
     batch_size: int = 1                    # prompts per `generate_fn` call
-    shard: str | tuple[int, int] | None = None   # "i/n": items whose position is i mod n
+    shard: str | tuple[int, int] | None = None   # "i/n": the chunks whose position is i mod n
     layout: str | None = None              # None: the benchmark's default layout
     data: str | os.PathLike | None = None  # prompt file or folder when given a Benchmark; ignored for a PromptSet
     progress: bool = True                  # tqdm bar on stderr
+    encode_workers: int = 4                # threads encoding and writing files while the next batch generates
 
 
 def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike, generate_fn: GenerateFn,
-                   spec: GenerationSpec) -> RunSummary:
+                   spec: GenerationSpec, world: World = SINGLE_PROCESS) -> RunSummary:
     """Make every image of `benchmark` (first `spec.limit` items, `spec.shard`) that `out_dir` does not hold yet.
 
     `generate_fn(prompts, seeds)` returns one uint8 (H, W, 3) image per prompt (a (B, H, W, 3) tensor/array or
-    a list of RGB PIL images); it is called with at most `spec.batch_size` prompts.
+    a list of RGB PIL images); it is called with at most `spec.batch_size` prompts. Every process of `world`
+    calls this with the same arguments; each makes every `world.size`-th chunk still to do.
     """
     start = time.perf_counter()
     run_config, seed, limit, batch_size = spec.run_config, spec.seed, spec.limit, spec.batch_size
@@ -240,6 +249,8 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
         raise GenerationError(f"layout {lay.name!r} is not one {bench.name} scorers read ({', '.join(bench.layouts)})")
     if batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
+    if spec.encode_workers < 1:
+        raise GenerationError(f"encode_workers must be >= 1, got {spec.encode_workers}")
     if limit is not None and limit < 0:
         raise GenerationError(f"limit must be >= 0, got {limit}")
     shard = parse_shard(spec.shard)
@@ -259,46 +270,81 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
                                      f" use another output folder")
     header = {"kind": "header", "identity": identity, "source": {"origin": prompts.origin, "sha256": prompts.sha256},
               "limit": limit, "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "batch_size": batch_size,
+              "world_size": world.size, "rank": world.rank,
               "encoder": f"Pillow {PIL.__version__}", "created": datetime.now(UTC).isoformat()}
-    writer = _ManifestWriter(out_dir / manifest_name(shard), header)
-    _warn_other_batch_sizes(out_dir, batch_size)
+    manifest = out_dir / manifest_name(shard, world)
+    if world.is_main:
+        _warn_other_batch_sizes(out_dir, batch_size)
 
-    items = select_shard(prompts.items[:limit], shard)
-    files = [(it, f, [sample_seed(seed, it.id, k) for k in f.ks]) for it in items for f in lay.files(it)]
-    sidecars = {rel: data_bytes for it in items for rel, data_bytes in lay.sidecars(it).items()}
-    _remove_stale_temps(out_dir, [f.path for _, f, _ in files] + list(sidecars) + [writer.path.name])
-    for rel, data_bytes in sidecars.items():
-        if _file_sha256(out_dir / rel) != hashlib.sha256(data_bytes).hexdigest():
-            write_bytes(out_dir / rel, data_bytes)
-
-    done = [_is_recorded(out_dir, records.get(f.path, ()), it, f, seeds) for it, f, seeds in files]
-    # Fixed chunks of this shard's files: a resumed chunk is remade whole, so generate_fn sees the same batches.
-    per_chunk = max(1, batch_size // max((len(f.ks) for _, f, _ in files), default=1))
-    chunks = [range(s, min(s + per_chunk, len(files))) for s in range(0, len(files), per_chunk)]
+    items = prompts.items[:limit]
+    all_files = [(it, f) for it in items for f in lay.files(it)]
+    # Fixed chunks of the benchmark's files, whatever the process count: a resumed chunk is remade whole, so
+    # generate_fn sees the same batches.
+    per_chunk = max(1, batch_size // max((len(f.ks) for _, f in all_files), default=1))
+    chunks = select_shard([range(s, min(s + per_chunk, len(all_files)))
+                           for s in range(0, len(all_files), per_chunk)], shard)
+    files = {j: (*all_files[j], [sample_seed(seed, all_files[j][0].id, k) for k in all_files[j][1].ks])
+             for c in chunks for j in c}
+    done = {j: _is_recorded(out_dir, records.get(f.path, ()), it, f, seeds) for j, (it, f, seeds) in files.items()}
     todo = [c for c in chunks if not all(done[j] for j in c)]
+    _remove_stale_temps(out_dir, [manifest.name])
+    if world.is_main:  # before any rank writes: another rank's temps are never taken for a killed run's
+        sidecars = {rel: data for it, _, _ in files.values() for rel, data in lay.sidecars(it).items()}
+        _remove_stale_temps(out_dir, [f.path for _, f, _ in files.values()] + list(sidecars))
+        for rel, data_bytes in sidecars.items():
+            if _file_sha256(out_dir / rel) != hashlib.sha256(data_bytes).hexdigest():
+                write_bytes(out_dir / rel, data_bytes)
+    world.barrier("the start of generation")
+    writer = _ManifestWriter(manifest, header)
+
+    mine = todo[world.rank::world.size]
     written = generated = 0
-    with tqdm(total=sum(len(files[j][2]) for c in todo for j in c), desc=bench.name, unit="img",
-              disable=not spec.progress, dynamic_ncols=True) as bar:
-        for c in todo:
-            flat = [(files[j][0].prompt, sd) for j in c for sd in files[j][2]]
-            images: list[np.ndarray] = []
-            for s in range(0, len(flat), batch_size):
-                part = flat[s:s + batch_size]
-                images += _as_images(generate_fn([p for p, _ in part], [sd for _, sd in part]), len(part))
-                bar.update(len(part))
-            generated += len(images)
-            rows = []
-            for j in c:
-                it, f, seeds = files[j]
-                own, images = images[:len(f.ks)], images[len(f.ks):]
-                if not done[j]:
-                    data_bytes = lay.render(own)
-                    write_bytes(out_dir / f.path, data_bytes)
-                    rows.append({"file": f.path, "item": it.id, "k": list(f.ks), "prompt": it.prompt, "seed": seeds,
-                                 "sha256": hashlib.sha256(data_bytes).hexdigest()})
-            writer.append(rows)
-            written += len(rows)
-    return RunSummary(out_dir, writer.path, len(files), sum(done), written, generated, time.perf_counter() - start)
+    # Encoding a 1024 px PNG takes longer than the denoising of its batch: worker threads (Pillow and hashlib
+    # release the GIL) encode and write a chunk while the next one generates. A chunk's manifest rows are
+    # appended, in chunk order, once all its files are on disk, so the manifest is that of a serial run.
+    pending: deque[list[Future[dict[str, Any]]]] = deque()
+    with tqdm(total=sum(len(files[j][2]) for c in mine for j in c), desc=bench.name, unit="img",
+              disable=not (spec.progress and world.is_main), dynamic_ncols=True) as bar, \
+            ThreadPoolExecutor(spec.encode_workers, thread_name_prefix="encode") as pool:
+        try:
+            for c in mine:
+                flat = [(files[j][0].prompt, sd) for j in c for sd in files[j][2]]
+                images: list[np.ndarray] = []
+                for s in range(0, len(flat), batch_size):
+                    part = flat[s:s + batch_size]
+                    images += _as_images(generate_fn([p for p, _ in part], [sd for _, sd in part]), len(part))
+                    bar.update(len(part))
+                generated += len(images)
+                jobs = []
+                for j in c:
+                    own, images = images[:len(files[j][1].ks)], images[len(files[j][1].ks):]
+                    if not done[j]:
+                        jobs.append(pool.submit(_write_file, out_dir, lay, *files[j], own))
+                pending.append(jobs)
+                if len(pending) > 1:  # at most one chunk waits on the workers while the next generates
+                    written += _record(writer, pending.popleft())
+        finally:  # a failing generate_fn still records the chunks made before it, as a serial run would
+            while pending:
+                written += _record(writer, pending.popleft())
+    world.barrier("the end of generation")
+    counts = np.sum(world.gather((written, generated), "the end of generation"), axis=0)
+    return RunSummary(out_dir, writer.path, len(files), sum(done.values()), int(counts[0]), int(counts[1]),
+                      time.perf_counter() - start, world.size)
+
+
+def _write_file(out_dir: Path, lay: Layout, it: Item, f: OutputFile, seeds: list[int],
+                images: list[np.ndarray]) -> dict[str, Any]:
+    """Encode and write one file atomically; its manifest row."""
+    data_bytes = lay.render(images)
+    write_bytes(out_dir / f.path, data_bytes)
+    return {"file": f.path, "item": it.id, "k": list(f.ks), "prompt": it.prompt, "seed": seeds,
+            "sha256": hashlib.sha256(data_bytes).hexdigest()}
+
+
+def _record(writer: _ManifestWriter, jobs: list[Future[dict[str, Any]]]) -> int:
+    rows = [job.result() for job in jobs]
+    writer.append(rows)
+    return len(rows)
 
 
 def _is_recorded(out_dir: Path, records: Sequence[dict[str, Any]], it: Item, f: OutputFile, seeds: list[int]) -> bool:
@@ -322,6 +368,6 @@ def _warn_other_batch_sizes(out_dir: Path, batch_size: int) -> None:
 
 
 def generate_benchmark(benchmark_name: str, out_dir: str | os.PathLike, generate_fn: GenerateFn,
-                       spec: GenerationSpec) -> RunSummary:
+                       spec: GenerationSpec, world: World = SINGLE_PROCESS) -> RunSummary:
     """`sana-eval generate`: the named benchmark (see `prompt_sets.get_benchmark`) through `run_generation`."""
-    return run_generation(get_benchmark(benchmark_name), out_dir, generate_fn, spec)
+    return run_generation(get_benchmark(benchmark_name), out_dir, generate_fn, spec, world)

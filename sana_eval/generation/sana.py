@@ -4,14 +4,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
 from model.config import DIFFUSERS_NUMERICS
 from model.kernel_choice import resolve
 from model.pipeline import SamplingConfig, load_pipeline
 from model.text_encoder import DEFAULT_MODEL, TEXT_ENCODER_PRESETS
 from model.weights_io import sha256_tree
+from sana_eval.distributed import SINGLE_PROCESS, World
 from sana_eval.generation.layouts import quantize_uint8
 from sana_eval.generation.prompt_sets import get_benchmark
 from sana_eval.generation.runner import GenerationSpec, RunSummary, generate_benchmark
+
+# A preset name builds random weights: seeded, so that every process (and every rerun) makes the same model.
+PRESET_INIT_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +40,11 @@ class GenerateRequest:
     device: str | None = None
     kernels: str = "auto"                  # the DiT's and DC-AE's eager or fused (Triton) paths; auto: fused on CUDA
     cuda_graphs: str = "auto"              # replayed denoiser steps (bit-identical): not part of the run config
+    encode_workers: int = 4                # threads encoding and writing files while the next batch generates
 
 
-def run(request: GenerateRequest) -> RunSummary:
+def run(request: GenerateRequest, world: World = SINGLE_PROCESS) -> RunSummary:
+    """`request` through the runner; every process of `world` calls this alike, on its own device."""
     benchmark = get_benchmark(request.benchmark)
     use_chi = benchmark.sana_chi if request.chi == "auto" else request.chi == "on"
     sampling = dataclasses.replace(request.sampling, use_chi=use_chi)
@@ -45,8 +53,12 @@ def run(request: GenerateRequest) -> RunSummary:
     text_model = request.text_encoder or (request.weights if pipeline_root else DEFAULT_MODEL)
     text_config = dataclasses.replace(TEXT_ENCODER_PRESETS[request.conventions], model=text_model)
     overrides = DIFFUSERS_NUMERICS if request.conventions == "diffusers" else {}
-    pipe = load_pipeline(request.weights, vae=request.vae, text_encoder=text_config, device=request.device,
-                         kernels=request.kernels, cuda_graphs=request.cuda_graphs, **overrides)
+    random_init = not weights_path.exists()
+    if random_init:
+        torch.manual_seed(PRESET_INIT_SEED)
+    pipe = load_pipeline(request.weights, vae=request.vae, text_encoder=text_config,
+                         device=world.device or request.device, kernels=request.kernels,
+                         cuda_graphs=request.cuda_graphs, **overrides)
     resolution = request.resolution or pipe.default_resolution
 
     def generate_fn(prompts: list[str], seeds: list[int]):
@@ -57,7 +69,8 @@ def run(request: GenerateRequest) -> RunSummary:
     # Everything that changes the pixels; a resumed run with a different config is refused by the runner.
     run_config = {
         "weights": request.weights,
-        "weights_sha256": sha256_tree(weights_path) if weights_path.exists() else "random (preset name)",
+        "weights_sha256": (f"random (preset name; torch.manual_seed({PRESET_INIT_SEED}), default init on "
+                           f"{pipe.device.type})" if random_init else sha256_tree(weights_path)),
         "transformer": dataclasses.asdict(pipe.transformer.config),
         "vae": request.vae or ("pipeline root vae/" if pipeline_root else "dc-ae-f32c32-sana-1.0"),
         "text_encoder": dataclasses.asdict(text_config),
@@ -66,6 +79,11 @@ def run(request: GenerateRequest) -> RunSummary:
         "kernels_run": {"transformer": resolve(pipe.transformer.config.kernels, pipe.device),
                         "dc_ae": resolve(pipe.vae.config.kernels, pipe.device)},
     }
+    if pipe.device.type == "cpu":
+        # CPU matmuls reduce in an order set by the intra-op thread count (torchrun sets OMP_NUM_THREADS=1): the
+        # last bits, hence some pixels, follow it, so a resume under another count is refused, not mixed.
+        run_config["cpu_threads"] = torch.get_num_threads()
     spec = GenerationSpec(run_config, seed=request.seed, limit=request.limit, batch_size=request.batch_size,
-                          shard=request.shard, layout=request.layout, data=request.data)
-    return generate_benchmark(request.benchmark, request.out, generate_fn, spec)
+                          shard=request.shard, layout=request.layout, data=request.data,
+                          encode_workers=request.encode_workers)
+    return generate_benchmark(request.benchmark, request.out, generate_fn, spec, world)

@@ -80,10 +80,10 @@ def train_tokenizer(corpus: Sequence[str]):
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def write_tiny_gemma(folder: Path, corpus: Sequence[str], seed: int = 0) -> Path:
+def write_tiny_gemma(folder: Path, corpus: Sequence[str], seed: int = 0, hidden_size: int = GEMMA_HIDDEN) -> Path:
     """A 2-layer random Gemma2ForCausalLM and its tokenizer saved as a local model folder."""
     tokenizer = train_tokenizer(corpus)
-    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=GEMMA_HIDDEN, intermediate_size=64,
+    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=64,
                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
                           max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
