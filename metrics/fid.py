@@ -51,7 +51,7 @@ class ReferenceStatsMismatch(ProtocolMismatchError):
 
 @dataclass(frozen=True)
 class FIDConfig:
-    img_size: int = 512                  # Sana default; 1024 for 1024-px models (docs/protocols.md §1.2 step 3)
+    img_size: int = 512                  # Sana's launchers' default, 1024-px models too (docs/protocols.md §1.2 step 3)
     weights_path: str | None = None      # default: torch hub cache checkpoints/<FID_WEIGHTS_FILE>
     weights_sha256: str = FID_WEIGHTS_SHA256
     batch_size: int = 50                 # Sana/pytorch-fid default; numbers do not depend on it

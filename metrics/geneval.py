@@ -4,9 +4,14 @@
 Rows are written in the official `results.jsonl` schema. Deviations from upstream, all on purpose: JPEGs and
 missing folders/images are errors (upstream skips them silently, §3.1); a two-relation reason string lists
 relations in a fixed order (upstream joins a Python set, whose order varies between runs).
+
+Two protocols (docs/protocols.md §3.7): `official` applies each prompt's metadata as GenEval wrote it; `sana`
+applies it as SANA's `scripts/inference_geneval.py` passed it on, through a `datasets` builder that keeps only
+filename, prompt, tag and include, so counting prompts lose their `exclude` clause ("at least N", not "exactly N").
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -30,6 +35,14 @@ N_PROMPTS, N_IMAGES = 553, 4
 NAME, HIGHER_IS_BETTER = "geneval", True
 RULES_SOURCE = ("djghosh13/geneval@af4902f24d3ca90ebbb446dd9891a59e0f82725f "
                 "evaluation/{evaluate_images,summary_scores}.py")
+PROTOCOLS = {
+    "official": "each prompt's metadata as in GenEval's evaluation_metadata.jsonl (counting: exactly N)",
+    "sana": "metadata as SANA's scripts/inference_geneval.py writes it: only filename, prompt, tag and include "
+            "reach metadata.jsonl, so counting prompts lose `exclude` (at least N) (docs/protocols.md §3.7)",
+}
+# The keys of SANA's `datasets` builder schema (scripts/inference_geneval.py, GenEval._info); `filename` is the
+# one it adds, every other key of the official metadata is dropped.
+SANA_KEYS = ("filename", "prompt", "tag", "include")
 
 
 @dataclass(frozen=True)
@@ -57,17 +70,20 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
 def select_detections(raw: Detections, tag: str, options: GenEvalOptions = GenEvalOptions()) -> Detections:
     """Per class: score > threshold, sorted by score (desc), first `max_objects`; empty classes dropped.
 
-    Ties keep upstream's order: `np.argsort(...)[::-1]` on ≤16 entries is a stable sort, reversed.
+    Ties keep upstream's order: `np.argsort(...)[::-1]` on ≤16 entries is a stable sort, reversed. Sorting and the
+    cut are in float32, as upstream compares mmdet's float32 boxes with the Python threshold (NumPy casts the
+    scalar to float32): a score of exactly float32(0.3) is dropped there, so it is here (docs/protocols.md §3.3).
     """
     unknown = sorted(set(raw) - set(OBJECT_NAMES))
     if unknown:
         raise MetricError(f"detector returned unknown class {unknown[0]!r} (not in GenEval object_names.txt)")
-    cut = options.counting_threshold if tag == "counting" else options.threshold
+    cut = np.float32(options.counting_threshold if tag == "counting" else options.threshold)
     out: Detections = {}
     for name in OBJECT_NAMES:
         dets = raw.get(name, [])
-        order = np.argsort(np.array([d.score for d in dets], dtype=np.float64), kind="stable")[::-1]
-        order = [i for i in order.tolist() if dets[i].score > cut][:options.max_objects]
+        scores = np.array([d.score for d in dets], dtype=np.float32)
+        order = np.argsort(scores, kind="stable")[::-1]
+        order = [i for i in order.tolist() if scores[i] > cut][:options.max_objects]
         kept = []
         while order:
             best = order.pop(0)
@@ -187,6 +203,29 @@ class PromptFolder:
     name: str
     metadata: dict[str, Any]
     images: tuple[Path, ...]
+    sana_form: bool = False    # written by SANA's inference_geneval.py (see `is_sana_form`)
+
+
+def sana_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """`metadata` as SANA's builder passes it on: the keys of its schema only (docs/protocols.md §3.7)."""
+    return {k: metadata[k] for k in SANA_KEYS if k in metadata}
+
+
+def is_sana_form(metadata: Mapping[str, Any]) -> bool:
+    """Metadata that SANA's script wrote: its `filename` key, or a counting prompt without its `exclude` clause."""
+    return "filename" in metadata or (metadata.get("tag") == "counting" and "exclude" not in metadata)
+
+
+def _parse_include(value: Any, meta_file: Path) -> list:
+    # SANA's builder stores `include` as str(list); a Python literal, not JSON (single quotes).
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise MetricError(f"{meta_file}: 'include' is a string but not a Python list literal") from None
+    if not isinstance(value, list) or not all(isinstance(r, dict) and {"class", "count"} <= set(r) for r in value):
+        raise MetricError(f"{meta_file}: 'include' must be a list of {{'class', 'count', ...}} objects")
+    return value
 
 
 def read_folder_layout(root: str | os.PathLike, *, n_prompts: int = N_PROMPTS, n_images: int = N_IMAGES,
@@ -219,9 +258,16 @@ def read_folder_layout(root: str | os.PathLike, *, n_prompts: int = N_PROMPTS, n
             raise MetricError(f"{meta_file}: expected one JSON object with 'tag', 'include' and 'prompt'")
         if metadata["tag"] not in TASKS:
             raise MetricError(f"{meta_file}: unknown tag {metadata['tag']!r}")
-        if expected_metadata is not None and dict(expected_metadata[i]) != metadata:
-            raise MetricError(f"{meta_file}: differs from line {i + 1} of the official evaluation_metadata.jsonl")
-        out.append(PromptFolder(name, metadata, _sample_files(folder, n_images)))
+        sana_form = isinstance(metadata["include"], str) or is_sana_form(metadata)
+        metadata = {**metadata, "include": _parse_include(metadata["include"], meta_file)}
+        if expected_metadata is not None:
+            # A SANA-written folder is checked against what SANA's builder keeps of the official line.
+            ours, theirs = metadata, dict(expected_metadata[i])
+            if sana_form:
+                ours, theirs = ({k: m[k] for k in SANA_KEYS[1:] if k in m} for m in (ours, theirs))
+            if ours != theirs:
+                raise MetricError(f"{meta_file}: differs from line {i + 1} of the official evaluation_metadata.jsonl")
+        out.append(PromptFolder(name, metadata, _sample_files(folder, n_images), sana_form))
     return out
 
 
@@ -243,24 +289,45 @@ def _sample_files(folder: Path, n_images: int) -> tuple[Path, ...]:
 # ----------------------------------------------------------------------------------------------
 # Entry point.
 
-def protocol(detector: Detector, colors: ColorClassifier, options: GenEvalOptions = GenEvalOptions()) -> dict:
-    return {"metric": "geneval", "rules": RULES_SOURCE, "options": asdict(options),
+def protocol(detector: Detector, colors: ColorClassifier, options: GenEvalOptions = GenEvalOptions(),
+             geneval_protocol: str = "official") -> dict:
+    return {"metric": "geneval", "rules": RULES_SOURCE, "geneval_protocol": geneval_protocol,
+            "geneval_protocol_rule": PROTOCOLS[geneval_protocol], "options": asdict(options),
             "detector": detector.protocol, "color_classifier": colors.protocol,
             "summary": "overall = unweighted mean of the task accuracies (per image)"}
+
+
+def resolve_protocol(requested: str, folders: Sequence[PromptFolder]) -> tuple[str, str | None]:
+    """(protocol to score with, why it differs from the requested one or None). A folder written by SANA's
+    script has lost its `exclude` clauses, so only the `sana` protocol can score it."""
+    if requested not in PROTOCOLS:
+        raise MetricError(f"unknown GenEval protocol {requested!r}; choose one of {', '.join(PROTOCOLS)}")
+    sana_written = [f.name for f in folders if f.sana_form]
+    if requested == "official" and sana_written:
+        more = f" (and {len(sana_written) - 1} more)" if len(sana_written) > 1 else ""
+        return "sana", (f"prompt folder {sana_written[0]}{more} holds metadata written by SANA's "
+                        "inference_geneval.py (no 'exclude'); scored with the 'sana' protocol it implies")
+    return requested, None
 
 
 def score(images: str | os.PathLike, detector: Detector, colors: ColorClassifier, *,
           options: GenEvalOptions = GenEvalOptions(), out_file: str | os.PathLike | None = None,
           cache_dir: str | os.PathLike | None = None, limit: int | None = None,
-          expected_metadata: Sequence[Mapping[str, Any]] | None = None) -> Result:
+          expected_metadata: Sequence[Mapping[str, Any]] | None = None, geneval_protocol: str = "official") -> Result:
     """Score a GenEval image folder; writes `results.jsonl` rows (default `<images>_geneval.jsonl`, like SANA).
 
     `limit`: score only the first `limit` prompt folders; the result is flagged incomplete. `cache_dir`: rows
     are cached per image (key: path, size, mtime) and protocol, so an interrupted run resumes.
+    `geneval_protocol`: `official` or `sana` (PROTOCOLS); folders written by SANA's script are scored with `sana`
+    whatever is asked, with a warning, since their metadata no longer holds the official clauses.
     """
     root = Path(images)
     folders = read_folder_layout(root, limit=limit, expected_metadata=expected_metadata)
-    proto = protocol(detector, colors, options)
+    used, why = resolve_protocol(geneval_protocol, folders)
+    if why is not None:
+        warnings.warn(f"GenEval: {root}: {why}", stacklevel=2)
+    proto = {**protocol(detector, colors, options, used),
+             "geneval_protocol_source": "requested" if why is None else f"implied by the folder: {why}"}
     cache = ResultsCache(Path(cache_dir), "geneval", proto) if cache_dir is not None else None
     rows = []
     work = [(f, p) for f in folders for p in f.images]
@@ -268,7 +335,8 @@ def score(images: str | os.PathLike, detector: Detector, colors: ColorClassifier
         key = image_key(path)
         row = cache.get(key) if cache is not None else None
         if row is None:
-            row = evaluate_image(path, folder.metadata, detector, colors, options)
+            metadata = sana_metadata(folder.metadata) if used == "sana" else folder.metadata
+            row = evaluate_image(path, metadata, detector, colors, options)
             if cache is not None:
                 cache.put(key, row)
         rows.append(row)

@@ -91,6 +91,8 @@ _SANA15 = dict(qk_norm=True, cross_norm=True, dtype="bfloat16")
 
 # Named after the released checkpoints (docs/model.md §1.2); paper Table 6 holds the 0.6B/1.6B architectures.
 PRESETS: dict[str, TransformerConfig] = {
+    # 512 px: flow_shift 3.0 follows the NVlabs configs as revised after the paper (600M: January 2025, 1600M: March
+    # 2025); they shipped 1.0 first, the paper-time revision (docs/protocols.md §9).
     "Sana_600M_512px": _SANA_06B.replace(sample_size=16),
     "Sana_600M_1024px": _SANA_06B.replace(sample_size=32, flow_shift=4.0),
     "Sana_1600M_512px": _SANA_16B.replace(sample_size=16),

@@ -1,7 +1,9 @@
 """GenEval rules (docs/protocols.md §3.3-3.5) on scripted detections with hand-computed outcomes; layout checks;
 the colour crop; a tiny random Mask2Former through the transformers adapter (vs transformers' own post-processing).
 """
+import ast
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ from PIL import Image
 from metrics.base import MetricError
 from metrics.detectors import Detection, ScriptedColorClassifier, ScriptedDetector, mask_composite_crop
 from metrics.geneval import evaluate, read_folder_layout, relative_position, score, select_detections, summarize
+from sana_eval.cli.main import main
+from sana_eval.results import read_results
+from sana_eval.scoring import scorers
 from sana_eval.smoke.tiny import tiny_mask2former
 
 IMG = Image.new("RGB", (64, 64))
@@ -326,3 +331,117 @@ def test_clip_color_classifier_zero_shot_rule():
     got = clf.logits(image, objs, "hot dog")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     assert clf.classify(image, objs, "hot dog") == [clf.protocol["colors"][i] for i in want.argmax(1).tolist()]
+
+
+# ---------------------------------------------------------------- float32 threshold (§3.3)
+
+def test_threshold_is_compared_in_float32_like_upstream():
+    """mmdet's boxes are float32 and NumPy compares them with the Python 0.3 in float32: a score of exactly
+    float32(0.3) = 0.300000011920928955078125 is not above the cut there, although it is above 0.3 in float64."""
+    at_cut = float(np.float32(0.3))
+    assert at_cut == 0.300000011920928955078125 and at_cut > 0.3
+    meta = {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}
+    assert run(meta, {"bench": [det(0, 0, 9, 9, at_cut)]}) == (False, "expected bench>=1, found 0")
+    above = float(np.nextafter(np.float32(0.3), np.float32(1)))          # the next float32 up survives
+    assert run(meta, {"bench": [det(0, 0, 9, 9, above)]}) == (True, "")
+    counting = {"tag": "counting", "include": [{"class": "clock", "count": 1}], "prompt": "a photo of one clock"}
+    assert run(counting, {"clock": [det(0, 0, 9, 9, float(np.float32(0.9)))]})[0] is False
+
+
+# ---------------------------------------------------------------- the `sana` protocol (§3.7)
+
+COUNT_META = {"tag": "counting", "include": [{"class": "clock", "count": 2}],
+              "exclude": [{"class": "clock", "count": 3}], "prompt": "a photo of two clocks"}
+SINGLE_META = {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}
+
+
+def _sana_written(index: int, official: dict) -> dict:
+    """metadata.jsonl as SANA's inference_geneval.py writes it, built by hand from its builder's schema: filename
+    (4 digits), prompt, tag and include (a str() of the list); every other key, `exclude` among them, dropped."""
+    return {"filename": f"{index:04d}", "prompt": official["prompt"], "tag": official["tag"],
+            "include": str(official["include"])}
+
+
+def _folder(root, metas):
+    for i, meta in enumerate(metas):
+        (root / f"{i:05d}" / "samples").mkdir(parents=True)
+        (root / f"{i:05d}" / "metadata.jsonl").write_text(json.dumps(meta))
+        for k in range(4):
+            Image.new("RGB", (16, 16)).save(root / f"{i:05d}" / "samples" / f"{k:05d}.png")
+    return root
+
+
+def _clock_detector():
+    """Prompt 1 (two clocks): images 0-1 show two clocks, 2-3 three (one extra instance); all above 0.9."""
+    clocks = [det(0, 0, 4, 4, 0.97), det(8, 8, 12, 12, 0.95), det(20, 0, 24, 4, 0.93)]
+    script = {f"00000/{k:05d}.png": {"bench": [det(1, 1, 9, 9, 0.8)]} for k in range(4)}
+    script.update({f"00001/{k:05d}.png": {"clock": clocks[:2 + (k > 1)]} for k in range(4)})
+    return ScriptedDetector(script, lambda im: f"{im.filename.split('/')[-3]}/{im.filename.split('/')[-1]}")
+
+
+def test_sana_protocol_is_official_scoring_of_the_metadata_sana_kept(tmp_path):
+    root = _folder(tmp_path / "imgs", [SINGLE_META, COUNT_META])
+    official = score(root, _clock_detector(), ScriptedColorClassifier({}), limit=2, out_file=tmp_path / "o.jsonl")
+    sana = score(root, _clock_detector(), ScriptedColorClassifier({}), limit=2, out_file=tmp_path / "s.jsonl",
+                 geneval_protocol="sana")
+    # counting: 2 of 4 images correct officially (the three-clock ones fail "exactly two"), 4 of 4 for SANA
+    assert official.aggregate["geneval/counting"] == 0.5 and sana.aggregate["geneval/counting"] == 1.0
+    assert official.protocol["geneval_protocol"] == "official" and sana.protocol["geneval_protocol"] == "sana"
+    assert "at least N" in sana.protocol["geneval_protocol_rule"]
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rows[4:]] == ["", "", "expected clock<3, found 3", "expected clock<3, found 3"]
+    # each `sana` row is the official rules applied to the hand-stripped metadata
+    stripped = {"prompt": COUNT_META["prompt"], "tag": "counting", "include": COUNT_META["include"]}
+    for k, row in enumerate(json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()[4:]):
+        clocks = _clock_detector().detect(type("I", (), {"filename": f"x/00001/samples/{k:05d}.png"})())
+        assert (row["correct"], row["reason"]) == run(stripped, clocks) == (True, "")
+        assert json.loads(row["metadata"]) == stripped
+
+
+@pytest.mark.parametrize("include_as", ["string", "list"])
+def test_folders_written_by_sanas_script_are_scored_with_the_sana_protocol(tmp_path, include_as):
+    """SANA's script writes include as str(list) in its builder and eval()s it back before json.dump in the
+    versions we read; both forms are accepted, checked against the official lines, and scored as `sana`."""
+    metas = [_sana_written(i, m) for i, m in enumerate([SINGLE_META, COUNT_META])]
+    if include_as == "list":
+        metas = [{**m, "include": ast.literal_eval(m["include"])} for m in metas]
+    root = _folder(tmp_path / "sana_imgs", metas)
+    with pytest.warns(UserWarning, match="00000 .*written by SANA's inference_geneval.py.*'sana' protocol"):
+        res = score(root, _clock_detector(), ScriptedColorClassifier({}), limit=2,
+                    expected_metadata=[SINGLE_META, COUNT_META])
+    assert res.protocol["geneval_protocol"] == "sana"
+    assert res.protocol["geneval_protocol_source"].startswith("implied by the folder")
+    assert res.aggregate["geneval/counting"] == 1.0
+    reference = score(_folder(tmp_path / "official_imgs", [SINGLE_META, COUNT_META]), _clock_detector(),
+                      ScriptedColorClassifier({}), limit=2, geneval_protocol="sana")
+    assert res.aggregate == reference.aggregate
+    # a SANA-written folder whose prompt differs from the official line is still refused
+    bad = _folder(tmp_path / "bad", [metas[0], {**metas[1], "prompt": "a photo of three clocks"}])
+    with pytest.raises(MetricError, match=r"00001/metadata.jsonl: differs from line 2"):
+        read_folder_layout(bad, limit=2, expected_metadata=[SINGLE_META, COUNT_META])
+
+
+def test_bad_include_strings_and_protocol_names_are_refused(tmp_path):
+    root = _folder(tmp_path / "a", [{**_sana_written(0, SINGLE_META), "include": "[{'class': 'bench'"}])
+    with pytest.raises(MetricError, match=r"00000/metadata.jsonl: 'include' is a string but not a Python list"):
+        read_folder_layout(root, limit=1)
+    with pytest.raises(MetricError, match="unknown GenEval protocol 'exact'; choose one of official, sana"):
+        score(_folder(tmp_path / "b", [SINGLE_META]), _clock_detector(), ScriptedColorClassifier({}), limit=1,
+              geneval_protocol="exact")
+
+
+def test_score_command_passes_the_protocol_through_and_records_it(tmp_path, monkeypatch):
+    """`sana-eval score --geneval-protocol sana` on scripted detections (the models and prompt file replaced)."""
+    prompts = SimpleNamespace(items=[SimpleNamespace(metadata=m) for m in (SINGLE_META, COUNT_META)])
+    monkeypatch.setattr(scorers, "get_benchmark", lambda name: SimpleNamespace(load=lambda data: prompts))
+    monkeypatch.setattr(scorers, "get_detector", lambda *args: _clock_detector())
+    monkeypatch.setattr(scorers, "get_color_classifier", lambda *args: ScriptedColorClassifier({}))
+    root = _folder(tmp_path / "imgs", [SINGLE_META, COUNT_META])
+    for protocol, counting in (("official", 0.5), ("sana", 1.0)):
+        out = tmp_path / f"{protocol}.json"
+        with pytest.warns(UserWarning, match="--limit 2"):
+            assert main(["score", "--benchmark", "geneval", "--images", str(root), "--limit", "2",
+                         "--geneval-protocol", protocol, "--out", str(out)]) == 0
+        result = read_results(out)["geneval"]
+        assert result.protocol["geneval_protocol"] == protocol
+        assert result.aggregate["geneval/counting"] == counting

@@ -136,9 +136,9 @@ def test_gpu_fused_transformer_is_as_accurate_as_eager(preset, dtype, monkeypatc
 
 # --- the fused block parts (model/kernels/block_ops.py, model/kernels/mix_ffn.py) --------------------------------
 
-def modulation(batch: int, width: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def modulation(batch: int, width: int, device: str, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     """shift, scale, gate as the block slices them: (B, 1, D) views of one (B, 6, D) table."""
-    table = torch.randn(batch, 6, width, device=device) * 0.5
+    table = torch.randn(batch, 6, width, device=device, generator=gen) * 0.5
     shift, scale, gate, *_ = table.chunk(6, dim=1)
     return shift, scale, gate
 
@@ -147,8 +147,9 @@ def modulation(batch: int, width: int, device: str) -> tuple[torch.Tensor, torch
 def test_modulated_layer_norm_matches_its_formula(batch, tokens, width):
     from model.kernels.block_ops import modulated_layer_norm
 
-    x = torch.randn(batch, tokens, width, device=DEVICE) * 3 + 1
-    shift, scale, _ = modulation(batch, width, DEVICE)
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    x = torch.randn(batch, tokens, width, device=DEVICE, generator=gen) * 3 + 1
+    shift, scale, _ = modulation(batch, width, DEVICE, gen)
     out = modulated_layer_norm(x, shift, scale, 1e-6)
     x64 = x.double()
     norm = (x64 - x64.mean(-1, keepdim=True)) / torch.sqrt(x64.var(-1, unbiased=False, keepdim=True) + 1e-6)
@@ -159,16 +160,18 @@ def test_modulated_layer_norm_matches_its_formula(batch, tokens, width):
 def test_gated_residual_matches_its_formula(batch, tokens, width):
     from model.kernels.block_ops import gated_residual
 
-    x, y = torch.randn(2, batch, tokens, width, device=DEVICE)
-    _, _, gate = modulation(batch, width, DEVICE)
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    x, y = torch.randn(2, batch, tokens, width, device=DEVICE, generator=gen)
+    _, _, gate = modulation(batch, width, DEVICE, gen)
     assert rel_err(gated_residual(x, gate, y), x.double() + gate.double() * y.double()) < 1e-7
 
 
 def test_block_ops_reject_mismatched_shapes():
     from model.kernels.block_ops import gated_residual, modulated_layer_norm
 
-    x = torch.randn(2, 4, 8, device=DEVICE)
-    shift, scale, gate = modulation(2, 8, DEVICE)
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    x = torch.randn(2, 4, 8, device=DEVICE, generator=gen)
+    shift, scale, gate = modulation(2, 8, DEVICE, gen)
     with pytest.raises(ValueError, match="does not modulate"):
         modulated_layer_norm(x, shift[:1], scale[:1], 1e-6)
     with pytest.raises(ValueError, match="does not match the residual"):
@@ -180,9 +183,10 @@ def test_dwconv_glu_matches_torch_conv(batch, h, w, channels):
     """Against F.conv2d on the NCHW image in float64: borders, a grid smaller than a block, f off the block."""
     from model.kernels.mix_ffn import dwconv_glu
 
-    x = torch.randn(batch, h * w, channels, device=DEVICE) * 2
-    weight = torch.randn(channels, 1, 3, 3, device=DEVICE) * 0.3
-    bias = torch.randn(channels, device=DEVICE)
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    x = torch.randn(batch, h * w, channels, device=DEVICE, generator=gen) * 2
+    weight = torch.randn(channels, 1, 3, 3, device=DEVICE, generator=gen) * 0.3
+    bias = torch.randn(channels, device=DEVICE, generator=gen)
     out = dwconv_glu(x, weight, bias, (h, w))
     image = torch.nn.functional.silu(x.double()).transpose(1, 2).reshape(batch, channels, h, w)
     conv = torch.nn.functional.conv2d(image, weight.double(), bias.double(), padding=1, groups=channels)
@@ -195,8 +199,8 @@ def test_dwconv_glu_rejects_a_wrong_grid():
     from model.kernels.mix_ffn import dwconv_glu
 
     with pytest.raises(ValueError, match="do not fit"):
-        dwconv_glu(torch.randn(1, 12, 8, device=DEVICE), torch.randn(8, 1, 3, 3, device=DEVICE),
-                   torch.randn(8, device=DEVICE), (3, 5))
+        dwconv_glu(torch.zeros(1, 12, 8, device=DEVICE), torch.zeros(8, 1, 3, 3, device=DEVICE),
+                   torch.zeros(8, device=DEVICE), (3, 5))
 
 
 # --- DC-AE's RMSNorm2d + residual (model/kernels/rms_norm_2d.py) -------------------------------------------------
@@ -205,9 +209,10 @@ def test_dwconv_glu_rejects_a_wrong_grid():
 def test_rms_norm_2d_matches_its_formula(channels, h, w, residual):
     from model.kernels.rms_norm_2d import rms_norm_2d
 
-    x = torch.randn(2, channels, h, w, device=DEVICE) * 3
-    weight, bias = torch.randn(2, channels, device=DEVICE)
-    skip = torch.randn(2, channels, h, w, device=DEVICE) if residual else None
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    x = torch.randn(2, channels, h, w, device=DEVICE, generator=gen) * 3
+    weight, bias = torch.randn(2, channels, device=DEVICE, generator=gen)
+    skip = torch.randn(2, channels, h, w, device=DEVICE, generator=gen) if residual else None
     out = rms_norm_2d(x, weight, bias, 1e-5, skip)
     x64 = x.double()
     want = x64 * torch.rsqrt(x64.pow(2).mean(1, keepdim=True) + 1e-5) * weight.double()[:, None, None] \
@@ -218,7 +223,7 @@ def test_rms_norm_2d_matches_its_formula(channels, h, w, residual):
 def test_rms_norm_2d_rejects_what_it_cannot_run():
     from model.kernels.rms_norm_2d import rms_norm_2d
 
-    x = torch.randn(1, 8, 4, 4, device=DEVICE)
+    x = torch.zeros(1, 8, 4, 4, device=DEVICE)
     with pytest.raises(ValueError, match="contiguous"):
         rms_norm_2d(x.transpose(2, 3), torch.ones(8, device=DEVICE), torch.zeros(8, device=DEVICE), 1e-5)
     with pytest.raises(ValueError, match="do not fit 8 channels"):

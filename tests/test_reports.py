@@ -7,11 +7,13 @@ import json
 import re
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from sana_eval import provenance as P
 from sana_eval.io import write_text
+from sana_eval.reproduce import report as report_module
 from sana_eval.reproduce.report import read_report
 from sana_eval.reproduce.run import reproduce, rerun
 from sana_eval.tables import get_table
@@ -38,8 +40,24 @@ def test_the_figure_plots_every_cell_that_ran_and_is_linked(table6_run):
     md = (table6_run[0] / "v1" / "table6.md").read_text()
     assert "![Table 6: reproduced vs. paper, relative difference per cell](table6.png)" in md
     with Image.open(table6_run[0] / "v1" / "table6.png") as img:
-        # One bar per cell: the figure's height is 1.4 in + 0.32 in per cell at 120 dpi, 10 cells in Table 6.
-        assert img.format == "PNG" and img.size == (960, round((1.4 + 0.32 * 10) * 120))
+        assert img.format == "PNG" and img.size[0] == 960                  # 8 in at 120 dpi
+
+
+def test_the_figure_has_one_bar_and_one_label_per_cell_that_ran(table6_run, monkeypatch):
+    figures = []
+    monkeypatch.setattr(report_module, "save_figure", lambda fig, path: figures.append(fig) or path)
+    report_module.plot_report(read_report(table6_run[0] / "v1" / "table6.json"), table6_run[0] / "unused.png")
+    (ax,) = figures[0].axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 10 and "Sana-0.6B · #Param (M)" in labels      # 2 rows x 5 columns of Table 6
+    assert len(ax.patches) == 2 * 10                                      # the tolerance band and the bar, per cell
+
+
+def test_reports_link_the_protocol_differences(table6_run):
+    md = (table6_run[0] / "v1" / "table6.md").read_text()
+    assert "## Protocols" in md and "`docs/protocols.md` §9" in md
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "protocols.md").read_text()
+    assert "## 9. Differences at a glance" in docs                    # the section the reports point at
 
 
 def test_a_table_where_no_cell_ran_has_no_figure(tmp_path):
@@ -132,7 +150,11 @@ def test_skip_reasons_reach_the_report(tmp_path, monkeypatch):
     assert ("sana-eval generate --benchmark geneval --weights $SANA_EVAL_WEIGHTS/Sana_1600M_1024px "
             "--resolution 1024") in md
     row = next(line for line in md.splitlines() if line.startswith("| 512 x 512 / Sana-1.6B"))
-    assert row.startswith("| 512 x 512 / Sana-1.6B | 0.6 → 1.60 ✗ [n1] | 0.66 · [n3] |")
+    assert row.startswith("| 512 x 512 / Sana-1.6B | 0.6 → 1.60 ✗ [n1] | 0.66 · [n3] [n5] [n6] | 0.99 · [n5] [n6] |")
+    # the scorer weights the paper's protocol needs, and the two flow shifts of the 512 px cells
+    assert "needs weights geneval/mask2former-swin-s-coco (GenEval's detector: sana-eval convert-detector" in md
+    assert "--shift 1.0" in md and "--shift 3.0" in md and "--geneval-protocol sana" in md
+    assert "(docs/protocols.md §9; 512 x 512 / Sana-0.6B · overall" in md
 
 
 def test_all_expands_to_every_table_once(tmp_path):

@@ -294,7 +294,8 @@ def _branch_velocity(branches: int, calls: list):
 def test_classifier_free_guidance_runs_one_doubled_batch():
     calls = []
     batched = _branch_velocity(2, calls)
-    x, t = torch.randn(3, DIM, dtype=torch.float64), torch.full((3,), 874.0, dtype=torch.float64)
+    x = torch.randn(3, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((3,), 874.0, dtype=torch.float64)
     guided = classifier_free_guidance(batched, 4.5)(x, t)
     assert len(calls) == 1 and calls[0][0] == 6 and torch.equal(calls[0][1], torch.cat([t, t]))
     v_uncond, v_cond = torch.sin(x), torch.sin(2 * x) + t.view(-1, 1) / 1000  # branch 0 = uncond, 1 = cond
@@ -312,7 +313,8 @@ def test_perturbed_attention_guidance_matches_diffusers_pag_mixin():
 
     calls = []
     batched = _branch_velocity(3, calls)
-    x, t = torch.randn(2, DIM, dtype=torch.float64), torch.full((2,), 499.0, dtype=torch.float64)
+    x = torch.randn(2, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((2,), 499.0, dtype=torch.float64)
     guided = perturbed_attention_guidance(batched, cfg_scale=5.0, pag_scale=2.0)(x, t)
     assert len(calls) == 1 and calls[0][0] == 6
     expected = Reference(2.0)._apply_perturbed_attention_guidance(

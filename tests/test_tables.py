@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ast
-import re
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -14,98 +14,34 @@ from sana_eval.reproduce.runners import PLANNED, RUNNERS, evaluate_table
 from sana_eval.tables import TABLES, Need, PaperValue, TableError, Tolerance, get_table
 from sana_eval.tables.schema import Column, RowSpec, build_table
 
-PAPER_MD = Path("/work/shared/reference/paper.md")
+PAPER_JSON = Path(__file__).resolve().parent / "data" / "paper_tables.json"
 TABLES_PKG = Path(__file__).resolve().parents[1] / "sana_eval" / "tables"
 
 
-# --- the paper transcription (PAPER_MD), parsed independently of the registry ----------------------------------
+# --- the paper's printed numbers (tests/data/paper_tables.json, extracted from the transcription by
+# scripts/extract_paper_tables.py, a parser independent of the registry) ---------------------------------------
 
-def _norm(text: str) -> str:
-    text = re.sub(r"[¹²³]|\*\*", "", text).replace("×", "x").replace("(sic)", "")
-    return " ".join(text.split())
-
-
-def _value(text: str) -> str:
-    return re.sub(r"^(-?[\d.]+)\s*[x×]$", r"\1", _norm(text))
+def _paper() -> dict[int, dict]:
+    return {int(n): t for n, t in json.loads(PAPER_JSON.read_text())["tables"].items()}
 
 
-def _markdown_tables(section: str) -> list[list[list[str]]]:
-    blocks, current = [], []
-    for line in section.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not all(re.fullmatch(r"-+", c) for c in cells):
-                current.append(cells)
-        elif current:
-            blocks.append(current)
-            current = []
-    if current:
-        blocks.append(current)
-    return blocks
+def test_paper_data_lists_all_fourteen_tables():
+    assert sorted(_paper()) == list(range(1, 15))
+    assert sum(len(t["rows"]) for t in _paper().values()) == 112
 
 
-def _paper_sections() -> dict[int, str]:
-    text = PAPER_MD.read_text()
-    parts = re.split(r"^### Table (\d+) \[P(?:-img)?\].*$", text, flags=re.M)
-    return {int(parts[i]): parts[i + 1].split("\n### ")[0].split("\n## ")[0] for i in range(1, len(parts), 2)}
-
-
-def _paper_rows(number: int, section: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(group, label, values) per data row, mapped to the registry's layout (descriptor columns become groups)."""
-    rows = []
-    for block in _markdown_tables(section):
-        header, body = block[0], block[1:]
-        if number == 14:                   # two side-by-side halves: [res, speedup, throughput, latency] x 2
-            for row in body:
-                for half in (0, 4):
-                    rows.append((_norm(header[half]).replace("x", " x "), _norm(row[half]),
-                                 tuple(_value(v) for v in row[half + 1:half + 4])))
-            continue
-        group = ""
-        for row in body:
-            if row[0].startswith("**") and not any(row[1:]):
-                group = _norm(row[0]).replace("x", " x ").replace("  ", " ")
-                continue
-            if number == 2:
-                rows.append((row[1], _norm(row[0]), (_value(row[2]),)))
-            elif number == 3:
-                rows.append((row[3], _norm(row[0]), tuple(_value(v) for v in row[1:3])))
-            elif number == 8:
-                rows.append((row[1], _norm(row[0]), tuple(_value(v) for v in row[2:])))
-            elif number == 12:
-                rows.append((f"{row[1]}, {row[2]} px", _norm(row[0]), tuple(_value(v) for v in row[3:])))
-            else:
-                rows.append((group, _norm(row[0]), tuple(_value(v) for v in row[1:])))
-    return rows
-
-
-def _group(text: str) -> str:
-    return " ".join(text.split())
-
-
-needs_paper = pytest.mark.skipif(not PAPER_MD.exists(), reason=f"{PAPER_MD} (the paper transcription) is absent")
-
-
-@needs_paper
-def test_paper_md_lists_all_fourteen_tables():
-    assert sorted(_paper_sections()) == list(range(1, 15))
-
-
-@needs_paper
 @pytest.mark.parametrize("number", range(1, 15))
 def test_every_paper_number_matches_the_transcription(number):
-    """Each registry row equals the transcription's row (same numbers, same order) and no row is missing or extra."""
+    """Each registry row equals the paper's row (same numbers, same order) and no row is missing or extra."""
     table = get_table(f"table{number}")
-    expected = Counter((_group(g), label, values) for g, label, values in
-                       _paper_rows(number, _paper_sections()[number]))
+    expected = Counter((r["group"], r["row"], tuple(r["values"].values())) for r in _paper()[number]["rows"])
     ours = Counter((row.group, row.label, tuple(c.paper.text for c in row.cells.values())) for row in table.rows)
     assert ours == expected
+    assert all(len(r["values"]) == len(table.columns) for r in _paper()[number]["rows"])
 
 
-@needs_paper
 def test_source_tags_follow_the_transcription():
-    tags = dict(re.findall(r"^### Table (\d+) \[(P|P-img)\]", PAPER_MD.read_text(), flags=re.M))
-    assert {n: t.source for n, t in ((int(k), get_table(k)) for k in tags)} == {int(k): v for k, v in tags.items()}
+    assert {n: get_table(f"table{n}").source for n in _paper()} == {n: t["source_tag"] for n, t in _paper().items()}
 
 
 # --- registry shape --------------------------------------------------------------------------------------------
@@ -322,3 +258,33 @@ def test_peer_parameter_counts_come_from_their_published_configs():
     lumina = results["1024 x 1024 / LUMINA-Next", "params"]
     assert lumina.verdict == "differs" and "peer params" in lumina.notes
     assert results["1024 x 1024 / DALLE3", "params"].verdict == "not run"
+
+
+def test_geneval_and_dpg_cells_run_the_papers_scorers_and_say_so():
+    """Compared cells use SANA's toolkit's protocols (docs/protocols.md §9); the alternative is only shown beside."""
+    checked = 0
+    for table_id, keys in (("table7", ("geneval", "dpg")), ("table10", ("overall", "counting")),
+                           ("table11", ("overall", "entity"))):
+        table = get_table(table_id)
+        for row in (r for r in table.rows if "/ Sana-" in r.id):
+            for key in keys:
+                settings = row.cells[key].recipe.settings
+                if settings["benchmark"] == "geneval":
+                    assert (settings["geneval_protocol"], settings["beside_geneval_protocol"]) == ("sana", "official")
+                    assert settings["detector_weights"] == "geneval/mask2former-swin-s-coco"
+                else:
+                    assert (settings["dpg_mode"], settings["beside_dpg_mode"]) == ("official", "fixed")
+                assert "docs/protocols.md §9" in {n.ref for n in table.notes_for(row.id, key)}
+                checked += 1
+    assert checked == 4 * 6
+
+
+def test_512px_cells_sweep_both_checkpoint_revisions_shifts():
+    """512 px configs shipped flow_shift 1.0, revised to 3.0 after the paper: compared at 1.0, 3.0 beside it."""
+    for table_id, key in (("table7", "fid"), ("table10", "overall"), ("table11", "overall")):
+        for row in (r for r in get_table(table_id).rows if r.id.startswith("512 x 512 / Sana-")):
+            recipe = row.cells[key].recipe
+            assert (recipe.settings["shift"], recipe.settings["beside_shift"]) == (1.0, 3.0)
+            assert "--shift 1.0" in recipe.command and "--shift 3.0" in recipe.command
+        row = next(r for r in get_table(table_id).rows if r.id == "1024 x 1024 / Sana-1.6B")
+        assert "shift" not in row.cells[key].recipe.settings and "--shift" not in row.cells[key].recipe.command

@@ -59,22 +59,34 @@ def stored_result(path: Path, make) -> Result:
 
 
 def _score(metric: str, benchmark: str, images: Path, settings: dict[str, Setting]) -> Result:
+    """`settings` carry the scorer's protocol: the paper's (R.PAPER_SCORING) or the one reported beside it."""
     limit = settings["prompt_limit"]
+    detector = settings.get("detector_weights")
     # mjhq30k: FID, CLIP score, or Table 5's ImageReward of MJHQ prompts (one image each); the others: one metric
     options = {"mjhq30k": {"metrics": [metric], "mjhq": str(data_dir() / "mjhq30k"), "limit": limit,
                            "fid_size": int(settings.get("fid_resize") or 512)},
-               "geneval": {"data": _data("geneval"), "limit": int(limit) if limit else None},
-               "dpg": {},
+               "geneval": {"data": _data("geneval"), "limit": int(limit) if limit else None,
+                           "geneval_protocol": settings.get("geneval_protocol"),
+                           "detector_weights": str(_need_local(str(detector))) if detector else None},
+               # both DPG modes read the same VQA answers: one cache beside the run serves the second mode free
+               "dpg": {"dpg_mode": settings.get("dpg_mode"), "cache_dir": str(images.parent / f"{images.name}.vqa")},
                "imagereward": {"data": _data("imagereward")}}[benchmark]
     [result] = score_benchmark(benchmark, images, **options)
     return result
 
 
+def _protocol_name(settings: dict[str, Setting]) -> str:
+    """A file-name tag for the scorer protocol in `settings` ("" when the benchmark has one protocol)."""
+    return "".join(f".{settings[k]}" for k in ("geneval_protocol", "dpg_mode") if settings.get(k))
+
+
 def run_folder(settings: dict[str, Setting]) -> Path:
-    """Where a generate_score recipe's images go: one folder per checkpoint, benchmark, resolution and subset."""
-    limit = settings["prompt_limit"]
+    """Where a generate_score recipe's images go: one folder per checkpoint, benchmark, resolution, subset and
+    flow shift (when the recipe sets one)."""
+    limit, shift = settings["prompt_limit"], settings.get("shift")
     return runs_root() / (f"{settings['preset']}-{R.CLI_BENCHMARKS[str(settings['benchmark'])]}-"
-                          f"{settings['resolution']}{f'-first{limit}' if limit else ''}")
+                          f"{settings['resolution']}{f'-first{limit}' if limit else ''}"
+                          f"{f'-shift{shift}' if shift is not None else ''}")
 
 
 def _refresh_gallery(out: Path, benchmark: str) -> None:
@@ -98,25 +110,48 @@ def _run_identity(out: Path) -> str:
     return f"weights sha256 {digest}; prompts {prompts}"
 
 
-# Paper §5 with the NVlabs metric scripts' settings (recipes.py): generate, then score with the official rules.
-def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurement:
-    preset, resolution = str(settings["preset"]), int(settings["resolution"])
-    benchmark, metric = R.CLI_BENCHMARKS[str(settings["benchmark"])], str(settings["metric"])
-    limit = settings["prompt_limit"]
+def _generate(settings: dict[str, Setting]) -> Path:
+    """The recipe's images (resumed when already there), in run_folder(settings)."""
+    preset, benchmark, limit = str(settings["preset"]), R.CLI_BENCHMARKS[str(settings["benchmark"])], \
+        settings["prompt_limit"]
     out = run_folder(settings)
+    shift = settings.get("shift")
     sampling = SamplingConfig(sampler=R.CLI_SAMPLER, steps=int(settings["steps"]), cfg_scale=float(settings["cfg"]),
-                              pag_scale=float(settings["pag"]))
+                              pag_scale=float(settings["pag"]), shift=float(shift) if shift is not None else None)
     weights = str(checkpoint_in(_need_local(f"{R.HF_ORG}/{preset}")))
     sana.run(sana.GenerateRequest(benchmark=benchmark, weights=weights, out=out, vae=str(_need_local(R.VAE)),
                                   text_encoder=str(_need_local(R.TEXT_ENCODER)), sampling=sampling,
-                                  resolution=resolution, seed=int(settings["seed"]),
+                                  resolution=int(settings["resolution"]), seed=int(settings["seed"]),
                                   limit=int(limit) if limit else None, data=_data(benchmark)))
     _refresh_gallery(out, benchmark)
-    result = stored_result(out.parent / f"{out.name}.{metric}.json",
-                           lambda: _score(metric, benchmark, out, settings))
+    return out
+
+
+# Paper §5 with the NVlabs metric scripts' settings (recipes.py): generate, then score with the paper's scorers.
+# Shown beside the compared number, never compared (docs/protocols.md §9): the official/fixed scorer protocol on
+# the same images, and for 512 px the revised checkpoint config's flow shift (recipes.PAPER_TIME_SHIFT).
+def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurement:
+    benchmark, metric = R.CLI_BENCHMARKS[str(settings["benchmark"])], str(settings["metric"])
     field = str(settings["field"])
     key = metric if field == "overall" else f"{metric}/{field}"
-    return Measurement(result.aggregate[key], f"{key} = {result.aggregate[key]:.4f} ({out}; {_run_identity(out)})")
+
+    def scored(chosen: dict[str, Setting], out: Path) -> float:
+        path = out.parent / f"{out.name}.{metric}{_protocol_name(chosen)}.json"
+        return stored_result(path, lambda: _score(metric, benchmark, out, chosen)).aggregate[key]
+
+    out = _generate(settings)
+    value = scored(settings, out)
+    detail = f"{key} = {value:.4f}{_protocol_name(settings)} ({out}; {_run_identity(out)})"
+    protocol = {k.removeprefix("beside_"): v for k, v in settings.items()
+                if k.startswith("beside_") and k != "beside_shift"}
+    if protocol:
+        alternative = {**settings, **protocol}
+        detail += f"; beside it, {_protocol_name(alternative).lstrip('.')}: {scored(alternative, out):.4f}"
+    if settings.get("beside_shift") is not None:
+        revised = {**settings, "shift": settings["beside_shift"]}
+        detail += (f"; at flow_shift {revised['shift']} (the revised checkpoint config): "
+                   f"{scored(revised, _generate(revised)):.4f}")
+    return Measurement(value, detail)
 
 
 # Paper Table 1: encode-decode the real MJHQ-30K images; resolution and count are not stated, we use 1024 px, all.

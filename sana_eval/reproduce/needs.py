@@ -48,7 +48,13 @@ def _module(need: Need, label: str) -> str | None:
     return None if found else f"needs {label}, not implemented yet ({need.detail})"
 
 
+def _package(need: Need) -> str | None:
+    found = importlib.util.find_spec(need.name) is not None
+    return None if found else f"needs the Python package {need.name} installed ({need.detail})"
+
+
 CHECKS: dict[str, Callable[[Need], str | None]] = {
+    "package": _package,
     "gpu": _gpu,
     "weights": _weights,
     "dataset": _dataset,

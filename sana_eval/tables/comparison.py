@@ -73,6 +73,28 @@ _LUMINA_PARAMS = Note("peer params", "Peer parameter counts are the denoiser of 
                                       "the paper prints.",
                        tuple((f"{G1024} / {label}", "params") for label in ("LUMINA-Next", "FLUX-dev",
                                                                              "FLUX-schnell")))
+_SANA_GENEVAL_TEXT = ("Scored as SANA's toolkit scored the paper's numbers: counting without its exclude clause (at "
+                      "least N, not exactly N) on GenEval's own Mask2Former checkpoint; the official rule's number "
+                      "is in the cell's detail, beside it, never compared.")
+_DPG_OFFICIAL_TEXT = ("Scored with ELLA's DPG-Bench scorer as it is (`--dpg-mode official`: categories from the last "
+                      "tile before dependency zeroing, as the paper's were); the `fixed` number is in the cell's "
+                      "detail, beside it, never compared.")
+
+
+_SHIFT_TEXT = ("512 px: generated at flow_shift 1.0, the checkpoint config when the paper was written; the number at "
+               "3.0, the revised config (600M: January 2025, 1600M: March 2025) that the presets follow, is in the "
+               "cell's detail.")
+
+
+def _paper_scorer_notes(geneval_keys: tuple[str, ...], dpg_keys: tuple[str, ...],
+                        image_keys: tuple[str, ...]) -> tuple[Note, ...]:
+    """Which scorer protocol the compared cells run and, at 512 px, which flow shift (docs/protocols.md §9)."""
+    at_512 = (("Sana-0.6B", G512), ("Sana-1.6B", G512))
+    return (*(Note("docs/protocols.md §9", text, _cells(keys)) for text, keys in
+              ((_SANA_GENEVAL_TEXT, geneval_keys), (_DPG_OFFICIAL_TEXT, dpg_keys)) if keys),
+            Note("docs/protocols.md §9", _SHIFT_TEXT, _cells(image_keys, at_512)))
+
+
 _GENEVAL_COUNT = Note("docs/tables.md §6.1", "The paper says GenEval has 533 prompts; GenEval and the repo use 553.",
                       _cells(("geneval",)))
 
@@ -112,7 +134,8 @@ TABLE7 = build_table(
            Note("timing", TIMING_NOTE, _cells(("latency", "throughput"))),
            Note("peer timing", PEER_TIMING_NOTE, tuple((f"{group} / {label}", key) for group, label in PEER_ROWS
                                                        for key in ("throughput", "latency", "speedup"))),
-           _MULTILING, _GENEVAL_COUNT, _LUMINA_PARAMS),
+           _MULTILING, _GENEVAL_COUNT, _LUMINA_PARAMS,
+           *_paper_scorer_notes(("geneval",), ("dpg",), ("fid", "clip", "geneval", "dpg"))),
 )
 
 _GENEVAL_FIELDS = (("overall", "Overall"), ("single_object", "Single obj."), ("two_object", "Two obj."),
@@ -151,7 +174,9 @@ TABLE10 = build_table(
         (G1024, "Sana-1.6B", "1.6 0.66 0.99 0.77 0.62 0.88 0.21 0.47"),
     )],
     notes=(_SIC, Note("paper Table 10", "PixArt-Σ at 1024 px is in Table 7 but not here."),
-           Note(_GENEVAL_COUNT.ref, _GENEVAL_COUNT.text, _cells(("overall",))), _LUMINA_PARAMS),
+           Note(_GENEVAL_COUNT.ref, _GENEVAL_COUNT.text, _cells(("overall",))), _LUMINA_PARAMS,
+           *_paper_scorer_notes(tuple(key for key, _ in _GENEVAL_FIELDS), (),
+                                tuple(key for key, _ in _GENEVAL_FIELDS))),
 )
 
 _DPG_FIELDS = (("overall", "DPG overall"), ("global", "Global"), ("entity", "Entity"), ("attribute", "Attribute"),
@@ -189,5 +214,7 @@ TABLE11 = build_table(
     )],
     notes=(_SIC, Note("paper Table 11", "This ImageReward (100 prompts x 10 images) is a different protocol "
                                            "from Table 5's Image-Reward (first 1K MJHQ images).",
-                      _cells(("image_reward",))), _LUMINA_PARAMS),
+                      _cells(("image_reward",))), _LUMINA_PARAMS,
+           *_paper_scorer_notes((), tuple(key for key, _ in _DPG_FIELDS),
+                                (*(key for key, _ in _DPG_FIELDS), "image_reward"))),
 )

@@ -31,6 +31,30 @@ CLI_SAMPLER = "flow_dpm_solver"
 # metric -> extra datasets its scorer reads (FID compares against the MJHQ reference images)
 METRIC_DATASETS = {"fid": ("mjhq30k_images",)}
 
+# The scorers of the toolkit that produced the paper's numbers (docs/protocols.md §9): a cell compared with the paper
+# is scored with these or not run. GenEval: SANA's counting (§3.7) on GenEval's own Mask2Former checkpoint, run
+# through transformers after `sana-eval convert-detector`; DPG-Bench: ELLA's scorer as it is (§4.3).
+GENEVAL_CHECKPOINT = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth"
+GENEVAL_DETECTOR = "geneval/mask2former-swin-s-coco"      # the converted checkpoint, under $SANA_EVAL_WEIGHTS
+DPG_VQA_PACKAGE = "modelscope"                            # mPLUG-large, DPG-Bench's VQA model, runs through it
+# benchmark -> (settings of the paper's scorer, the alternative reported beside it, never compared)
+PAPER_SCORING: dict[str, tuple[dict[str, Setting], dict[str, Setting]]] = {
+    "geneval": ({"geneval_protocol": "sana", "detector_weights": GENEVAL_DETECTOR}, {"geneval_protocol": "official"}),
+    "dpg_bench": ({"dpg_mode": "official"}, {"dpg_mode": "fixed"}),
+}
+PAPER_SCORING_NEEDS = {
+    "geneval": (Need("weights", GENEVAL_DETECTOR, f"GenEval's detector: sana-eval convert-detector "
+                                                  f"{GENEVAL_CHECKPOINT} $SANA_EVAL_WEIGHTS/{GENEVAL_DETECTOR}"),),
+    "dpg_bench": (Need("package", DPG_VQA_PACKAGE, "DPG-Bench's VQA model mPLUG-large, the paper's scorer"),),
+}
+# Sana's 512 px configs shipped flow_shift 1.0 and were changed to 3.0 after the paper (600M: January 2025, 1600M:
+# March 2025). The presets (model/config.py) follow the revised configs; the paper's numbers predate the change, so
+# a 512 px cell is compared at the first revision's shift and shows the revised one's number beside it.
+PAPER_TIME_SHIFT = {512: 1.0}
+REVISED_SHIFT = {512: 3.0}
+PAPER_SCORING_FLAGS = {"geneval": f" --geneval-protocol sana --detector-weights $SANA_EVAL_WEIGHTS/{GENEVAL_DETECTOR}",
+                       "dpg_bench": " --dpg-mode official"}
+
 
 def architecture(table: str, preset: str, quantity: str) -> Recipe:
     """Table 6 field or parameter count of a preset; parameters are counted on the meta device."""
@@ -66,24 +90,35 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
                 "steps": STEPS, "cfg": CFG, "pag": 1.0, "seed": SEED}
     if metric == "fid":
         settings["fid_resize"] = 512       # toolkit default; the size behind the paper's 1024-px FIDs is unknown
+    paper_scoring, beside = PAPER_SCORING.get(benchmark, ({}, {}))
+    settings.update(paper_scoring)
+    settings.update({f"beside_{key}": value for key, value in beside.items()})
+    if resolution in PAPER_TIME_SHIFT:
+        settings.update(shift=PAPER_TIME_SHIFT[resolution], beside_shift=REVISED_SHIFT[resolution])
     needs = (Need("gpu", "any CUDA GPU", "image generation"),
              Need("weights", f"{HF_ORG}/{preset}", "transformer"),
              Need("weights", TEXT_ENCODER, "text encoder"),
              Need("weights", VAE, "decoder"),
              *(Need("dataset", d, benchmark) for d in (*datasets, *METRIC_DATASETS.get(metric, ()))),
-             Need("metric", metric, "scorer"))
-    run = f"runs/{preset}-{benchmark}-{resolution}"
+             Need("metric", metric, "scorer"),
+             *PAPER_SCORING_NEEDS.get(benchmark, ()))
     limit_flag = f" --limit {limit}" if limit else ""
     cli_benchmark = CLI_BENCHMARKS[benchmark]
     # Table 5's Image-Reward scores MJHQ prompts, not the ImageReward benchmark: that needs its own scorer call.
     score_benchmark = "imagereward" if metric == "image_reward" and benchmark != "mjhq30k" else cli_benchmark
-    score = (f"sana-eval score --benchmark {score_benchmark} --images {run} --out {run}/results.json"
-             + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else "")
-             + (limit_flag if score_benchmark in ("mjhq30k", "geneval") else ""))   # score what was generated
-    command = (f"sana-eval generate --benchmark {cli_benchmark} --weights $SANA_EVAL_WEIGHTS/{preset}"
-               f" --resolution {resolution}{limit_flag} --sampler {CLI_SAMPLER} --steps {STEPS} --cfg {CFG}"
-               f" --seed {SEED} --out {run} && {score}")
-    return Recipe("generate_score", settings, needs, command)
+
+    def generate_and_score(shift: float | None) -> str:
+        run = f"runs/{preset}-{benchmark}-{resolution}" + (f"-shift{shift}" if shift is not None else "")
+        score = (f"sana-eval score --benchmark {score_benchmark} --images {run} --out {run}/results.json"
+                 + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else "")
+                 + PAPER_SCORING_FLAGS.get(benchmark, "")
+                 + (limit_flag if score_benchmark in ("mjhq30k", "geneval") else ""))   # score what was generated
+        return (f"sana-eval generate --benchmark {cli_benchmark} --weights $SANA_EVAL_WEIGHTS/{preset}"
+                f" --resolution {resolution}{limit_flag} --sampler {CLI_SAMPLER} --steps {STEPS} --cfg {CFG}"
+                + (f" --shift {shift}" if shift is not None else "") + f" --seed {SEED} --out {run} && {score}")
+
+    shifts = (PAPER_TIME_SHIFT[resolution], REVISED_SHIFT[resolution]) if resolution in PAPER_TIME_SHIFT else (None,)
+    return Recipe("generate_score", settings, needs, " && ".join(generate_and_score(s) for s in shifts))
 
 
 def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = PAPER_GPU, steps: int = STEPS,
