@@ -250,7 +250,9 @@ def score(images: str | os.PathLike, vqa: VQA, *, mode: Mode = "fixed", resoluti
                     "resolution": resolution, "pic_num": pic_num, "grid": grid}
     proto = {**answer_proto, "metric": "dpg", "mode": mode,
              "rules": f"{ELLA_REPO}@{ELLA_COMMIT[:7]} dpg_bench/compute_dpg_bench.py"
-                      + (" incl. its bugs (docs/protocols.md §4.3)" if mode == "official" else ", bugs fixed")}
+                      + (" incl. its bugs (docs/protocols.md §4.3)" if mode == "official" else ", bugs fixed"),
+             # a question file of one's own (verify_csv=False) is named so; the official one adds no key
+             **({} if qfile.blob_sha1 in KNOWN_BLOBS else {"csv": "not the official dpg_bench.csv"})}
     cache = ResultsCache(Path(cache_dir), "dpg_answers", answer_proto) if cache_dir is not None else None
     files = _files_to_score(root, all_q, mode)
     scores: dict[str, ItemScore] = {}

@@ -70,7 +70,7 @@ def test_reproduce_table6_writes_the_report(tmp_path, capsys):
     code, out, _ = run(capsys, "reproduce", "table6", "--out", str(tmp_path), "--version", "v-test")
     assert code == 0
     report = json.loads((tmp_path / "v-test" / "table6.json").read_text())
-    assert report["table"]["id"] == "table6" if "table" in report else True
+    assert report["table"]["id"] == "table6"
     text = (tmp_path / "v-test" / "table6.md").read_text()
     assert "1604" in text and "591.7" in text
     assert (tmp_path / "README.md").exists()

@@ -6,13 +6,25 @@ import argparse
 import os
 import sys
 
-from sana_eval.cli import bench, compare, convert, convert_detector, generate, info, reproduce, score, smoke, sweep
+from sana_eval.cli import (
+    bench,
+    compare,
+    convert,
+    convert_detector,
+    export,
+    generate,
+    info,
+    reproduce,
+    score,
+    smoke,
+    sweep,
+)
 
 DEBUG_ENV = "SANA_EVAL_DEBUG"
 # In the order `sana-eval --help` lists them: the data flow, then the tools around it.
 COMMANDS = {"info": info, "convert": convert, "convert-detector": convert_detector, "generate": generate,
-            "score": score, "compare": compare, "reproduce": reproduce, "sweep": sweep, "bench": bench,
-            "smoke": smoke}
+            "score": score, "compare": compare, "export": export, "reproduce": reproduce, "sweep": sweep,
+            "bench": bench, "smoke": smoke}
 
 EXAMPLES = """examples:
   sana-eval info Sana_1600M_1024px --json
@@ -21,6 +33,7 @@ EXAMPLES = """examples:
   sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth --out runs/geneval
   sana-eval score --benchmark mjhq30k --images runs/mjhq --mjhq data/MJHQ-30K --out runs/mjhq.json
   sana-eval compare runs/a.json runs/b.json --fail-if-worse geneval:0.02
+  sana-eval compare runs/a.json runs/b.json runs/c.json --html runs/compare/index.html
   sana-eval reproduce table6 --out reports
   sana-eval sweep fig8-steps --weights Sana_1600M_1024px.pth --mjhq data/MJHQ-30K --out runs/fig8 --limit 2048
   sana-eval bench transformer --preset Sana_600M_1024px --batch 1 16 --impl ours diffusers

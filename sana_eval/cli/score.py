@@ -53,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                               "manifest)")
     reference.add_argument("--dpg-csv", help=_for("dpg_csv") + "dpg_bench.csv (default: data folder, cache or "
                                                               "pinned download)")
+    reference.add_argument("--no-verify-csv", action="store_true", default=None,
+                           help=_for("no_verify_csv") + "score a --dpg-csv of your own (not the official file's "
+                                                        "hash); its protocol says so")
     reference.add_argument("--cache-dir", help="feature/statistics cache, and where MJHQ-30K is downloaded")
     metrics = parser.add_argument_group("metrics")
     metrics.add_argument("--metrics", type=comma_list,
@@ -72,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     models.add_argument("--detector", choices=["transformers", "mmdet"],
                         help=_for("detector") + "Mask2Former backend (default transformers; mmdet = the official "
                                                 "checkpoint, needs mmdet)")
+    models.add_argument("--geneval-protocol", choices=["official", "sana"],
+                        help=_for("geneval_protocol") + "default official; 'sana' drops counting's exclude clause as "
+                                                        "SANA's inference_geneval.py did (docs/protocols.md §3.7)")
     models.add_argument("--vqa", choices=["mplug", "blip"],
                         help=_for("vqa") + "VQA model (default mplug = the official one, needs modelscope)")
     models.add_argument("--dpg-mode", choices=["fixed", "official"],

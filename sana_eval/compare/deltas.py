@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from metrics.base import ProtocolMismatchError, Result, sha256_file
 from sana_eval.compare.bootstrap import bootstrap, bootstrap_frechet, frechet_distance_eigh, percentile_interval
-from sana_eval.results import ResultsError, higher_is_better, read_results
+from sana_eval.results import ResultsError, higher_is_better, per_item_frame, read_results
 
-COMPARE_SCHEMA = "sana-eval/compare/1"
 GENEVAL_WEIGHT = "n_images"
 # Recomputed aggregates must match the file's to this relative tolerance (FID: a different sqrtm route).
 _REL_TOL, _FID_REL_TOL = 1e-9, 1e-3
@@ -321,6 +321,23 @@ def compare(run_a: Path, run_b: Path, *, n_boot: int = 1000, seed: int = 0, conf
     """Compare two results files (bundle forms in the module docstring)."""
     return compare_results(read_results(run_a), read_results(run_b), n_boot=n_boot, seed=seed,
                            confidence=confidence, device=device, names=(str(run_a), str(run_b)))
+
+
+def per_prompt_deltas(results_a: Mapping[str, Result], results_b: Mapping[str, Result]) -> pd.DataFrame:
+    """One row per (metric, item, aggregate key) present on both sides: a, b, delta = b - a, and gain (delta signed so
+    that > 0 means B is better). Only keys that are aggregate keys of the metric (a GenEval prompt's tag, not its
+    image count), so the rows are the per-prompt terms of the intervals above."""
+    a = per_item_frame(results_a, "a")
+    b = per_item_frame(results_b, "b")
+    keys = {(m, k) for m in results_a.keys() & results_b.keys()
+            for k in results_a[m].aggregate.keys() & results_b[m].aggregate.keys()}
+    frame = a.merge(b, on=["metric", "item", "key"], suffixes=("_a", "_b"))
+    frame = frame[[(m, k) in keys for m, k in zip(frame["metric"], frame["key"])]]
+    frame = frame.rename(columns={"value_a": "a", "value_b": "b"}).drop(columns=["checkpoint_a", "checkpoint_b"])
+    frame["delta"] = frame["b"] - frame["a"]
+    sign = [1.0 if higher_is_better(m, k) is not False else -1.0 for m, k in zip(frame["metric"], frame["key"])]
+    frame["gain"] = frame["delta"] * sign
+    return frame.reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The human and CI side of `sana-eval compare`: Markdown table, delta plot, JSON record, exit code."""
+"""The human and CI side of `sana-eval compare`: Markdown table, delta plot, JSON record, HTML page, exit code."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from metrics.base import sha256_file
-from sana_eval.compare.deltas import COMPARE_SCHEMA, Check, Comparison, check_regressions, compare, parse_fail_rule
+from sana_eval.compare.deltas import (
+    Check,
+    CompareError,
+    Comparison,
+    check_regressions,
+    compare_results,
+    parse_fail_rule,
+)
+from sana_eval.compare.page import Checkpoint, find_images, write_page
+from sana_eval.compare.plots import delta_figure
 from sana_eval.io import save_figure, write_text
 from sana_eval.provenance import collect
+from sana_eval.results import COMPARE_SCHEMA, read_results
 
 
 def _f(x: float | None) -> str:
@@ -38,29 +48,8 @@ def render_markdown(comparison: Comparison, checks: Sequence[Check] = ()) -> str
 
 
 def plot_deltas(comparison: Comparison, path: Path) -> Path:
-    """One panel per metric: each key's B − A as a point with its interval as a bar."""
-    from matplotlib.figure import Figure  # heavy, and only the plot needs it: loaded when a plot is made
-
-    metrics = list(dict.fromkeys(r.metric for r in comparison.rows))
-    heights = [max(1, sum(r.metric == m for r in comparison.rows)) for m in metrics]
-    fig = Figure(figsize=(7, 1.2 + 0.45 * sum(heights) + 0.6 * len(metrics)), layout="constrained")
-    axes = fig.subplots(max(1, len(metrics)), 1, squeeze=False, height_ratios=heights or None)[:, 0]
-    colour = {"better": "tab:green", "worse": "tab:red"}
-    for ax, metric in zip(axes, metrics):
-        rows = [r for r in comparison.rows if r.metric == metric]
-        for y, r in enumerate(rows):
-            err = None if r.ci is None else [[max(0.0, r.delta - r.ci[0])], [max(0.0, r.ci[1] - r.delta)]]
-            ax.errorbar([r.delta], [y], xerr=err, fmt="o" if err else "x", capsize=4,
-                        color=colour.get(r.verdict, "tab:gray"))
-        ax.axvline(0.0, color="black", linewidth=0.8)
-        ax.set_yticks(range(len(rows)), [r.key for r in rows])
-        ax.set_ylim(-0.6, len(rows) - 0.4)
-        ax.invert_yaxis()
-        ax.set_title(f"{metric}: B − A ({'higher' if rows[0].higher_is_better else 'lower'} is better)",
-                     fontsize=10)
-    if not metrics:
-        axes[0].set_title("no metric compared")
-    return save_figure(fig, path)
+    """`compare.png`: `delta_figure`."""
+    return save_figure(delta_figure(comparison), path)
 
 
 def write_comparison(comparison: Comparison, checks: Sequence[Check], out_dir: Path, *,
@@ -80,23 +69,37 @@ def write_comparison(comparison: Comparison, checks: Sequence[Check], out_dir: P
 
 def compare_command(run_a: Path, run_b: Path, fail_if_worse: list[str], out: Path | None, n_boot: int = 1000,
                     seed: int = 0, *, require_significant: bool = False, confidence: float = 0.95,
-                    device: str | None = None) -> int:
-    """`sana-eval compare`: print the table, write reports to `out`; 0 ok, 1 a --fail-if-worse rule tripped.
+                    device: str | None = None, others: Sequence[Path] = (), html: Path | None = None,
+                    images: Sequence[str | None] = (), html_prompts: int = 300) -> int:
+    """`sana-eval compare`: print the table, write reports to `out` and a page to `html`; 0 ok, 1 a
+    --fail-if-worse rule tripped. `others` are more candidates, each compared with `run_a` like `run_b`;
+    `images` names each run's image folder in order (None or missing: the one its results record).
 
     Bad inputs raise CompareError / ProtocolMismatchError (ValueError): the CLI prints them and exits 2.
     """
+    runs = [Path(run_a), Path(run_b), *map(Path, others)]
+    if out is not None and len(runs) > 2:
+        raise CompareError(f"--out writes one A/B comparison; {len(runs)} runs given (use --html for more)")
+    if len(images) > len(runs):
+        raise CompareError(f"--images given {len(images)} times for {len(runs)} runs")
     for rule in fail_if_worse:
         parse_fail_rule(rule)          # refuse a typo before minutes of bootstrapping
-    comparison = compare(Path(run_a), Path(run_b), n_boot=n_boot, seed=seed, confidence=confidence,
-                         device=device)
-    checks = check_regressions(comparison, fail_if_worse, require_significant)
-    print(render_markdown(comparison, checks))
+    bundles = [read_results(p) for p in runs]
+    comparisons = [compare_results(bundles[0], b, n_boot=n_boot, seed=seed, confidence=confidence, device=device,
+                                   names=(str(runs[0]), str(p))) for p, b in zip(runs[1:], bundles[1:])]
+    checks = [check_regressions(c, fail_if_worse, require_significant) for c in comparisons]
+    for comparison, pair_checks in zip(comparisons, checks):
+        print(render_markdown(comparison, pair_checks))
     if out is not None:
         settings = {"fail_if_worse": list(fail_if_worse), "require_significant": require_significant,
                     "n_boot": n_boot, "seed": seed, "confidence": confidence}
-        for path in write_comparison(comparison, checks, Path(out), settings=settings):
+        for path in write_comparison(comparisons[0], checks[0], Path(out), settings=settings):
             print(f"wrote {path}")
-    failed = [ch for ch in checks if ch.failed]
-    for ch in failed:
-        print(f"sana-eval compare: {ch.describe()}", file=sys.stderr)
+    if html is not None:
+        given = [*images, *[None] * (len(runs) - len(images))]
+        checkpoints = [Checkpoint(str(p), b, Path(g) if g else find_images(b)) for p, b, g in zip(runs, bundles, given)]
+        print(f"wrote {write_page(checkpoints, comparisons, Path(html), max_prompts=html_prompts)}")
+    failed = [(c.run_b, ch) for c, pair_checks in zip(comparisons, checks) for ch in pair_checks if ch.failed]
+    for run, ch in failed:
+        print(f"sana-eval compare: {ch.describe()}" + (f" ({run})" if others else ""), file=sys.stderr)
     return 1 if failed else 0

@@ -82,7 +82,7 @@ def _entries(run_dir: Path) -> tuple[dict, list[Entry]]:
     return identity, entries
 
 
-def _thumbnail(run_dir: Path, file: str, grid: bool) -> str:
+def thumbnail(run_dir: Path, file: str, grid: bool) -> str:
     """`gallery/<file with / as __>.jpg`, remade only when the image is newer."""
     source = run_dir / file
     rel = f"{THUMBS}/{file.replace('/', '__').rsplit('.', 1)[0]}.jpg"
@@ -138,5 +138,5 @@ def write_gallery(run_dir: str | Path, benchmark: str) -> Path:
         raise GalleryError(f"{run_dir}: a run of {recorded!r}, not {bench.name!r}")
     sections = _sections(run_dir, bench.name, entries)
     grid = "grid" in identity.get("layout", {})          # DPG's 2x2 grids get larger thumbnails
-    thumbs = {f: _thumbnail(run_dir, f, grid) for e in entries for f in e.files}
+    thumbs = {f: thumbnail(run_dir, f, grid) for e in entries for f in e.files}
     return write_text(run_dir / GALLERY, render_html(run_dir, bench.name, identity, sections, thumbs))

@@ -15,9 +15,9 @@ from sana_eval.io import save_figure, write_text
 from sana_eval.provenance import Provenance
 from sana_eval.reproduce.images import run_folder
 from sana_eval.reproduce.runners import CellResult
+from sana_eval.results import TABLE_REPORT_SCHEMA as SCHEMA
 from sana_eval.tables.schema import PaperValue, Table, TableError
 
-SCHEMA = "sana-eval/table-report/1"
 VERDICTS = ("reproduced", "differs", "failed", "not run")
 CSV_FIELDS = ("table", "row", "group", "label", "column", "unit", "paper", "reproduced", "delta", "verdict",
               "reason", "command", "notes", "detail")
@@ -151,6 +151,8 @@ def render_markdown(report: TableReport, figure: str | None = None,
     out += _not_run_sections(report)
     out += ["", "## Tolerances", ""]
     out += [f"- **{c.name}** — {c.tolerance.describe()}" for c in table.columns]
+    out += ["", "## Protocols", "", "How each benchmark's official rule, SANA's toolkit and this harness differ, and "
+            "the option for each alternative: `docs/protocols.md` §9 in the sana-eval repository."]
     if table.notes:
         out += ["", "## Notes", ""]
         for note in table.notes:

@@ -56,6 +56,8 @@ def _geneval(images: str | Path | None, options: Options) -> list[Result]:
 
 
 def _dpg(images: str | Path | None, options: Options) -> list[Result]:
+    if "no_verify_csv" in options:
+        options["verify_csv"] = not options.pop("no_verify_csv")
     return [scorers.score_dpg(images, **_renamed(options, dpg_mode="mode", dpg_csv="csv", tile="resolution"))]
 
 
@@ -82,10 +84,12 @@ BENCHMARKS: dict[str, BenchmarkScorer] = {
                              "(Table 1)",
                              (*COMMON, "mjhq", "limit", "ae", "weights", "resolution", "fid_weights",
                               "allow_few_images"), _recon, reads_images=False),
-    "geneval": BenchmarkScorer("GenEval with the official rules (Table 10)",
-                               (*COMMON, "detector", "detector_weights", "clip_weights", "limit", "data"), _geneval),
+    "geneval": BenchmarkScorer("GenEval with the official rules or SANA's (Table 10)",
+                               (*COMMON, "detector", "detector_weights", "clip_weights", "limit", "data",
+                                "geneval_protocol"), _geneval),
     "dpg": BenchmarkScorer("DPG-Bench (Table 11)",
-                           (*COMMON, "vqa", "vqa_weights", "dpg_mode", "dpg_csv", "grid", "tile"), _dpg),
+                           (*COMMON, "vqa", "vqa_weights", "dpg_mode", "dpg_csv", "no_verify_csv", "grid", "tile"),
+                           _dpg),
     "imagereward": BenchmarkScorer("the ImageReward benchmark (Table 11)", (*COMMON, "weights", "data"),
                                    _imagereward),
 }

@@ -181,20 +181,22 @@ def score_recon(ae: str, weights: str | None, source: MJHQSource, *, resolution:
 
 def score_geneval(images: str | Path, *, detector: str = "transformers", detector_weights: str | None = None,
                   clip_weights: str | None = None, device: str | None = None, cache_dir: str | None = None,
-                  limit: int | None = None, data: str | None = None) -> Result:
-    """GenEval (paper Table 10) with the official rules; the detector backend is recorded in the protocol."""
+                  limit: int | None = None, data: str | None = None, geneval_protocol: str = "official") -> Result:
+    """GenEval (paper Table 10) with the official rules or SANA's (`geneval_protocol`, docs/protocols.md §3.7);
+    the detector backend and the protocol are recorded in the result's protocol."""
     expected = [item.metadata for item in get_benchmark("geneval").load(data).items]
     return geneval.score(images, get_detector(detector, detector_weights, device),
                          get_color_classifier(clip_weights, device), cache_dir=cache_dir, limit=limit,
-                         expected_metadata=expected)
+                         expected_metadata=expected, geneval_protocol=geneval_protocol)
 
 
 def score_dpg(images: str | Path, *, vqa: str = "mplug", vqa_weights: str | None = None, mode: str = "fixed",
               csv: str | None = None, grid: str = "exact", resolution: int | None = None,
-              device: str | None = None, cache_dir: str | None = None) -> Result:
-    """DPG-Bench (paper Table 11) in the `fixed` (default) or `official` (ELLA's bugs kept) mode."""
+              device: str | None = None, cache_dir: str | None = None, verify_csv: bool = True) -> Result:
+    """DPG-Bench (paper Table 11) in the `fixed` (default) or `official` (ELLA's bugs kept) mode; `verify_csv=False`
+    scores a question file of one's own (its protocol says so)."""
     return dpg.score(images, get_vqa(vqa, vqa_weights, device), mode=mode, resolution=resolution, csv_path=csv,
-                     grid=grid, cache_dir=cache_dir)
+                     grid=grid, cache_dir=cache_dir, verify_csv=verify_csv)
 
 
 def score_imagereward(images: str | Path, *, weights: str | None = None, device: str | None = None,
