@@ -16,6 +16,7 @@ from model.checkpoints import load_transformer
 from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
 from model.dc_ae import DCAE
 from model.dc_ae_keys import load_dc_ae
+from model.quantize import quantize_transformer
 from model.samplers import classifier_free_guidance, flow_dpm_solver, flow_euler, perturbed_attention_guidance
 from model.text_encoder import TextEncoder, TextEncoderConfig
 from model.transformer import SanaTransformer
@@ -133,7 +134,7 @@ _TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32"
 def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEncoderConfig | None = None,
                   device: str | torch.device | None = None, transformer_dtype: torch.dtype | None = None,
                   vae_dtype: torch.dtype = torch.float32, kernels: str = "auto", cuda_graphs: CudaGraphs = "auto",
-                  **overrides: object) -> SanaPipeline:
+                  quantize: str = "none", **overrides: object) -> SanaPipeline:
     """A pipeline with the reference dtype policy: the DiT in its checkpoint's precision (`config.dtype`, fp16 or
     bf16), Gemma-2 as configured (bf16), DC-AE in fp32 as the metric scripts decode (docs/generation.md §1.1,
     docs/model.md §6).
@@ -144,6 +145,7 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
     `overrides`: transformer options a checkpoint cannot carry, e.g. numerics or the 2K/4K PE settings.
     `kernels`: the eager PyTorch paths of the DiT and the DC-AE, or their fused Triton kernels ("auto": fused on
     CUDA; "eager" rounds after every element-wise op, as NVlabs' code does). `cuda_graphs`: SanaPipeline's.
+    `quantize`: "w8a8" (paper §4, Table 5) or "fp8" runs the DiT blocks' GEMMs quantised (model/quantize.py).
     """
     root = Path(weights)
     if (root / "model_index.json").is_file():
@@ -153,6 +155,7 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     transformer = load_transformer(weights, device=device, kernels=kernels, **overrides)
     transformer = transformer.to(transformer_dtype or _TORCH_DTYPES[transformer.config.dtype]).eval()
+    transformer = quantize_transformer(transformer, quantize)  # after the cast: the scales stay fp32
     return SanaPipeline(transformer=transformer, vae=load_dc_ae(vae or "dc-ae-f32c32-sana-1.0", dtype=vae_dtype,
                                                                 device=device, kernels=kernels),
                         text_encoder=TextEncoder(text_encoder or TextEncoderConfig(), device=device), device=device,

@@ -157,6 +157,13 @@ class CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, N, D).to(q.dtype))
 
 
+def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 1×1 conv applied to tokens (B, N, C) as a GEMM; a quantised replacement (model/quantize.py) takes tokens."""
+    if isinstance(conv, nn.Conv2d):
+        return F.linear(x, conv.weight.flatten(1), conv.bias)
+    return conv(x)
+
+
 class MixFFN(nn.Module):
     """GLUMBConv: 1×1 conv + SiLU → 3×3 depth-wise conv → GLU gate → 1×1 conv
     (paper §2.2, docs/model.md §1.7)."""
@@ -172,9 +179,9 @@ class MixFFN(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:  # (B, N, D)
         if use_triton(self.kernels, x):
             # The 1×1 convs are GEMMs on the token layout; the middle is one fused kernel.
-            h = F.linear(x, self.inverted_conv["conv"].weight.flatten(1), self.inverted_conv["conv"].bias)
+            h = pointwise(self.inverted_conv["conv"], x)
             h = dwconv_glu(h, self.depth_conv["conv"].weight, self.depth_conv["conv"].bias, hw)  # (B, N, f)
-            return F.linear(h, self.point_conv["conv"].weight.flatten(1))                      # (B, N, D)
+            return pointwise(self.point_conv["conv"], h)                                        # (B, N, D)
         # A channels-last view, not an NCHW copy: the 1×1 convs then run as plain GEMMs on the token layout.
         x = x.unflatten(1, hw).permute(0, 3, 1, 2)                 # (B, D, H, W)
         x = self.depth_conv["conv"](F.silu(self.inverted_conv["conv"](x)))

@@ -31,6 +31,7 @@ from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
 from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig, decode_tiled
 from model.kernel_choice import resolve
 from model.macs import count_macs
+from model.quantize import quantize_transformer
 from model.samplers import classifier_free_guidance, flow_dpm_solver
 from model.text_encoder import select_tokens
 from model.transformer import build_transformer
@@ -100,6 +101,7 @@ class E2ESpec:
     attn_implementation: str | None = None  # Gemma's attention; None: eager for Gemma-2, as the pipeline runs it
     kernels: str | None = None          # overrides the fused paths of the transformer and of a DC-AE
     cuda_graphs: CudaGraphs = "auto"    # the pipeline's option ("auto": graphs at small batch x resolution)
+    quantize: str = "none"              # the DiT blocks' GEMMs: "w8a8" (paper §4, Table 5) or "fp8" (model/quantize.py)
     repeats: int = 3
     budget_s: float | None = 30.0       # timed runs stop after this many seconds (at least one)
     device: str | torch.device = "cuda"
@@ -139,6 +141,7 @@ class E2ETiming:
     peak_mem_gib: float | None
     repeats: int
     device: str
+    quantize: str = "none"          # the DiT blocks' GEMMs (model/quantize.py); rows recorded before it had none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,7 +181,9 @@ class SanaWorkload:
                             else spec.decode_tile or None)
         self.decode_chunk = spec.decode_chunk or default_decode_chunk(spec.resolution)
         self.text_repo = text_encoder.repo
-        self.transformer = build_transformer(config, device=device, dtype=torch_dtype(spec.dtype)).eval()
+        self.quantize = spec.quantize
+        self.transformer = quantize_transformer(build_transformer(config, device=device, dtype=torch_dtype(spec.dtype))
+                                                .eval(), spec.quantize)
         if isinstance(vae, DCAEConfig):
             with device:
                 self.vae = DCAE(vae).to(torch_dtype(self.vae_dtype)).eval()
@@ -201,7 +206,7 @@ class SanaWorkload:
         """The E2ETiming fields that say what ran (the spec with its defaults settled)."""
         return dict(preset=self.name, resolution=self.resolution, batch=self.batch, rows=self.rows, cfg=self.cfg,
                     dtype=self.dtype, kernels=resolve(self.config.kernels, self.device),
-                    cuda_graphs=self.graphed is not None,
+                    cuda_graphs=self.graphed is not None, quantize=self.quantize,
                     blocks=block_design(self.config, self.factor), vae=self.vae_name, text_dtype=self.text_dtype,
                     vae_dtype=self.vae_dtype, text_encoder=self.text_repo,
                     attn_implementation=str(self.text_encoder.config._attn_implementation),

@@ -14,6 +14,7 @@ from model.checkpoints import diffusers_config
 from model.config import TransformerConfig, get_preset
 from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
 from model.kernel_choice import resolve
+from model.quantize import quantize_transformer
 from model.transformer import build_transformer
 from sana_eval.bench.clock import (
     device_name,
@@ -30,6 +31,7 @@ class TransformerTiming:
     impl: str
     kernels: str                # ours: "eager" or "triton" (paper §2.2 kernel fusion); the peer: "diffusers"
     cuda_graphs: bool           # ours: forwards replayed from a CUDA graph (model/cuda_graph.py)
+    quantize: str               # ours: "none", "w8a8" (paper §4, Table 5) or "fp8" (model/quantize.py)
     preset: str
     resolution: int
     batch: int
@@ -65,17 +67,17 @@ def random_inputs(cfg: TransformerConfig, resolution: int, rows: int, device: to
 @torch.no_grad()
 def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
                      steps: int = 20, repeats: int = 5, kernels: str = "auto",
-                     cuda_graphs: CudaGraphs = "auto") -> TransformerTiming:
-    """One forward and `steps` forwards of a 2·batch CFG pass at `resolution` px. `cuda_graphs` applies to ours
-    ("auto": at small batch x resolution, as the pipeline does)."""
+                     cuda_graphs: CudaGraphs = "auto", quantize: str = "none") -> TransformerTiming:
+    """One forward and `steps` forwards of a 2·batch CFG pass at `resolution` px. `cuda_graphs` and `quantize`
+    apply to ours ("auto": graphs at small batch x resolution, as the pipeline does)."""
     device, dt = timing_device("cuda"), torch_dtype(dtype)
     cfg = get_preset(preset).replace(kernels=kernels)
     if impl == "ours":
-        model = build_transformer(cfg, device=device, dtype=dt).eval()
-    elif impl == "diffusers":
+        model = quantize_transformer(build_transformer(cfg, device=device, dtype=dt).eval(), quantize)
+    elif impl == "diffusers" and quantize == "none":
         model = peer_transformer(cfg).to(device, dt).eval()
     else:
-        raise ValueError(f"unknown impl {impl!r}; expected 'ours' or 'diffusers'")
+        raise ValueError(f"impl {impl!r} with quantize {quantize!r}: expected 'ours', or 'diffusers' unquantised")
     x, t, y, mask = random_inputs(cfg, resolution, 2 * batch, device, dt)
     graphed = impl == "ours" and use_graphs(cuda_graphs, model, x)
     if impl == "ours":
@@ -92,6 +94,6 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
     step_s = median_seconds(forward, device, repeats)
     denoise_s = median_seconds(denoise, device, max(1, repeats // 2), warmup=1)
     return TransformerTiming(impl=impl, kernels=resolve(cfg.kernels, device) if impl == "ours" else impl,
-                             cuda_graphs=graphed, preset=preset, resolution=resolution, batch=batch, dtype=dtype,
-                             step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
+                             cuda_graphs=graphed, quantize=quantize, preset=preset, resolution=resolution, batch=batch,
+                             dtype=dtype, step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
                              peak_mem_gib=peak_memory_gib(device), gpu=device_name(device))

@@ -12,12 +12,14 @@ import json
 from collections.abc import Callable, Sequence
 
 from model.config import TransformerConfig, get_preset
+from model.quantize import MODES as QUANTIZE_MODES
 from sana_eval.bench import clock, e2e
 from sana_eval.bench.dc_ae import time_dc_ae_decode
 from sana_eval.bench.fid_features import time_fid_features
 from sana_eval.bench.kernels import profile_transformer, time_linear_attention
 from sana_eval.bench.peer_models import PEERS
 from sana_eval.bench.peers import run_peer_suite
+from sana_eval.bench.quantization import quantization_errors
 from sana_eval.bench.suite import BATCHES, MODELS, RESOLUTIONS, run_speed_suite, run_text_encoder_suite
 from sana_eval.bench.text_encoders import TEXT_ENCODERS, time_text_encoder
 from sana_eval.bench.transformer import time_transformer
@@ -79,6 +81,13 @@ def _cuda_graphs(group: argparse._ArgumentGroup) -> None:
                             "(default): at small batch x resolution, where a step is launch-bound")
 
 
+def _quantize(group: argparse._ArgumentGroup, errors: bool = True) -> None:
+    rows = "; each quantised mode also gets a row of its error against none" if errors else ""
+    group.add_argument("--quantize", nargs="+", choices=QUANTIZE_MODES, default=["none"], metavar="Q",
+                       help="none, w8a8 and/or fp8: the DiT blocks' GEMMs in the model dtype, the paper's W8A8 (§4, "
+                            f"Table 5) or FP8 e4m3 (model/quantize.py){rows} (default none)")
+
+
 def _decode_tile(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--decode-tile", type=int, help="tiled DC-AE decoding with this latent tile side")
 
@@ -108,7 +117,9 @@ def _add_transformer(modes: argparse._SubParsersAction) -> None:
                          examples=[f"sana-eval bench transformer --preset {PRESET} --batch 1 16 --impl ours diffusers",
                                    f"sana-eval bench transformer --preset {PRESET} --batch 16 --dtype fp16 "
                                    "--kernels eager triton",
-                                   f"sana-eval bench transformer --preset {PRESET} --batch 1 --cuda-graphs off on"])
+                                   f"sana-eval bench transformer --preset {PRESET} --batch 1 --cuda-graphs off on",
+                                   f"sana-eval bench transformer --preset {PRESET} --batch 16 --dtype fp16 "
+                                   "--quantize none w8a8 fp8"])
     model = parser.add_argument_group("model")
     _presets(model)
     _impl(model)
@@ -120,6 +131,7 @@ def _add_transformer(modes: argparse._SubParsersAction) -> None:
     implementation = parser.add_argument_group("implementation (ours)")
     _kernels(implementation)
     _cuda_graphs(implementation)
+    _quantize(implementation)
 
 
 def _add_e2e(modes: argparse._SubParsersAction) -> None:
@@ -131,7 +143,9 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
                                    f"sana-eval bench e2e --preset {PRESET} --batch 16 --dtype fp16 --set in_channels=4 "
                                    "--set patch_size=2 --vae sdxl-vae --kernels triton",
                                    f"sana-eval bench e2e --preset {PRESET} Sana_1600M_1024px --batch 1 --dtype fp16 "
-                                   "--cuda-graphs off on"])
+                                   "--cuda-graphs off on",
+                                   f"sana-eval bench e2e --preset {PRESET} --batch 16 --dtype fp16 "
+                                   "--quantize none fp8"])
     model = parser.add_argument_group("model")
     _presets(model)
     model.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
@@ -149,6 +163,7 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
     implementation = parser.add_argument_group("implementation")
     _kernels(implementation)
     _cuda_graphs(implementation)
+    _quantize(implementation, errors=False)
     _decode_tile(implementation)
 
 
@@ -342,10 +357,15 @@ def _emit(row: object) -> None:
 def _transformer(args: argparse.Namespace) -> None:
     for preset, batch, impl in itertools.product(args.preset, args.batch, args.impl):
         # kernels and graphs are ours; the diffusers model runs as diffusers ships it
-        paths = itertools.product(args.kernels, args.cuda_graphs) if impl == "ours" else [("auto", "off")]
-        for kernels, graphs in paths:
+        paths = (itertools.product(args.kernels, args.cuda_graphs, args.quantize) if impl == "ours"
+                 else [("auto", "off", "none")])
+        for kernels, graphs, quantize in paths:
             _emit(time_transformer(preset, args.resolution, batch, args.dtype, impl, args.steps, kernels=kernels,
-                                   cuda_graphs=graphs))
+                                   cuda_graphs=graphs, quantize=quantize))
+    if "ours" in args.impl and set(args.quantize) - {"none"}:
+        for preset, batch in itertools.product(args.preset, args.batch):
+            for row in quantization_errors(preset, args.resolution, batch, args.dtype, args.quantize, args.steps):
+                _emit(row)
 
 
 def _e2e(args: argparse.Namespace) -> None:
@@ -353,10 +373,10 @@ def _e2e(args: argparse.Namespace) -> None:
     vae = {"vae": args.vae} if args.vae else {}
     peak = clock.measure_matmul_peak(args.dtype)
     for model, batch in itertools.product(models, args.batch):
-        for kernels, graphs in itertools.product(args.kernels, args.cuda_graphs):
+        for kernels, graphs, quantize in itertools.product(args.kernels, args.cuda_graphs, args.quantize):
             spec = e2e.E2ESpec(model, args.resolution, batch, args.dtype, args.steps, decode_tile=args.decode_tile,
                                text_dtype=args.text_dtype, vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens,
-                               kernels=kernels, cuda_graphs=graphs, **vae)
+                               kernels=kernels, cuda_graphs=graphs, quantize=quantize, **vae)
             _emit(e2e.time_sana_e2e(spec, matmul_peak_tflops=peak))
 
 

@@ -1,0 +1,194 @@
+"""W8A8 (paper §4, Table 5) and FP8 quantisation of the DiT (model/quantize.py) against a NumPy float64 closed form
+of the scheme, the paper's choice of layers, and the tiny model's error against fp32. On a CUDA GPU the tensor-core
+paths (`torch._int_mm`, `torch._scaled_mm`, our Triton kernels) are also checked against the emulation; the Triton
+kernels also run in Triton's interpreter on the CPU (tests/conftest.py)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model.config import get_preset
+from model.kernels import quantized_gemm
+from model.quantize import AMAX_FLOOR, QuantizedLinear, quantize_rows, quantize_transformer, quantized_layer_names
+from model.transformer import build_transformer
+from sana_eval.bench.e2e import E2ESpec, SanaWorkload
+from sana_eval.bench.quantization import quantization_errors
+from test_bench_speed import TINY, TINY_E2E
+
+CUDA = torch.cuda.is_available()
+QMAX = {"w8a8": 127, "fp8": 448}
+
+
+def e4m3(v: np.ndarray) -> np.ndarray:
+    """Round to nearest even onto float8_e4m3fn's grid: 3 mantissa bits, exponent bias 7, subnormals below 2^-6."""
+    exponent = np.floor(np.log2(np.maximum(np.abs(v), 2.0**-6)))
+    step = 2.0 ** (exponent - 3)
+    return np.rint(v / step) * step
+
+
+def reference_quantize(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The scheme's rows: float32 scale = max(|row|, 1e-12) · fl32(1/Q) and float32 x / scale, then the grid."""
+    x = x.astype(np.float32)
+    scale = np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(1e-12)) * np.float32(1 / QMAX[mode])
+    y = (x / scale).astype(np.float64)
+    return (np.clip(np.rint(y), -127, 127) if mode == "w8a8" else e4m3(y)), scale.astype(np.float64)
+
+
+def reference_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
+    qx, sx = reference_quantize(x, mode)
+    qw, sw = reference_quantize(w, mode)
+    if mode == "w8a8":  # the integer product, exact in int64
+        acc = (qx.astype(np.int64) @ qw.astype(np.int64).T).astype(np.float64)
+    else:
+        acc = qx @ qw.T
+    return acc * sx * sw.T + b
+
+
+def random_rows(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """Rows of very different magnitudes, one all zero, so per-token scales matter."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=gen) * torch.logspace(-3, 2, rows)[:, None]
+    x[1] = 0
+    return x
+
+
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+def test_quantised_linear_equals_the_closed_form(mode):
+    x, w = random_rows(37, 48, seed=1), random_rows(40, 48, seed=2)
+    b = torch.randn(40, generator=torch.Generator().manual_seed(3))
+    linear = nn.Linear(48, 40)
+    with torch.no_grad():
+        linear.weight.copy_(w)
+        linear.bias.copy_(b)
+    layer = QuantizedLinear.from_module(linear, mode)
+    qx, sx = quantize_rows(x, mode)
+    ref_qx, ref_sx = reference_quantize(x.numpy(), mode)
+    np.testing.assert_array_equal(qx.double().numpy(), ref_qx)                  # the same grid points
+    np.testing.assert_array_equal(sx.double().numpy(), ref_sx)
+    np.testing.assert_array_equal(layer.weight_values.double().numpy(), reference_quantize(w.numpy(), mode)[0])
+    out = layer(x.reshape(1, 37, 48)).reshape(37, 40).double().numpy()
+    ref = reference_linear(x.numpy(), w.numpy(), b.numpy().astype(np.float64), mode)
+    np.testing.assert_allclose(out, ref, rtol=2e-6, atol=2e-6 * np.abs(ref).max())
+    assert not np.allclose(out, x.double().numpy() @ w.double().numpy().T + b.double().numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+def test_quantised_1x1_conv_takes_nchw_and_tokens_alike(mode):
+    conv = nn.Conv2d(16, 24, 1)
+    layer = QuantizedLinear.from_module(conv, mode)
+    tokens = torch.randn(2, 12, 16, generator=torch.Generator().manual_seed(4))          # (B, N, C), N = 3 x 4
+    nchw = tokens.unflatten(1, (3, 4)).permute(0, 3, 1, 2)                              # the eager Mix-FFN view
+    torch.testing.assert_close(layer(nchw), layer(tokens).unflatten(1, (3, 4)).permute(0, 3, 1, 2), rtol=0, atol=0)
+    ref = reference_linear(tokens.reshape(-1, 16).numpy(), conv.weight.detach().flatten(1).numpy(),
+                           conv.bias.detach().double().numpy(), mode)
+    np.testing.assert_allclose(layer(tokens).reshape(-1, 24).double().numpy(), ref, rtol=2e-6,
+                               atol=2e-6 * np.abs(ref).max())
+
+
+def expected_layers(depth: int, ffn: tuple[str, str]) -> list[str]:
+    """Paper §4: each block's GEMMs but the cross-attention K/V projection; norms and linear attention have none."""
+    per_block = ["attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.proj", *ffn]
+    return [f"blocks.{i}.{name}" for i in range(depth) for name in per_block]
+
+
+@pytest.mark.parametrize("overrides, ffn", [({}, ("mlp.inverted_conv.conv", "mlp.point_conv.conv")),
+                                            ({"self_attention": "softmax", "ffn": "mlp"}, ("mlp.fc1", "mlp.fc2"))])
+def test_layer_selection_follows_the_paper(overrides, ffn):
+    model = build_transformer(get_preset("tiny").replace(**overrides))
+    assert sorted(quantized_layer_names(model)) == sorted(expected_layers(2, ffn))
+    before = {name: type(module) for name, module in model.named_modules()}
+    quantize_transformer(model, "w8a8")
+    swapped = {name for name, module in model.named_modules() if isinstance(module, QuantizedLinear)}
+    assert swapped == set(expected_layers(2, ffn))
+    for name, module in model.named_modules():  # everything else, kv_linear and the embedders too, is untouched
+        if name not in swapped and name in before and not name.startswith(tuple(swapped)):
+            assert type(module) is before[name], name
+    assert isinstance(model.blocks[0].cross_attn.kv_linear, nn.Linear)
+
+
+def test_unknown_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown quantize mode 'int4'"):
+        quantize_transformer(build_transformer("tiny"), "int4")
+
+
+def test_tiny_model_error_against_fp32_is_small():
+    rows = {row.quantize: row for row in quantization_errors("tiny", 256, 2, "fp32", ["none", "w8a8", "fp8"],
+                                                             steps=5, device="cpu")}
+    assert set(rows) == {"w8a8", "fp8"}
+    for row, bound in ((rows["w8a8"], 0.02), (rows["fp8"], 0.06)):
+        assert math.isfinite(row.velocity_rel_err) and 0 < row.velocity_rel_err < bound, row
+        assert math.isfinite(row.latent_psnr_db) and row.latent_psnr_db > 30, row
+
+
+def test_fused_w8a8_is_bit_identical_to_eager():
+    """The Triton quantisation and GEMM (Triton's interpreter on the CPU, compiled on a GPU) against the eager code;
+    odd sizes exercise the tile masks."""
+    device = "cuda" if CUDA else "cpu"
+    linear = nn.Linear(72, 40, device=device)
+    x = random_rows(37, 72, seed=6).to(device)
+    qx, sx = quantized_gemm.quantize_rows(x, 127.0, AMAX_FLOOR, torch.int8)
+    ref_qx, ref_sx = quantize_rows(x, "w8a8")
+    assert torch.equal(qx, ref_qx) and torch.equal(sx, ref_sx)
+    fused = QuantizedLinear.from_module(linear, "w8a8", kernels="triton")
+    eager = QuantizedLinear.from_module(linear, "w8a8", kernels="eager")
+    eager.emulate = True
+    assert torch.equal(fused(x), eager(x))
+
+
+def test_e2e_workload_runs_the_quantised_dit():
+    work = SanaWorkload(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, quantize="fp8", **TINY_E2E))
+    assert work.described()["quantize"] == "fp8"
+    assert sorted(name for name, module in work.transformer.named_modules()
+                  if isinstance(module, QuantizedLinear)) == sorted(quantized_layer_names(build_transformer(TINY)))
+
+
+@pytest.mark.skipif(not CUDA, reason="the tensor-core paths need a CUDA GPU")
+def test_gpu_fused_fp8_quantisation_matches_eager():
+    x = torch.randn(4096, 2880, device="cuda", dtype=torch.float16)
+    x = x * torch.logspace(-2, 2, 4096, device="cuda", dtype=torch.float16)[:, None]
+    qx, sx = quantized_gemm.quantize_rows(x, 448.0, AMAX_FLOOR, torch.float8_e4m3fn)
+    ref_qx, ref_sx = quantize_rows(x, "fp8")
+    assert torch.equal(sx, ref_sx)
+    assert torch.equal(qx.view(torch.int8), ref_qx.view(torch.int8))
+
+
+@pytest.mark.skipif(not CUDA, reason="the tensor-core paths need a CUDA GPU")
+@pytest.mark.parametrize("kernels", ["eager", "triton"])
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+@pytest.mark.parametrize("k, n", [(1152, 3456), (2880, 1152), (2240, 11200)])
+def test_gpu_tensor_cores_match_the_emulation(mode, k, n, kernels):
+    gen = torch.Generator("cuda").manual_seed(k + n)
+    linear = nn.Linear(k, n, device="cuda", dtype=torch.float16)
+    x = torch.randn(4096, k, device="cuda", dtype=torch.float16, generator=gen)
+    layer = QuantizedLinear.from_module(linear, mode, kernels=kernels)
+    fast = layer(x)
+    layer.emulate = True
+    emulated = layer(x)
+    assert torch.isfinite(fast).all()
+    if mode == "w8a8":  # the same int32 sums, then the same fp32 epilogue
+        assert torch.equal(fast, emulated)
+    else:               # fp32 accumulation on the tensor cores, bias added in fp16
+        assert ((fast.double() - emulated.double()).norm() / emulated.double().norm()).item() < 2e-3
+
+
+@pytest.mark.skipif(not CUDA, reason="the tensor-core paths need a CUDA GPU")
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+def test_gpu_quantised_model_fused_and_eager_agree(mode):
+    """The fused Triton blocks (the Mix-FFN's token-layout 1×1 convs) and the eager ones, both quantised, in fp16."""
+    gen = torch.Generator("cuda").manual_seed(5)
+    cfg = get_preset("Sana_600M_1024px").replace(depth=2)
+    x = torch.randn(4, 32, 32, 32, device="cuda", dtype=torch.float16, generator=gen)
+    y = torch.randn(4, 300, cfg.caption_channels, device="cuda", dtype=torch.float16, generator=gen)
+    mask, t = torch.ones(4, 300, device="cuda", dtype=torch.long), torch.full((4,), 500.0, device="cuda")
+    outs = {}
+    for kernels in ("eager", "triton"):
+        torch.manual_seed(0)
+        model = build_transformer(cfg.replace(kernels=kernels), device="cuda", dtype=torch.float16).eval()
+        with torch.no_grad():
+            outs[kernels] = quantize_transformer(model, mode)(x, t, y, mask).double()
+    assert torch.isfinite(outs["triton"]).all()
+    assert ((outs["triton"] - outs["eager"]).norm() / outs["eager"].norm()).item() < 2e-2
