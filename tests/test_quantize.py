@@ -124,9 +124,11 @@ def test_tiny_model_error_against_fp32_is_small():
         assert math.isfinite(row.latent_psnr_db) and row.latent_psnr_db > 30, row
 
 
-def test_fused_w8a8_is_bit_identical_to_eager():
+def test_fused_w8a8_matches_eager():
     """The Triton quantisation and GEMM (Triton's interpreter on the CPU, compiled on a GPU) against the eager code;
-    odd sizes exercise the tile masks."""
+    odd sizes exercise the tile masks. The 8-bit values and scales are bit-identical everywhere; so is the output in
+    the interpreter, while compiled Triton contracts the epilogue's multiply-add into an FMA (one rounding fewer,
+    seen on an H200), so on a GPU the output agrees to float32 rounding."""
     device = "cuda" if CUDA else "cpu"
     linear = nn.Linear(72, 40, device=device)
     x = random_rows(37, 72, seed=6).to(device)
@@ -136,7 +138,10 @@ def test_fused_w8a8_is_bit_identical_to_eager():
     fused = QuantizedLinear.from_module(linear, "w8a8", kernels="triton")
     eager = QuantizedLinear.from_module(linear, "w8a8", kernels="eager")
     eager.emulate = True
-    assert torch.equal(fused(x), eager(x))
+    if CUDA:
+        torch.testing.assert_close(fused(x), eager(x), rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(fused(x), eager(x))
 
 
 def test_e2e_workload_runs_the_quantised_dit():
@@ -169,8 +174,10 @@ def test_gpu_tensor_cores_match_the_emulation(mode, k, n, kernels):
     layer.emulate = True
     emulated = layer(x)
     assert torch.isfinite(fast).all()
-    if mode == "w8a8":  # the same int32 sums, then the same fp32 epilogue
+    if mode == "w8a8" and kernels == "eager":  # the same int32 sums, then the same fp32 epilogue
         assert torch.equal(fast, emulated)
+    elif mode == "w8a8":  # the same int32 sums; compiled Triton fuses the epilogue's multiply-add (an FMA)
+        torch.testing.assert_close(fast, emulated, rtol=2**-10, atol=2**-14)
     else:               # fp32 accumulation on the tensor cores, bias added in fp16
         assert ((fast.double() - emulated.double()).norm() / emulated.double().norm()).item() < 2e-3
 
