@@ -18,13 +18,13 @@ import importlib.util
 import io
 import json
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from unittest import mock
 
 from PIL import Image
+from pinned_checkout import pin_error
 
 COMMIT = "3c228f1dc6c4d3cad0a47493816151a419f14db3"
 TILE = 8
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkout", type=Path, help=f"a TencentQQGYLab/ELLA checkout at {COMMIT[:12]}")
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
-    head = subprocess.run(["git", "-C", str(args.checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
-    if head.stdout.strip() != COMMIT:
-        print(f"error: {args.checkout}: HEAD is {head.stdout.strip() or '?'}, expected {COMMIT}", file=sys.stderr)
+    error = pin_error(args.checkout, COMMIT)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         images, csv_path = write_inputs(Path(tmp))

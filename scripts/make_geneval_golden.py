@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import subprocess
 import sys
 import tempfile
 import types
@@ -24,6 +23,7 @@ from unittest import mock
 
 import numpy as np
 from PIL import Image
+from pinned_checkout import pin_error
 
 COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"
 SANA_KEYS = ("filename", "prompt", "tag", "include")   # SANA's builder schema (scripts/inference_geneval.py)
@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkout", type=Path, help=f"a djghosh13/geneval checkout at {COMMIT[:12]}")
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
-    head = subprocess.run(["git", "-C", str(args.checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
-    if head.stdout.strip() != COMMIT:
-        print(f"error: {args.checkout}: HEAD is {head.stdout.strip() or '?'}, expected {COMMIT}", file=sys.stderr)
+    error = pin_error(args.checkout, COMMIT)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     ref = load_reference(args.checkout)
     out = []
