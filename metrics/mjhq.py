@@ -8,7 +8,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 
 from metrics.base import MetricError, sha256_file
 from metrics.images import ImageItem, ImageSet
@@ -21,6 +23,7 @@ MJHQ_META = "meta_data.json"
 MJHQ_ZIP = "mjhq30k_imgs.zip"
 MJHQ_CATEGORIES = ("animals", "art", "fashion", "food", "indoor",
                    "landscape", "logo", "people", "plants", "vehicles")
+DOWNLOAD_COMMAND = f"hf download {MJHQ_REPO} {MJHQ_META} {MJHQ_ZIP} --repo-type dataset"
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -45,7 +48,8 @@ def _images_root(root: Path) -> Path:
     for cand in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
         if all((cand / c).is_dir() for c in MJHQ_CATEGORIES):
             return cand
-    raise MetricError(f"{root}: no folder with the MJHQ category folders ({', '.join(MJHQ_CATEGORIES)})")
+    unzip = f"; unzip {MJHQ_ZIP} there first" if (root / MJHQ_ZIP).is_file() else ""
+    raise MetricError(f"{root}: no folder with the MJHQ category folders ({', '.join(MJHQ_CATEGORIES)}){unzip}")
 
 
 def mjhq_from_folder(root: str | os.PathLike, n: int | None = None, *, revision: str | None = None) -> ImageSet:
@@ -64,34 +68,58 @@ def mjhq_from_folder(root: str | os.PathLike, n: int | None = None, *, revision:
     missing = [i.path for i in items if not i.path.is_file()]
     if missing:
         raise MetricError(f"{len(missing)} MJHQ images missing, first: {missing[0]}")
-    rev = revision or f"meta-sha256:{sha256_file(meta_path)}"
-    return ImageSet("MJHQ-30K", rev, items)
+    return ImageSet("MJHQ-30K", revision or _meta_revision(meta_path), items)
 
 
-def fetch_mjhq(cache_dir: str | os.PathLike, *, revision: str = MJHQ_REVISION,
+def _meta_revision(meta_path: Path) -> str:
+    """The set's content id: the sha256 of its meta_data.json (ids, categories, prompts and their order)."""
+    return f"meta-sha256:{sha256_file(meta_path)}"
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now: huggingface_hub reads it once, at import, so a value set later would be missed."""
+    return hub_constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _default_extract_dir() -> Path:
+    """Where the image zip is unzipped when no folder is named: beside the HF cache, one folder per hub commit."""
+    return Path(hub_constants.HF_HOME) / "sana-eval"
+
+
+def fetch_mjhq(extract_dir: str | os.PathLike | None = None, *, revision: str = MJHQ_REVISION,
                local_files_only: bool = False) -> tuple[Path, str]:
-    """Download (or find in the HF cache) meta_data.json and the image zip; unzip once into `cache_dir`.
-
-    Returns (folder in the local layout, resolved commit hash).
-    """
+    """meta_data.json and the image zip from the Hugging Face cache (downloaded into it unless offline:
+    HF_HUB_OFFLINE=1 or `local_files_only`), the zip unzipped once into `extract_dir` (default
+    `$HF_HOME/sana-eval`). Returns (folder in the local layout, resolved hub commit)."""
+    offline = local_files_only or _hub_offline()
     got = {}
     for name in (MJHQ_META, MJHQ_ZIP):
         try:
             got[name] = Path(hf_hub_download(MJHQ_REPO, name, repo_type="dataset", revision=revision,
-                                             local_files_only=local_files_only))
-        except Exception as e:  # offline, missing file, auth: all end the same way for the user
-            raise MetricError(f"cannot get {name} of dataset {MJHQ_REPO}@{revision} "
-                              f"({type(e).__name__}); download it or pass a local MJHQ folder") from None
+                                             local_files_only=offline))
+        except (EntryNotFoundError, OSError, ValueError) as err:  # offline miss, no network, gated, bad revision
+            why = (f"not in the Hugging Face cache ({hub_constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set"
+                   if offline else f"not downloadable now ({type(err).__name__})")
+            raise MetricError(f"MJHQ-30K: {name} of dataset {MJHQ_REPO}@{revision} {why}; run once online "
+                              f"`{DOWNLOAD_COMMAND}`, or pass a local MJHQ-30K folder (--mjhq DIR)") from None
     commit = got[MJHQ_META].parent.name  # hub cache layout: .../snapshots/<commit>/<file>
-    target = Path(cache_dir) / f"MJHQ-30K-{commit}"
+    target = Path(extract_dir if extract_dir is not None else _default_extract_dir()) / f"MJHQ-30K-{commit}"
     if not (target / MJHQ_META).is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".mjhq-", dir=target.parent))
         try:
-            with zipfile.ZipFile(got[MJHQ_ZIP]) as z:
-                z.extractall(tmp)
+            try:
+                with zipfile.ZipFile(got[MJHQ_ZIP]) as z:
+                    z.extractall(tmp)
+            except zipfile.BadZipFile as err:
+                raise MetricError(f"{got[MJHQ_ZIP]}: not a readable zip ({err}); fetch it again with "
+                                  f"`{DOWNLOAD_COMMAND} --force-download`") from None
             shutil.copyfile(got[MJHQ_META], tmp / MJHQ_META)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not (target / MJHQ_META).is_file():  # else another process unzipped the same commit first
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target, commit
@@ -99,10 +127,9 @@ def fetch_mjhq(cache_dir: str | os.PathLike, *, revision: str = MJHQ_REVISION,
 
 def mjhq(n: int | None = None, *, folder: str | os.PathLike | None = None,
          cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> ImageSet:
-    """MJHQ-30K from a local folder if given, else from the HF dataset (cached under `cache_dir`)."""
+    """MJHQ-30K from a local folder if given, else from the Hugging Face cache (fetch_mjhq; unzipped into
+    `cache_dir` when given). Its revision names meta_data.json's sha256 either way, and the hub commit."""
     if folder is not None:
         return mjhq_from_folder(folder, n)
-    if cache_dir is None:
-        raise MetricError("MJHQ-30K: pass a local folder or a cache_dir to download into")
     path, commit = fetch_mjhq(cache_dir, local_files_only=local_files_only)
-    return mjhq_from_folder(path, n, revision=f"{MJHQ_REPO}@{commit}")
+    return mjhq_from_folder(path, n, revision=f"{MJHQ_REPO}@{commit}, {_meta_revision(path / MJHQ_META)}")

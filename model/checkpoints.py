@@ -224,7 +224,8 @@ def infer_config(weights: Mapping[str, torch.Tensor], *, extras: Mapping[str, to
     if "cross_heads" not in fields:
         raise CheckpointError(f"{source}: no preset has depth {known['depth']}, hidden {known['hidden_size']}, "
                               f"qk_norm {known['qk_norm']}, cross_norm {known['cross_norm']}, and NVlabs weights do "
-                              f"not store the cross-attention head count; pass cross_heads= or preset=")
+                              f"not store the cross-attention head count; pass cross_heads= or preset= (sana-eval "
+                              f"convert: --cross-heads)")
     try:
         return TransformerConfig(**fields), name
     except ValueError as err:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -22,11 +24,12 @@ from model.weights_io import sha256_file
 from sana_eval.paths import REPO_ROOT
 
 PACKAGES = ("torch", "numpy", "transformers", "safetensors", "huggingface_hub", "tqdm", "pillow", "diffusers")
+DIST = "sana-eval"                         # this project's distribution name (pyproject.toml)
 
 
 @dataclass(frozen=True)
 class Provenance:
-    git_commit: str | None                 # None outside a git checkout or before the first commit
+    git_commit: str | None                 # the checkout's commit; installed: the build's, when known; else None
     git_dirty: bool
     utc_time: str                          # ISO 8601, seconds, "Z"
     python: str
@@ -40,10 +43,16 @@ class Provenance:
     seeds: dict[str, int] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     weights_sha256: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    package_version: str | None = None     # the installed sana-eval's version (importlib.metadata)
+    git_checkout: bool = True              # False: an installed package (`pip install .`), no git checkout found
 
     @property
     def short_commit(self) -> str:
         return self.git_commit[:8] if self.git_commit else "nocommit"
+
+    @property
+    def code(self) -> str:
+        return code_version(self.to_dict())
 
     def to_dict(self) -> dict:
         return {**asdict(self), "gpus": list(self.gpus)}
@@ -51,6 +60,17 @@ class Provenance:
     @classmethod
     def from_dict(cls, data: Mapping) -> Provenance:
         return cls(**{**data, "gpus": tuple(data["gpus"])})
+
+
+def code_version(provenance: Mapping) -> str:
+    """The code version in words, from a provenance dict (files written before the install fields read as a
+    checkout): the checkout's commit and whether dirty, or the installed package's version and build commit."""
+    commit = provenance.get("git_commit")
+    short = f"`{commit[:8]}`" if commit else "`nocommit`"
+    if provenance.get("git_checkout", True):
+        return f"commit {short}{' (dirty)' if provenance.get('git_dirty') else ''}"
+    built = f"built from commit {short}" if commit else "build commit unknown"
+    return f"{DIST} {provenance.get('package_version') or '?'} installed, no git checkout ({built})"
 
 
 def _git(*args: str) -> str | None:
@@ -64,12 +84,46 @@ def _git(*args: str) -> str | None:
 COMMIT_ENV = "SANA_EVAL_GIT_COMMIT"  # for a copied tree without .git (e.g. on a rented GPU machine)
 
 
+def in_checkout() -> bool:
+    """Whether the code runs from a git checkout rather than an installed package. Asked of the tree itself, not of
+    git: an installed package inside a checkout (a venv in the repository) would otherwise take that checkout's
+    commit."""
+    return (REPO_ROOT / ".git").exists()
+
+
+def _distribution() -> importlib.metadata.Distribution | None:
+    try:
+        return importlib.metadata.distribution(DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def build_commit() -> str | None:
+    """The commit the installed package was built from, where its metadata says: pip's `direct_url.json` of a
+    `pip install git+URL@rev` (PEP 610), else a `+g<sha>` local version label (setuptools-scm's); None otherwise."""
+    dist = _distribution()
+    if dist is None:
+        return None
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except json.JSONDecodeError:
+        direct = {}
+    commit = direct.get("vcs_info", {}).get("commit_id") if isinstance(direct, dict) else None
+    if commit:
+        return str(commit)
+    label = re.search(r"[+.]g([0-9a-f]{7,40})\b", dist.version)
+    return label.group(1) if label else None
+
+
 def git_state() -> tuple[str | None, bool]:
     """(commit, dirty); a checkout whose state git cannot report counts as dirty. $SANA_EVAL_GIT_COMMIT names the
     commit of a copied tree (whose own git history may be missing or stale) and wins over git; such a tree is
-    reported dirty unless SANA_EVAL_GIT_DIRTY=0."""
+    reported dirty unless SANA_EVAL_GIT_DIRTY=0. An installed package (no checkout): its build's commit, never
+    dirty."""
     if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV], os.environ.get("SANA_EVAL_GIT_DIRTY", "1") != "0"
+    if not in_checkout():
+        return build_commit(), False
     commit = _git("rev-parse", "--verify", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=normal")
     return commit, status is None or bool(status)
@@ -130,10 +184,16 @@ def collect(*, seeds: Mapping[str, int] | None = None, config: Mapping | None = 
         seeds=dict(seeds or {}),
         config=dict(config or {}),
         weights_sha256={name: sha256_file(path) for name, path in (weights or {}).items()},
+        package_version=dist.version if (dist := _distribution()) else None,
+        git_checkout=bool(os.environ.get(COMMIT_ENV)) or in_checkout(),
     )
 
 
 def default_version(provenance: Provenance) -> str:
-    """Report folder name: `<UTC date>-<short git sha>[-dirty]`."""
+    """Report folder name: `<UTC date>-<short git sha>[-dirty]` from a checkout; from an installed package
+    `<UTC date>-v<version>[-<short build sha>]`."""
     date = provenance.utc_time[:10]
+    if not provenance.git_checkout:
+        version = re.sub(r"[^A-Za-z0-9._-]", "_", provenance.package_version or "unknown")  # a folder name: no '+'
+        return f"{date}-v{version}" + (f"-{provenance.short_commit}" if provenance.git_commit else "")
     return f"{date}-{provenance.short_commit}{'-dirty' if provenance.git_dirty else ''}"

@@ -59,7 +59,8 @@ def test_generate_score_runs_once_and_reuses_the_stored_result(tmp_path, monkeyp
     # the paper's cell is compared with SANA's counting rule on GenEval's detector; beside it the official rule on
     # the same detector, so the two differ only in counting (docs/protocols.md §3.7)
     assert [(p, w) for _, p, w in scored] == [("sana", str(tmp_path)), ("official", str(tmp_path))]
-    assert "geneval/counting = 0.6200.sana" in first.detail and "beside it, official: 0.4100" in first.detail
+    assert "geneval/counting = 0.6200.sana" in first.detail and "0.41" not in first.detail
+    assert first.extras == again.extras == {"geneval_protocol official": 0.41}   # a report column, never compared
     request = requests[0]
     assert request.benchmark == "geneval" and request.resolution == 1024 and request.seed == 0
     assert request.weights.endswith("Sana_1600M_1024px.pth")
@@ -68,7 +69,7 @@ def test_generate_score_runs_once_and_reuses_the_stored_result(tmp_path, monkeyp
     assert (tmp_path / "runs" / "Sana_1600M_1024px-geneval-1024.geneval.official.json").is_file()
 
 
-def test_dpg_cells_compare_elladpg_official_mode_and_show_fixed_beside(tmp_path, monkeypatch):
+def test_dpg_cells_compare_elladpg_official_mode_and_show_fixed_as_an_extra_column(tmp_path, monkeypatch):
     monkeypatch.setattr(IR, "local_weights", lambda repo_id: tmp_path)
     monkeypatch.setattr(IR, "checkpoint_in", lambda repo: repo)
     monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
@@ -83,7 +84,7 @@ def test_dpg_cells_compare_elladpg_official_mode_and_show_fixed_beside(tmp_path,
     recipe, column = _cell("table11", "1024 x 1024 / Sana-1.6B", "entity")
     assert "--dpg-mode official" in recipe.command
     measured = IR.run_generate_score(recipe.settings, column)
-    assert measured.value == 91.5 and "beside it, fixed: 90.2000" in measured.detail
+    assert measured.value == 91.5 and measured.extras == {"dpg_mode fixed": 90.2} and "90.2" not in measured.detail
     assert [mode for mode, _ in calls] == ["official", "fixed"] and len({cache for _, cache in calls}) == 1
 
 
@@ -155,5 +156,5 @@ def test_512px_cells_generate_at_both_shifts_and_compare_the_paper_time_one(tmp_
     assert [r.out.name for r in requests] == ["Sana_600M_512px-geneval-512-shift1.0",
                                               "Sana_600M_512px-geneval-512-shift3.0"]
     assert measured.value == 0.64
-    assert "beside it, official: 0.6300" in measured.detail
-    assert "at flow_shift 3.0 (the revised checkpoint config): 0.6700" in measured.detail
+    # the official rule at the paper-time shift, and the paper's rule at the revised shift: two extra columns
+    assert measured.extras == {"geneval_protocol official": pytest.approx(0.63), "shift 3.0": 0.67}

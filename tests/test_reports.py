@@ -252,3 +252,111 @@ def test_a_report_links_the_sample_gallery_of_each_image_run_that_ran(tmp_path, 
     links = re.findall(r"^- \[([^\]]+)\]\(([^)]+)\)$", md.split("## Sample galleries")[1], re.M)
     assert links[:1] == [("Sana_1600M_1024px-geneval-1024", os.path.relpath(page, version))]
     assert len(links) == 1 and (version / links[0][1]).resolve() == page.resolve()
+
+
+def test_extra_numbers_are_report_columns_never_the_comparison(tmp_path, monkeypatch):
+    """Table 10's counting cell compared with SANA's protocol; the official rule and the revised flow shift are
+    extra columns of the Markdown tables, the CSV and the JSON (and the DataFrame), not compared."""
+    import dataclasses
+
+    from sana_eval.provenance import collect
+    from sana_eval.reproduce.report import TableReport, write_report
+    from sana_eval.reproduce.runners import evaluate_table
+    from sana_eval.results import to_frame
+
+    monkeypatch.setenv("SANA_EVAL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("SANA_EVAL_DATA", str(tmp_path / "no-data"))
+    table = get_table("table10")
+    cell = ("512 x 512 / Sana-0.6B", "counting")
+    extras = {"geneval_protocol official": 0.41, "shift 3.0": 0.6}
+    results = tuple(dataclasses.replace(r, reproduced=0.631, verdict="reproduced", reasons=(), extras=extras)
+                    if (r.row, r.column) == cell else r for r in evaluate_table(table))
+    version = tmp_path / "reports" / "v"
+    write_report(TableReport("v", table, collect(), results), version)
+
+    md = (version / "table10.md").read_text()
+    grid = md.split("## Paper vs. reproduced")[1].split("\n\n")[1].splitlines()
+    header = [h.strip() for h in grid[0].strip("|").split("|")]
+    at = header.index("Counting")
+    assert header[at + 1:at + 3] == ["Counting · geneval_protocol official", "Counting · shift 3.0"]
+    assert header.count("Colors") == 1                                     # no empty extra columns elsewhere
+    row = next(line for line in grid if line.startswith("| 512 x 512 / Sana-0.6B"))
+    values = [v.strip() for v in row.strip("|").split("|")]
+    assert values[at].startswith("0.63 → 0.631 ✓") and values[at + 1:at + 3] == ["0.410", "0.600"]
+    ran = md.split("## Cells that ran")[1]
+    assert ("| Row | Column | Paper | Ours | Δ | Verdict | geneval_protocol official | shift 3.0 | Detail |" in ran)
+    assert "| 512 x 512 / Sana-0.6B | Counting | 0.63 | 0.631 | +0.001 | reproduced | 0.410 | 0.600 |" in ran
+
+    with open(version / "table10.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    by_cell = {(r["row"], r["column"]): r for r in rows}
+    assert float(by_cell[cell]["extras.geneval_protocol official"]) == 0.41
+    assert float(by_cell[cell]["extras.shift 3.0"]) == 0.6 and float(by_cell[cell]["reproduced"]) == 0.631
+    assert by_cell["512 x 512 / Sana-0.6B", "colors"]["extras.shift 3.0"] == ""
+    data = json.loads((version / "table10.json").read_text())
+    assert next(r for r in data["results"] if (r["row"], r["column"]) == cell)["extras"] == extras
+    assert read_report(version / "table10.json").to_dict() == data
+    frame = to_frame(version / "table10.json").set_index(["row", "column"])
+    assert frame.loc[cell, "extras"] == extras and frame.loc["512 x 512 / Sana-0.6B", "colors"]["extras"] == {}
+    assert frame.loc[cell, "reproduced"] == 0.631 and frame.loc[cell, "verdict"] == "reproduced"
+
+
+def _installed(monkeypatch, tmp_path, version: str, direct_url: dict | None):
+    """This code as `pip install .` leaves it: a tree without .git (inside a checkout's venv, where git would find
+    the enclosing checkout), and a dist-info folder in the installed package's metadata format."""
+    import importlib.metadata
+
+    dist_info = tmp_path / f"sana_eval-{version}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: sana-eval\nVersion: {version}\n")
+    if direct_url is not None:
+        (dist_info / "direct_url.json").write_text(json.dumps(direct_url))
+    monkeypatch.setattr(P, "REPO_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(P, "_git", lambda *args: "fedcba9876543210fedcba9876543210fedcba98")  # the enclosing repo
+    monkeypatch.setattr(P, "_distribution", lambda: importlib.metadata.PathDistribution(dist_info))
+    monkeypatch.delenv("SANA_EVAL_GIT_COMMIT", raising=False)
+
+
+def test_an_installed_package_names_reports_by_its_version_and_build_commit(tmp_path, monkeypatch):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _installed(monkeypatch, tmp_path, "0.1.0", {"url": "https://github.com/x/sana-eval.git",
+                                                "vcs_info": {"vcs": "git", "commit_id": commit}})
+    prov = P.collect()
+    assert (prov.git_commit, prov.git_dirty, prov.git_checkout, prov.package_version) == (commit, False, False,
+                                                                                         "0.1.0")
+    assert P.default_version(prov) == f"{prov.utc_time[:10]}-v0.1.0-01234567"
+    assert P.Provenance.from_dict(json.loads(json.dumps(prov.to_dict()))) == prov
+    paths = reproduce(["table6"], tmp_path / "reports")
+    assert paths[0].parent.name == f"{prov.utc_time[:10]}-v0.1.0-01234567"
+    md = paths[1].read_text()
+    assert "sana-eval 0.1.0 installed, no git checkout (built from commit `01234567`)" in md.splitlines()[2]
+    assert f"full build commit `{commit}`" in md and "fedcba98" not in md
+    assert "| sana-eval 0.1.0 installed, no git checkout" in (tmp_path / "reports" / "README.md").read_text()
+
+
+def test_an_installed_package_without_a_known_commit_says_so(tmp_path, monkeypatch):
+    _installed(monkeypatch, tmp_path, "0.1.0", {"url": "file:///src/sana-eval", "dir_info": {}})   # `pip install .`
+    prov = P.collect()
+    assert prov.git_commit is None and not prov.git_checkout
+    assert P.default_version(prov) == f"{prov.utc_time[:10]}-v0.1.0"
+    assert prov.code == "sana-eval 0.1.0 installed, no git checkout (build commit unknown)"
+
+
+def test_an_installed_setuptools_scm_build_names_its_commit_in_the_version(tmp_path, monkeypatch):
+    _installed(monkeypatch, tmp_path, "0.2.dev3+g1a2b3c4d", None)
+    prov = P.collect()
+    assert prov.git_commit == "1a2b3c4d"
+    assert P.default_version(prov) == f"{prov.utc_time[:10]}-v0.2.dev3_g1a2b3c4d-1a2b3c4d"
+
+
+def test_reports_written_before_the_install_fields_and_extras_still_read(table6_run):
+    data = json.loads((table6_run[0] / "v1" / "table6.json").read_text())
+    for key in ("package_version", "git_checkout"):
+        del data["provenance"][key]
+    for cell in data["results"]:
+        del cell["extras"]
+    report = report_module.TableReport.from_dict(data)
+    prov = report.provenance
+    assert prov.git_checkout and prov.package_version is None and prov.code.startswith("commit `")
+    assert all(r.extras == {} for r in report.results)
+    assert report_module.render_csv(report) == (table6_run[0] / "v1" / "table6.csv").read_text()

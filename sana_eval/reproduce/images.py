@@ -59,7 +59,7 @@ def stored_result(path: Path, make) -> Result:
 
 
 def _score(metric: str, benchmark: str, images: Path, settings: dict[str, Setting]) -> Result:
-    """`settings` carry the scorer's protocol: the paper's (R.PAPER_SCORING) or the one reported beside it."""
+    """`settings` carry the scorer's protocol: the paper's (R.PAPER_SCORING) or the extra column's."""
     limit = settings["prompt_limit"]
     detector = settings.get("detector_weights")
     # mjhq30k: FID, CLIP score, or Table 5's ImageReward of MJHQ prompts (one image each); the others: one metric
@@ -128,8 +128,8 @@ def _generate(settings: dict[str, Setting]) -> Path:
 
 
 # Paper §5 with the NVlabs metric scripts' settings (recipes.py): generate, then score with the paper's scorers.
-# Shown beside the compared number, never compared (docs/protocols.md §9): the official/fixed scorer protocol on
-# the same images, and for 512 px the revised checkpoint config's flow shift (recipes.PAPER_TIME_SHIFT).
+# Extra columns of the report, never compared (docs/protocols.md §9): the official/fixed scorer protocol on the same
+# images, and for 512 px the revised checkpoint config's flow shift (recipes.PAPER_TIME_SHIFT).
 def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurement:
     benchmark, metric = R.CLI_BENCHMARKS[str(settings["benchmark"])], str(settings["metric"])
     field = str(settings["field"])
@@ -142,16 +142,20 @@ def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurem
     out = _generate(settings)
     value = scored(settings, out)
     detail = f"{key} = {value:.4f}{_protocol_name(settings)} ({out}; {_run_identity(out)})"
+    extras = {}
     protocol = {k.removeprefix("beside_"): v for k, v in settings.items()
                 if k.startswith("beside_") and k != "beside_shift"}
     if protocol:
-        alternative = {**settings, **protocol}
-        detail += f"; beside it, {_protocol_name(alternative).lstrip('.')}: {scored(alternative, out):.4f}"
+        extras[_extra_name(protocol)] = scored({**settings, **protocol}, out)
     if settings.get("beside_shift") is not None:
         revised = {**settings, "shift": settings["beside_shift"]}
-        detail += (f"; at flow_shift {revised['shift']} (the revised checkpoint config): "
-                   f"{scored(revised, _generate(revised)):.4f}")
-    return Measurement(value, detail)
+        extras[_extra_name({"shift": revised["shift"]})] = scored(revised, _generate(revised))
+    return Measurement(value, detail, extras)
+
+
+def _extra_name(settings: dict[str, Setting]) -> str:
+    """The report column of a number made with `settings` changed from the compared cell's: "dpg_mode fixed"."""
+    return ", ".join(f"{k} {v}" for k, v in settings.items())
 
 
 # Paper Table 1: encode-decode the real MJHQ-30K images; resolution and count are not stated, we use 1024 px, all.

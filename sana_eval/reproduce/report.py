@@ -1,8 +1,6 @@
 """Table reports: paper vs. reproduced per cell, as Markdown, JSON (complete, rerunnable) and CSV; and the index."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections import Counter
@@ -10,17 +8,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from sana_eval.generation.gallery import GALLERY
 from sana_eval.io import save_figure, write_text
 from sana_eval.provenance import Provenance
 from sana_eval.reproduce.images import run_folder
 from sana_eval.reproduce.runners import CellResult
 from sana_eval.results import TABLE_REPORT_SCHEMA as SCHEMA
+from sana_eval.results import to_frame
 from sana_eval.tables.schema import PaperValue, Table, TableError
 
 VERDICTS = ("reproduced", "differs", "failed", "not run")
 CSV_FIELDS = ("table", "row", "group", "label", "column", "unit", "paper", "reproduced", "delta", "verdict",
-              "reason", "command", "notes", "detail")
+              "reason", "command", "notes", "detail")   # then one "extras.<name>" column per extra number
 MARK = {"reproduced": "✓", "differs": "✗", "failed": "⚠"}
 
 
@@ -114,6 +115,10 @@ def render_markdown(report: TableReport, figure: str | None = None,
     note_no = {id(n): i for i, n in enumerate(table.notes, 1)}
     by_cell = {(r.row, r.column): r for r in report.results}
 
+    def extras_of(key: str) -> list[str]:
+        """The extra numbers' names of a column's cells, in first-seen order."""
+        return list(dict.fromkeys(name for r in report.results if r.column == key for name in r.extras))
+
     def cell_text(r: CellResult) -> str:
         notes = "".join(f" [n{note_no[id(n)]}]" for n in table.notes_for(r.row, r.column))
         if r.verdict == "not run":
@@ -126,26 +131,36 @@ def render_markdown(report: TableReport, figure: str | None = None,
     out = [f"# Table {table.number}: {table.title}", "",
            f"Report `{report.version}` · SANA (arXiv 2410.10629) [{table.source}]"
            f"{'' if table.verified else ' — **transcribed from an image, unverified**'} · "
-           f"commit `{prov.short_commit}`{' (dirty)' if prov.git_dirty else ''} · {prov.utc_time}", "",
+           f"{prov.code} · {prov.utc_time}", "",
            f"> {table.caption}", "",
            f"**{s['reproduced']} reproduced, {s['differs']} differ, {s['failed']} failed, {s['not run']} not run** "
            f"of {len(report.results)} cells. A cell reads `paper → ours` with ✓ within tolerance, ✗ outside, "
-           f"⚠ failed; `paper ·` was not run (reasons below); [nK] points at a note.",
-           "", "## Paper vs. reproduced", "",
-           "| " + " | ".join(["Row"] + [_md(c.name) for c in table.columns]) + " |",
-           "|" + "---|" * (len(table.columns) + 1)]
+           f"⚠ failed; `paper ·` was not run (reasons below); [nK] points at a note."
+           + (" A column `X · <setting> <value>` holds the same cell made with that setting changed (another "
+              "scorer protocol, another flow shift): shown, never compared with the paper (docs/protocols.md §9)."
+              if any(r.extras for r in report.results) else ""),
+           "", "## Paper vs. reproduced", ""]
+    header = [h for c in table.columns for h in [(c, None), *((c, name) for name in extras_of(c.key))]]
+    out += ["| " + " | ".join(["Row"] + [_md(c.name if name is None else f"{c.name} · {name}")
+                                         for c, name in header]) + " |",
+            "|" + "---|" * (len(header) + 1)]
     for row in table.rows:
-        out.append("| " + " | ".join([_md(row.id)] + [_md(cell_text(by_cell[row.id, c.key]))
-                                                     for c in table.columns]) + " |")
+        cells = [by_cell[row.id, c.key] for c, _ in header]
+        out.append("| " + " | ".join([_md(row.id)] + [_md(cell_text(r) if name is None
+                                                          else _beside_paper(r.extras.get(name), r.paper))
+                                                      for r, (_, name) in zip(cells, header)]) + " |")
     ran = [r for r in report.results if r.verdict != "not run"]
     if ran:
         out += ["", "## Cells that ran", ""]
         if figure:
             out += [f"![Table {table.number}: reproduced vs. paper, relative difference per cell]({figure})", ""]
-        out += ["| Row | Column | Paper | Ours | Δ | Verdict | Detail |", "|---|---|---|---|---|---|---|"]
+        extras = list(dict.fromkeys(name for r in ran for name in r.extras))
+        out += ["| " + " | ".join(["Row", "Column", "Paper", "Ours", "Δ", "Verdict", *map(_md, extras), "Detail"])
+                + " |", "|" + "---|" * (len(extras) + 7)]
         out += [f"| {_md(r.row)} | {_md(table.column(r.column).name)} | {r.paper} | "
                 f"{_beside_paper(r.reproduced, r.paper)} | {_signed(r.delta, r.paper)} | {r.verdict} | "
-                f"{_md('; '.join(filter(None, (r.detail, r.reason))))} |" for r in ran]
+                + "".join(f"{_beside_paper(r.extras.get(name), r.paper)} | " for name in extras)
+                + f"{_md('; '.join(filter(None, (r.detail, r.reason))))} |" for r in ran]
     if galleries:
         out += ["", "## Sample galleries", ""] + [f"- [{_md(run)}]({link})" for run, link in galleries]
     out += _not_run_sections(report)
@@ -159,7 +174,8 @@ def render_markdown(report: TableReport, figure: str | None = None,
             where = ", ".join(f"{row} · {col}" for row, col in note.cells) or "whole table"
             out.append(f"- **n{note_no[id(note)]}** ({note.ref}; {where}): {note.text}")
     out += ["", "## Provenance", "",
-            f"- git: `{prov.git_commit or 'no commit'}`{' + uncommitted changes' if prov.git_dirty else ''}",
+            (f"- git: `{prov.git_commit or 'no commit'}`{' + uncommitted changes' if prov.git_dirty else ''}"
+             if prov.git_checkout else f"- code: {prov.code}; full build commit `{prov.git_commit or '-'}`"),
             f"- time (UTC): {prov.utc_time}",
             f"- python {prov.python}; " + ", ".join(f"{k} {v}" for k, v in prov.packages.items() if v),
             f"- {prov.platform}; CPU {prov.cpu}; GPUs {', '.join(prov.gpus) or 'none'}"
@@ -170,17 +186,13 @@ def render_markdown(report: TableReport, figure: str | None = None,
 
 
 def render_csv(report: TableReport) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for r in report.results:
-        writer.writerow({"table": report.table.id, "row": r.row, "group": r.group, "label": r.label,
-                         "column": r.column, "unit": r.unit, "paper": r.paper,
-                         "reproduced": "" if r.reproduced is None else repr(r.reproduced),
-                         "delta": "" if r.delta is None else repr(r.delta), "verdict": r.verdict,
-                         "reason": r.reason, "command": r.command, "notes": "; ".join(r.notes),
-                         "detail": r.detail})
-    return buf.getvalue()
+    """One line per cell: the report's DataFrame (`sana_eval.results.to_frame`) with the lists joined by "; " and
+    each extra number in an "extras.<name>" column (empty where a cell has none)."""
+    frame = to_frame(report.to_dict())
+    frame["reason"] = frame["reasons"].str.join("; ")
+    frame["notes"] = frame["notes"].str.join("; ")
+    extras = pd.DataFrame(frame["extras"].tolist(), index=frame.index, dtype=float).add_prefix("extras.")
+    return frame[list(CSV_FIELDS)].join(extras).to_csv(index=False, lineterminator="\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,15 +276,16 @@ def _index_rows(root: Path) -> Iterable[str]:
             total.update(rep.summary)
         prov = reports[0].provenance
         links = ", ".join(f"[{rep.table.number}]({version_dir.name}/{rep.table.id}.md)" for rep in reports)
-        yield (f"| `{version_dir.name}` | {prov.utc_time} | `{prov.short_commit}`{' (dirty)' if prov.git_dirty else ''}"
+        yield (f"| `{version_dir.name}` | {prov.utc_time} | {prov.code.removeprefix('commit ')}"
                f" | {links} | {total['reproduced']} | {total['differs']} | {total['failed']} | {total['not run']} |")
 
 
 def write_index(root: Path) -> Path:
     """Regenerate `root/README.md` from every version folder's JSON reports, newest version first."""
     lines = ["# Reproduction reports", "",
-             "One folder per version (`<UTC date>-<git sha>[-dirty]` unless named); each table has `.md` (read "
-             "this), `.json` (everything: paper values, recipes, provenance; rerunnable), `.csv` (one line per "
+             "One folder per version (`<UTC date>-<git sha>[-dirty]`, or `<UTC date>-v<version>[-<build sha>]` "
+             "from an installed package without a git checkout, unless named); each table has `.md` (read this), "
+             "`.json` (everything: paper values, recipes, provenance; rerunnable), `.csv` (one line per "
              "cell) and `.png` (reproduced vs. paper, when a cell ran). Regenerated on every "
              "`sana-eval reproduce`.", "",
              "| Version | Time (UTC) | Commit | Tables | Reproduced | Differ | Failed | Not run |",

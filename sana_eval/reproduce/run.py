@@ -59,8 +59,9 @@ def reproduce(table_ids: list[str], out_dir: Path, version: str | None = None) -
     """Write `out_dir/<version>/tableN.{md,json,csv}` for each table and regenerate `out_dir/README.md`.
 
     "all" stands for Tables 1–14. Unknown table ids fail before anything runs.
-    `version` defaults to `<UTC date>-<short git sha>[-dirty]`; the git state is read once, before any report
-    is written. Returns the written paths, the index last.
+    `version` defaults to `<UTC date>-<short git sha>[-dirty]` (installed without a checkout:
+    `<UTC date>-v<package version>[-<build sha>]`); the git state is read once, before any report is written.
+    Returns the written paths, the index last.
     """
     ids = [t for given in table_ids for t in (TABLES if given.strip().lower() == "all" else (given,))]
     tables = list({table.id: table for table in map(get_table, ids)}.values())   # each table once, in order

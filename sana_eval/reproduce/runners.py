@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from sana_eval.reproduce import architecture, images, speed
@@ -40,6 +40,7 @@ class CellResult:
     reasons: tuple[str, ...]               # why not run (one per unmet need) / why it differs or failed
     command: str
     notes: tuple[str, ...]                 # Note.ref of every note touching this cell
+    extras: dict[str, float] = field(default_factory=dict)  # Measurement.extras: report columns, never compared
 
     @property
     def delta(self) -> float | None:
@@ -83,9 +84,9 @@ def evaluate_cell(table: Table, row: Row, column: Column) -> CellResult:
                           reasons=(f"{type(err).__name__}: {err}",))
     if column.tolerance.accepts(cell.paper, measured.value):
         return CellResult(**base, reproduced=measured.value, detail=measured.detail, verdict="reproduced",
-                          reasons=())
+                          reasons=(), extras=dict(measured.extras))
     return CellResult(**base, reproduced=measured.value, detail=measured.detail, verdict="differs",
-                      reasons=(f"outside tolerance: {column.tolerance.describe()}",))
+                      reasons=(f"outside tolerance: {column.tolerance.describe()}",), extras=dict(measured.extras))
 
 
 def evaluate_table(table: Table) -> list[CellResult]:

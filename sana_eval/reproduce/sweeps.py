@@ -21,7 +21,7 @@ from sana_eval.generation.runner import read_run
 from sana_eval.generation.sana import GenerateRequest
 from sana_eval.io import save_figure, write_text
 from sana_eval.paths import data_dir
-from sana_eval.provenance import collect
+from sana_eval.provenance import code_version, collect
 from sana_eval.reproduce.images import DATA_FOLDERS, stored_result
 from sana_eval.results import higher_is_better
 from sana_eval.scoring.dispatch import score_benchmark
@@ -267,8 +267,7 @@ def render_markdown(payload: dict, figure: str | None) -> str:
     subset = "all" if payload["limit"] is None else f"first {payload['limit']}"
     out = [f"# Sweep `{sweep['name']}`: {sweep['title']}", "",
            f"{sweep['ref']} · {sweep['benchmark']}, {subset} prompts · {len(points)} of {total} points · "
-           f"commit `{(prov['git_commit'] or 'nocommit')[:8]}`"
-           f"{' (dirty)' if prov['git_dirty'] else ''} · {prov['utc_time']}", ""]
+           f"{code_version(prov)} · {prov['utc_time']}", ""]
     if sweep["note"]:
         out += [f"> {sweep['note']}", ""]
     if figure:

@@ -75,15 +75,15 @@ _LUMINA_PARAMS = Note("peer params", "Peer parameter counts are the denoiser of 
                                                                              "FLUX-schnell")))
 _SANA_GENEVAL_TEXT = ("Scored as SANA's toolkit scored the paper's numbers: counting without its exclude clause (at "
                       "least N, not exactly N) on GenEval's own Mask2Former checkpoint; the official rule's number "
-                      "is in the cell's detail, beside it, never compared.")
+                      "is the report's extra column `geneval_protocol official`, never compared.")
 _DPG_OFFICIAL_TEXT = ("Scored with ELLA's DPG-Bench scorer as it is (`--dpg-mode official`: categories from the last "
-                      "tile before dependency zeroing, as the paper's were); the `fixed` number is in the cell's "
-                      "detail, beside it, never compared.")
+                      "tile before dependency zeroing, as the paper's were); the `fixed` number is the report's "
+                      "extra column `dpg_mode fixed`, never compared.")
 
 
 _SHIFT_TEXT = ("512 px: generated at flow_shift 1.0, the checkpoint config when the paper was written; the number at "
-               "3.0, the revised config (600M: January 2025, 1600M: March 2025) that the presets follow, is in the "
-               "cell's detail.")
+               "3.0, the revised config (600M: January 2025, 1600M: March 2025) that the presets follow, is the "
+               "report's extra column `shift 3.0`, never compared.")
 
 
 def _paper_scorer_notes(geneval_keys: tuple[str, ...], dpg_keys: tuple[str, ...],
