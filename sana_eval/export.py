@@ -50,13 +50,12 @@ def export_datasets(out: str | Path, *, prompts: PromptSet | None = None, result
                     ) -> Path:
     """`out/` as `datasets.DatasetDict.save_to_disk` writes it, plus `export.json`; made in a temporary folder
     beside `out` and renamed into place, so `out` is whole or absent. An existing non-empty `out` is refused."""
-    import datasets  # heavy (pyarrow), and only the export needs it
-
     out = Path(out)
     if prompts is None and not results:
         raise ExportError("export: nothing to export; give --benchmark and/or --results")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not empty; remove it or choose another folder")
+    import datasets  # heavy (pyarrow), and only the export needs it: after the checks, which fail at once
     splits, record = {}, {"schema": EXPORT_SCHEMA}
     if prompts is not None:
         splits["prompts"] = datasets.Dataset.from_pandas(prompts_frame(prompts), preserve_index=False)

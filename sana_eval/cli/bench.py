@@ -1,8 +1,8 @@
 """`sana-eval bench MODE`: speed on a CUDA GPU, one sub-subcommand per thing timed, each with only the options
 that apply to it (a suite takes no --kernels, DC-AE decoding no --set).
 
-Timing modes print one JSON line per measurement; `bench suite sana|text-encoders|peers` writes a whole grid to
---out (JSON lines + Markdown, + a plot).
+Timing modes print one JSON line per measurement; `bench suite sana|text-encoders|peers|evaluate` writes a whole
+grid to --out (JSON lines + Markdown, + a plot).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from model.config import TransformerConfig, get_preset
 from model.quantize import MODES as QUANTIZE_MODES
-from sana_eval.bench import clock, e2e
+from sana_eval.bench import clock, e2e, evaluate_cost
 from sana_eval.bench.dc_ae import time_dc_ae_decode
 from sana_eval.bench.fid_features import time_fid_features
 from sana_eval.bench.kernels import profile_transformer, time_linear_attention
@@ -23,6 +23,7 @@ from sana_eval.bench.quantization import quantization_errors
 from sana_eval.bench.suite import BATCHES, MODELS, RESOLUTIONS, run_speed_suite, run_text_encoder_suite
 from sana_eval.bench.text_encoders import TEXT_ENCODERS, time_text_encoder
 from sana_eval.bench.transformer import time_transformer
+from sana_eval.cli import checks
 from sana_eval.cli.common import add_command
 
 DTYPES = ("bf16", "fp16", "fp32")
@@ -35,20 +36,22 @@ SET_HELP = ("override a field of each --preset, e.g. Table 8's block designs: --
 # --- options several modes share: one definition each --------------------------------------------------------
 
 def _presets(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--preset", nargs="+", default=[PRESET], help=f"transformer presets (default {PRESET})")
+    group.add_argument("--preset", nargs="+", type=checks.preset, default=[PRESET],
+                       help=f"transformer presets (default {PRESET})")
 
 
-def _resolution(group: argparse._ArgumentGroup, what: str = "image side in px") -> None:
-    group.add_argument("--resolution", type=int, default=1024, help=f"{what} (default 1024)")
+def _resolution(group: argparse._ArgumentGroup, what: str = "image side in px, a multiple of 32",
+                kind: Callable[[str], int] = checks.resolution) -> None:
+    group.add_argument("--resolution", type=kind, default=1024, help=f"{what} (default 1024)")
 
 
 def _batches(group: argparse._ArgumentGroup, default: Sequence[int]) -> None:
-    group.add_argument("--batch", type=int, nargs="+", default=list(default),
+    group.add_argument("--batch", type=checks.positive_int, nargs="+", default=list(default),
                        help=f"batch sizes (default {' '.join(map(str, default))})")
 
 
 def _steps(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--steps", type=int, default=20, help="denoising steps, with CFG (default 20)")
+    group.add_argument("--steps", type=checks.positive_int, default=20, help="denoising steps, with CFG (default 20)")
 
 
 def _dtype(group: argparse._ArgumentGroup) -> None:
@@ -61,7 +64,8 @@ def _e2e_dtypes(group: argparse._ArgumentGroup) -> None:
 
 
 def _chi_tokens(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--chi-tokens", type=int, default=200, help="Gemma tokens of the CHI (estimate; default 200)")
+    group.add_argument("--chi-tokens", type=checks.non_negative_int, default=200,
+                       help="Gemma tokens of the CHI (estimate; default 200)")
 
 
 def _impl(group: argparse._ArgumentGroup) -> None:
@@ -89,7 +93,8 @@ def _quantize(group: argparse._ArgumentGroup, errors: bool = True) -> None:
 
 
 def _decode_tile(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--decode-tile", type=int, help="tiled DC-AE decoding with this latent tile side")
+    group.add_argument("--decode-tile", type=checks.positive_int,
+                       help="tiled DC-AE decoding with this latent tile side")
 
 
 def _text_encoders(group: argparse._ArgumentGroup) -> None:
@@ -99,7 +104,7 @@ def _text_encoders(group: argparse._ArgumentGroup) -> None:
 
 
 def _sequence_length(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--sequence-length", type=int, default=300, help="tokens per row (default 300)")
+    group.add_argument("--sequence-length", type=checks.positive_int, default=300, help="tokens per row (default 300)")
 
 
 def _out(parser: argparse.ArgumentParser) -> None:
@@ -192,9 +197,10 @@ def _add_attention(modes: argparse._SubParsersAction) -> None:
                          examples=["sana-eval bench attention --tokens 1024 4096 16384 --batch 1 16 "
                                    "--kernels eager triton"])
     model = parser.add_argument_group("model")
-    model.add_argument("--preset", default=PRESET, help=f"the preset whose width is timed (default {PRESET})")
+    model.add_argument("--preset", type=checks.preset, default=PRESET,
+                       help=f"the preset whose width is timed (default {PRESET})")
     workload = parser.add_argument_group("workload")
-    workload.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384],
+    workload.add_argument("--tokens", type=checks.positive_int, nargs="+", default=[1024, 4096, 16384],
                           help="image tokens (1024 px = 1024, 2K = 4096, 4K = 16384; default all three)")
     _batches(workload, BATCHES)
     _dtype(workload)
@@ -222,9 +228,9 @@ def _add_fid_features(modes: argparse._SubParsersAction) -> None:
                                      "DataLoader workers: is it bound by JPEG decoding?",
                          examples=["sana-eval bench fid-features --images 2000"])
     workload = parser.add_argument_group("workload")
-    workload.add_argument("--images", type=int, default=2000, help="how many JPEGs (default 2000)")
-    _resolution(workload, "side of the JPEGs in px")
-    workload.add_argument("--fid-size", type=int, default=512, help="Sana's FID resize (default 512)")
+    workload.add_argument("--images", type=checks.positive_int, default=2000, help="how many JPEGs (default 2000)")
+    _resolution(workload, "side of the JPEGs in px", checks.positive_int)
+    workload.add_argument("--fid-size", type=checks.positive_int, default=512, help="Sana's FID resize (default 512)")
 
 
 def _add_profile(modes: argparse._SubParsersAction) -> None:
@@ -242,12 +248,13 @@ def _add_profile(modes: argparse._SubParsersAction) -> None:
 
 
 def _add_suite(modes: argparse._SubParsersAction) -> None:
-    parser = add_command(modes, "suite", help="a whole grid to --out: sana, text-encoders or peers",
+    parser = add_command(modes, "suite", help="a whole grid to --out: sana, text-encoders, peers or evaluate",
                          description="a whole grid written to --out as JSON lines + Markdown (+ a plot)",
                          examples=["sana-eval bench suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench",
                                    "sana-eval bench suite text-encoders --dtype fp16 --out runs/bench",
                                    "sana-eval bench suite peers --peers flux-dev sd3-medium --resolutions 1024 "
-                                   "--batch 1 --dtype fp16 --out runs/peers"])
+                                   "--batch 1 --dtype fp16 --out runs/peers",
+                                   "sana-eval bench suite evaluate --out runs/bench-evaluate"])
     suites = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
 
     sana = add_command(suites, "sana", run=run,
@@ -259,7 +266,7 @@ def _add_suite(modes: argparse._SubParsersAction) -> None:
     model.add_argument("--models", nargs="+", default=list(MODELS),
                        help=f"paper model names, presets per resolution as in Table 14 (default {' '.join(MODELS)})")
     workload = sana.add_argument_group("workload")
-    workload.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS),
+    workload.add_argument("--resolutions", type=checks.resolution, nargs="+", default=list(RESOLUTIONS),
                           help=f"image sides in px (default {' '.join(map(str, RESOLUTIONS))})")
     _batches(workload, BATCHES)
     _steps(workload)
@@ -274,7 +281,7 @@ def _add_suite(modes: argparse._SubParsersAction) -> None:
                        examples=["sana-eval bench suite text-encoders --dtype fp16 --out runs/bench"])
     _text_encoders(text.add_argument_group("model"))
     workload = text.add_argument_group("workload")
-    workload.add_argument("--batch", type=int, default=32, help="rows per batch (default 32)")
+    workload.add_argument("--batch", type=checks.positive_int, default=32, help="rows per batch (default 32)")
     _sequence_length(workload)
     _dtype(workload)
     _out(text)
@@ -288,20 +295,53 @@ def _add_suite(modes: argparse._SubParsersAction) -> None:
     model = peers.add_argument_group("model")
     model.add_argument("--peers", nargs="+", default=list(PEERS), help=f"default all: {' '.join(PEERS)}")
     workload = peers.add_argument_group("workload")
-    workload.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS),
+    workload.add_argument("--resolutions", type=checks.resolution, nargs="+", default=list(RESOLUTIONS),
                           help=f"image sides in px (default {' '.join(map(str, RESOLUTIONS))})")
     _batches(workload, (1,))
-    workload.add_argument("--timed-steps", type=int,
+    workload.add_argument("--timed-steps", type=checks.positive_int,
                           help="denoiser forwards timed, scaled to each peer's step count (default: all steps)")
     _dtype(workload)
     _out(peers)
+
+    evaluate = add_command(
+        suites, "evaluate", run=run, help="what a full Table 7/11 row costs on one GPU: generation and each scorer",
+        description="images/s of generation through the real runner in each benchmark's layout (set against the "
+                    "e2e bench) and of each scoring network from its official configuration (random weights), and "
+                    "from them the wall time of a full quality row on one GPU with each part's share",
+        examples=["sana-eval bench suite evaluate --out runs/bench-evaluate",
+                  "sana-eval bench suite evaluate --models Sana-0.6B --batches 3 --repeats 2 --out runs/evaluate",
+                  "sana-eval bench suite evaluate --tiny --steps 2 --out runs/evaluate-tiny   # any device: wiring"])
+    model = evaluate.add_argument_group("model")
+    model.add_argument("--models", nargs="+", default=list(evaluate_cost.MODELS),
+                       help=f"paper model names at 1024 px (default {' '.join(evaluate_cost.MODELS)})")
+    model.add_argument("--tiny", action="store_true",
+                       help="tiny random models and scorers on this machine's device, the CPU too: checks the "
+                            "wiring, the numbers mean nothing")
+    workload = evaluate.add_argument_group("workload")
+    workload.add_argument("--batch", type=checks.positive_int, default=16,
+                          help="images per generate call, as `generate --batch-size` (default 16)")
+    workload.add_argument("--batches", type=checks.positive_int, default=4,
+                          help="batches per benchmark, the first one the warm-up; at least 2 (default 4)")
+    workload.add_argument("--repeats", type=checks.positive_int, default=3,
+                          help="timed runs of the e2e bench it is set against (default 3)")
+    _steps(workload)
+    workload.add_argument("--scorer-images", type=checks.positive_int,
+                          help="synthetic files timed through FID, CLIP score and ImageReward (default "
+                               f"{evaluate_cost.ScorerSizes().images})")
+    workload.add_argument("--workers", type=checks.non_negative_int,
+                          help="DataLoader workers of the scorers that read files (default: each scorer's own, 4)")
+    row = evaluate.add_argument_group("row")
+    row.add_argument("--dpg-csv", help="dpg_bench.csv to count DPG-Bench's questions per prompt (default "
+                                       "$SANA_EVAL_DATA/dpg_bench/dpg_bench.csv, else an estimate)")
+    row.add_argument("--dpg-questions-per-prompt", type=float, help="use this count instead of the file's")
+    _out(evaluate)
 
 
 MODES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "transformer": _add_transformer, "e2e": _add_e2e, "dc-ae": _add_dc_ae, "attention": _add_attention,
     "text-encoder": _add_text_encoder, "fid-features": _add_fid_features, "profile": _add_profile,
     "suite": _add_suite}
-SUITES = ("sana", "text-encoders", "peers")
+SUITES = ("sana", "text-encoders", "peers", "evaluate")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -414,6 +454,11 @@ def _suite(args: argparse.Namespace) -> None:
         path = run_speed_suite(args.out, args.models, args.resolutions, args.batch, args.dtype, steps=args.steps,
                                decode_tile=args.decode_tile, text_dtype=args.text_dtype, vae_dtype=args.vae_dtype,
                                chi_tokens=args.chi_tokens)
+    elif args.suite == "evaluate":
+        models, sizes, device = evaluate_cost.suite_setup(args.models, args.tiny, args.scorer_images, args.workers)
+        path = evaluate_cost.run_evaluate_suite(
+            args.out, models, sizes, batch=args.batch, batches=args.batches, repeats=args.repeats, steps=args.steps,
+            dpg_csv=args.dpg_csv, dpg_questions_per_prompt=args.dpg_questions_per_prompt, device=device)
     elif args.suite == "peers":
         path = run_peer_suite(args.out, args.peers, args.resolutions, args.batch, args.dtype,
                               timed_steps=args.timed_steps)
@@ -427,6 +472,24 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "text-encoder": _text_encoder, "fid-features": _fid_features, "profile": _profile, "suite": _suite}
 
 
+def check(args: argparse.Namespace) -> None:
+    """What the argument types cannot see alone, before a model is built or --out is written: the model names,
+    kernels and CUDA graphs this machine cannot run, and for a suite, a GPU (a suite on the CPU would write a report
+    of errors)."""
+    for option, names, known in (("--models", getattr(args, "models", ()), MODELS),
+                                 ("--peers", getattr(args, "peers", ()), PEERS)):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"{option} {' '.join(unknown)}: unknown; known: {', '.join(known)}")
+    for kernels, graphs in itertools.product(getattr(args, "kernels", ["auto"]), getattr(args, "cuda_graphs", ["off"])):
+        checks.check_kernels(None, kernels, graphs)
+    if args.mode == "suite":
+        checks.check_paths(args, {"--out": checks.output_dir})
+        if not getattr(args, "tiny", False):  # `suite evaluate --tiny` checks the wiring on any device
+            checks.require_cuda(f"sana-eval bench suite {args.suite}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check(args)
     RUNNERS[args.mode](args)
     return 0

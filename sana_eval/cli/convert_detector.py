@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from metrics.detectors.mmdet_convert import convert_checkpoint
+from sana_eval.cli import checks
 from sana_eval.cli.common import add_command
 
 
@@ -21,13 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     files.add_argument("checkpoint", help="the mmdet 2.x checkpoint (.pth)")
     files.add_argument("out", help="new folder for config.json, model.safetensors and conversion.json")
     model = parser.add_argument_group("model")
-    model.add_argument("--attention-heads", type=int, default=8,
+    model.add_argument("--attention-heads", type=checks.positive_int, default=8,
                        help="heads of the pixel decoder and the transformer decoder (not stored in the weights; "
                             "GenEval's config: 8)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.check_paths(args, {"checkpoint": checks.existing_file, "out": checks.new_path})
     out = convert_checkpoint(args.checkpoint, args.out, attention_heads=args.attention_heads)
     print(f"wrote {out} (use it with: sana-eval score --benchmark geneval --detector transformers "
           f"--detector-weights {out})")

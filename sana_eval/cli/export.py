@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from sana_eval.cli import checks
 from sana_eval.cli.common import add_command
 from sana_eval.export import export_datasets
 from sana_eval.generation.prompt_sets import get_benchmark
@@ -30,6 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.check_paths(args, {"out": checks.output_dir, "--data": checks.existing_path,
+                              "--results": checks.existing_file})
     prompts = get_benchmark(args.benchmark).load(args.data, verify=not args.no_verify) if args.benchmark else None
     out = export_datasets(args.out, prompts=prompts, results=args.results)
     print(f"wrote {out} (load with datasets.load_from_disk)")

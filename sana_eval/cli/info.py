@@ -8,6 +8,7 @@ import json
 from model.checkpoints import describe
 from model.config import PRESETS, get_preset
 from model.transformer import count_parameters
+from sana_eval.cli import checks
 from sana_eval.cli.common import add_command
 
 
@@ -28,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.check_paths(args, {"--weights": checks.existing_path})
     if args.weights:
         info = describe(args.weights)
     elif args.preset:

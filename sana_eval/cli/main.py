@@ -11,6 +11,7 @@ from sana_eval.cli import (
     compare,
     convert,
     convert_detector,
+    evaluate,
     export,
     generate,
     info,
@@ -19,12 +20,13 @@ from sana_eval.cli import (
     smoke,
     sweep,
 )
+from sana_eval.cli.checks import OneLineParser
 
 DEBUG_ENV = "SANA_EVAL_DEBUG"
 # In the order `sana-eval --help` lists them: the data flow, then the tools around it.
 COMMANDS = {"info": info, "convert": convert, "convert-detector": convert_detector, "generate": generate,
-            "score": score, "compare": compare, "export": export, "reproduce": reproduce, "sweep": sweep,
-            "bench": bench, "smoke": smoke}
+            "score": score, "evaluate": evaluate, "compare": compare, "export": export, "reproduce": reproduce,
+            "sweep": sweep, "bench": bench, "smoke": smoke}
 
 EXAMPLES = """examples:
   sana-eval info Sana_1600M_1024px --json
@@ -32,6 +34,7 @@ EXAMPLES = """examples:
   sana-eval convert Sana_1600M_1024px.pth out/transformer --to diffusers
   sana-eval generate --benchmark geneval --weights Sana_1600M_1024px.pth --out runs/geneval
   sana-eval score --benchmark mjhq30k --images runs/mjhq --mjhq data/MJHQ-30K --out runs/mjhq.json
+  torchrun --nproc-per-node 8 -m sana_eval evaluate --weights Sana_1600M_1024px.pth --out runs/a --mjhq data/MJHQ-30K
   sana-eval compare runs/a.json runs/b.json --fail-if-worse geneval:0.02
   sana-eval compare runs/a.json runs/b.json runs/c.json --html runs/compare/index.html
   sana-eval reproduce table6 --out reports
@@ -44,8 +47,8 @@ EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sana-eval", description=__doc__, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="sana-eval", description=__doc__, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error, for bug reports (or set {DEBUG_ENV}=1)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

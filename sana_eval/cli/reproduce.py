@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sana_eval.cli import checks
 from sana_eval.cli.common import add_command
 from sana_eval.reproduce.run import reproduce
 
@@ -16,11 +17,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     tables.add_argument("tables", nargs="+", help="table ids (table1 … table14) or 'all'")
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="reports", help="reports folder (default: reports)")
-    output.add_argument("--version", help="report version name (default: <UTC date>-<git sha>)")
+    output.add_argument("--version", type=checks.path_component,
+                        help="report version name (default: <UTC date>-<git sha>)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.check_paths(args, {"--out": checks.output_dir})
     for path in reproduce(args.tables, Path(args.out), version=args.version):
         print(f"wrote {path}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sana_eval.cli import checks
 from sana_eval.cli.common import add_command
 from sana_eval.smoke.chain import run_smoke
 
@@ -20,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.check_paths(args, {"--out": checks.output_dir})
     report = run_smoke(Path(args.out), progress=True)
     print(report.read_text().splitlines()[0])
     print(f"wrote {report}")
