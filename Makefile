@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test smoke gpu-test test-mplug test-mmdet bench reproduce clean
+.PHONY: setup lint test smoke gpu-test test-mplug test-mmdet bench reproduce evaluate clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,13 @@ bench: setup
 	$(BIN)/sana-eval bench transformer --preset Sana_600M_1024px Sana_1600M_1024px --batch 1 16 --impl ours diffusers --kernels eager triton
 	$(BIN)/sana-eval bench attention --tokens 1024 4096 16384 --batch 1 16 --kernels eager triton
 	$(BIN)/sana-eval bench dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers
+
+# One checkpoint's quality row (Tables 7 and 11) on NPROC GPUs of this machine (torchrun), resumable:
+#   make evaluate WEIGHTS=Sana_1600M_1024px.pth OUT=runs/sana-1.6b NPROC=8 ARGS="--mjhq data/MJHQ-30K"
+NPROC ?= 1
+evaluate: setup
+	@test -n "$(WEIGHTS)" -a -n "$(OUT)" || { echo "make evaluate: set WEIGHTS=<checkpoint> and OUT=<folder>" >&2; exit 2; }
+	$(BIN)/torchrun --standalone --nproc-per-node $(NPROC) -m sana_eval evaluate --weights $(WEIGHTS) --out $(OUT) $(ARGS)
 
 # Everything this machine's weights and hardware allow; the rest is reported as skipped with the reason.
 reproduce: setup

@@ -10,9 +10,11 @@ import hashlib
 import json
 import math
 import os
+import secrets
+import socket
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -164,6 +166,31 @@ class Metric(ABC):
 # ----------------------------------------------------------------------------------------------
 # Per-image feature cache: an interrupted scoring run resumes from the last flushed chunk.
 
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]   # names this machine in chunk names
+
+
+def chunk_name(folder: Path, suffix: str) -> str:
+    """A new chunk file's name: numbered in write order, unique across the processes (and hosts) sharing `folder`:
+    `chunk-<n>-<pid>-<host>-<random><suffix>`."""
+    n = len(list(folder.glob(f"chunk-*{suffix}")))
+    return f"chunk-{n:06d}-{os.getpid()}-{HOST}-{secrets.token_hex(4)}{suffix}"
+
+
+def remove_dead_writers_temps(folder: Path) -> None:
+    """Delete the temporary chunk files that processes of this machine killed mid-write left in `folder`; a live
+    process's (another rank writing right now) and other machines' are left alone."""
+    for tmp in folder.glob(".chunk-*.tmp"):
+        parts = tmp.name.split("-")
+        if len(parts) < 5 or not parts[2].isdigit() or parts[3] != HOST:
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            continue
+
+
 def image_key(path: str | os.PathLike, mode: str = "stat") -> str:
     """Cache key of one image file: resolved path + size + mtime ("stat"), or its content sha256."""
     path = Path(path)
@@ -194,6 +221,11 @@ class FeatureCache:
                 raise ProtocolMismatchError(f"feature cache {proto_file} was made with another protocol")
         else:
             write_json_atomic(proto_file, self.protocol)
+        remove_dead_writers_temps(self.dir)
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every chunk on disk again: other processes sharing the folder may have added some."""
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
             with np.load(chunk, allow_pickle=False) as z:
                 for k, v in zip(z["keys"].tolist(), z["feats"]):
@@ -213,10 +245,58 @@ class FeatureCache:
         if not self._pending:
             return
         keys = list(self._pending)
-        n = len(list(self.dir.glob("chunk-*.npz")))
-        target = self.dir / f"chunk-{n:06d}-{os.getpid()}.npz"
+        target = self.dir / chunk_name(self.dir, ".npz")
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, keys=np.array(keys), feats=np.stack([self._pending[k] for k in keys]))
         self._mem.update(self._pending)
         self._pending.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-item work split across processes (docs/architecture.md §4.7): each process computes its share of the items
+# into the shared cache, waits for the others, then reads every item back, so all of them hold the full result.
+
+@dataclass(frozen=True)
+class WorkShare:
+    """Which items this process computes: items go in blocks of `block` consecutive indices, block b to process
+    b % size. With `block` = the batch size, a batch holds exactly the items it holds in one process, so features
+    (and every number made from them) do not depend on the process count. `wait(what)` returns once every process
+    has reached `what` (a barrier); one process needs none."""
+
+    rank: int = 0
+    size: int = 1
+    wait: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.size or (self.size > 1 and self.wait is None):
+            raise ValueError(f"WorkShare(rank={self.rank}, size={self.size}): need 0 <= rank < size and a wait "
+                             f"function for more than one process")
+
+    @property
+    def split(self) -> bool:
+        return self.size > 1
+
+    def owns(self, index: int, block: int = 1) -> bool:
+        return (index // block) % self.size == self.rank
+
+    def require_cache(self, cache: object | None, what: str) -> None:
+        """Refuse to split work whose parts could not be exchanged (they travel through the cache folder)."""
+        if self.split and cache is None:
+            raise MetricError(f"{what}: split across {self.size} processes needs a cache folder (cache_dir) that "
+                              f"every process can read")
+
+    def gather(self, cache: FeatureCache | Any, keys: Sequence[str], what: str) -> list[Any]:
+        """After this process flushed its part: wait for the others, then every key's value from the cache."""
+        if self.split:
+            self.wait(what)
+            cache.reload()
+        values = [cache.get(k) for k in keys]
+        missing = [k for k, v in zip(keys, values) if v is None]
+        if missing:
+            raise MetricError(f"{what}: {len(missing)} item(s) missing from the shared cache {cache.dir} after every "
+                              f"process finished, first {missing[0]}")
+        return values
+
+
+ONE_PROCESS = WorkShare()

@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from metrics.base import FeatureCache, Metric, MetricError, Result, package_versions, sha256_file
+from metrics.base import (
+    ONE_PROCESS,
+    FeatureCache,
+    Metric,
+    MetricError,
+    Result,
+    WorkShare,
+    package_versions,
+    sha256_file,
+)
 from metrics.clip_crosscheck import HF_CLIP_REPO, cross_check_clip, locate_cross_checks
 from metrics.images import ImageSet, extract_features
 
@@ -111,8 +120,8 @@ class CLIPScore(Metric):
     name = "clip_score"
     higher_is_better = True
 
-    def __init__(self, config: CLIPScoreConfig = CLIPScoreConfig()):
-        self.config = config
+    def __init__(self, config: CLIPScoreConfig = CLIPScoreConfig(), share: WorkShare = ONE_PROCESS):
+        self.config, self.share = config, share
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = config.precision or ("fp16" if self.device.type == "cuda" else "fp32")
         if self.precision not in ("fp16", "fp32"):
@@ -164,7 +173,7 @@ class CLIPScore(Metric):
         img = torch.from_numpy(extract_features(
             [i.path for i in images.items], self.preprocess, self._encode_images, cache,
             batch_size=c.batch_size, num_workers=c.num_workers, desc="CLIP image features", key_mode=c.key_mode,
-            pin_memory=self.device.type == "cuda")).to(self.device)
+            pin_memory=self.device.type == "cuda", share=self.share)).to(self.device)
         txt = self.encode_texts([i.prompt for i in images.items])
         per = (c.scale * (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)).cpu().double().numpy()
         per_item = {i.id: {"clip_score": float(s)} for i, s in zip(images.items, per)}

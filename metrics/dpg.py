@@ -9,6 +9,7 @@ Both: a question scores 1 iff the answer is exactly 'yes'; in CSV row order a qu
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -25,7 +26,16 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from metrics.base import MetricError, Result, atomic_path, image_key, package_versions, write_json_atomic
+from metrics.base import (
+    ONE_PROCESS,
+    MetricError,
+    Result,
+    WorkShare,
+    atomic_path,
+    image_key,
+    package_versions,
+    write_json_atomic,
+)
 from metrics.images import IMAGE_EXTENSIONS
 from metrics.results_cache import ResultsCache
 from metrics.vqa.base import VQA
@@ -235,7 +245,7 @@ def read_tiles(path: Path, grid: Grid, resolution: int | None, pic_num: int) -> 
 def score(images: str | os.PathLike, vqa: VQA, *, mode: Mode = "fixed", resolution: int | None = None,
           csv_path: str | os.PathLike | None = None, pic_num: int = 4, grid: Grid = "exact",
           out_file: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-          verify_csv: bool = True) -> Result:
+          verify_csv: bool = True, items: Sequence[str] | None = None, share: WorkShare = ONE_PROCESS) -> Result:
     """Score a folder of `<item_id>.<ext>` 2x2 grids. Answers are cached per (image, tile, question) for the VQA
     protocol, so both modes share one cache and a rerun skips done images. Writes a per-item JSON report
     (default `<images>_dpg_<mode>.json`)."""
@@ -254,7 +264,22 @@ def score(images: str | os.PathLike, vqa: VQA, *, mode: Mode = "fixed", resoluti
              # a question file of one's own (verify_csv=False) is named so; the official one adds no key
              **({} if qfile.blob_sha1 in KNOWN_BLOBS else {"csv": "not the official dpg_bench.csv"})}
     cache = ResultsCache(Path(cache_dir), "dpg_answers", answer_proto) if cache_dir is not None else None
+    share.require_cache(cache, "DPG-Bench")
     files = _files_to_score(root, all_q, mode)
+    if items is not None:  # a subset of the prompts (the harness's --subset): only those are scored
+        unknown = sorted(set(items) - set(all_q))
+        if unknown:
+            raise MetricError(f"DPG-Bench: subset item {unknown[0]!r} is not in the question file {qfile.path}")
+        chosen = set(items)
+        files = [(item, path) for item, path in files if item in chosen]
+    if share.split:  # this process's answers into the shared cache; the loop below then reads every item's
+        for n, (item, path) in enumerate(tqdm(files, desc="DPG-Bench VQA", unit="grid", dynamic_ncols=True)):
+            if share.owns(n) and item in scored_q and path is not None:
+                with contextlib.suppress(OSError):  # recorded as a failure by the loop below, in every process
+                    _answers(path, all_q[item], vqa, cache, grid, resolution, pic_num)
+        cache.flush()
+        share.wait("DPG-Bench VQA")
+        cache.reload()
     scores: dict[str, ItemScore] = {}
     failures: dict[str, str] = {}
     for item, path in tqdm(files, desc=f"DPG-Bench ({mode})", unit="grid", dynamic_ncols=True):
@@ -283,15 +308,17 @@ def score(images: str | os.PathLike, vqa: VQA, *, mode: Mode = "fixed", resoluti
     aggregate = {"dpg": overall, **{f"dpg/{k}": v for k, v in l1.items()}, **{f"dpg/l2/{k}": v for k, v in l2.items()}}
     per_item = {k: {"dpg": v.score * 100, **{f"tile{i}": t * 100 for i, t in enumerate(v.tile_scores)}}
                 for k, v in sorted(scores.items())}
-    provenance = {"images": str(root.resolve()), "csv": qfile.path,
+    out = Path(out_file) if out_file is not None else root.parent / f"{root.name}_dpg_{mode}.json"
+    provenance = {"images": str(root.resolve()), "results_file": str(out), "csv": qfile.path,
                   "csv_source": KNOWN_BLOBS.get(qfile.blob_sha1, "unpinned"),
-                  "n_items_csv": len(all_q), "dangling_dependencies": qfile.dangling,
+                  "n_items_csv": len(all_q), "subset": None if items is None else len(files),
+                  "dangling_dependencies": qfile.dangling,
                   "n_scored": len(scores) - (len(failures) if mode == "fixed" else 0),
                   "failures": failures, "failures_counted_as_zero": mode == "fixed",
                   "versions": package_versions("torch", "transformers", "pillow", "numpy")}
-    out = Path(out_file) if out_file is not None else root.parent / f"{root.name}_dpg_{mode}.json"
     result = Result(NAME, proto, aggregate, per_item, provenance)
-    write_json_atomic(out, result.to_json())
+    if share.rank == 0:
+        write_json_atomic(out, result.to_json())
     return result
 
 

@@ -19,11 +19,13 @@ from pytorch_fid import inception as pfid_inception
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 from metrics.base import (
+    ONE_PROCESS,
     FeatureCache,
     Metric,
     MetricError,
     ProtocolMismatchError,
     Result,
+    WorkShare,
     atomic_path,
     canonical_json,
     package_versions,
@@ -176,8 +178,8 @@ class FID(Metric):
     name = "fid"
     higher_is_better = False             # a distance to the reference images
 
-    def __init__(self, config: FIDConfig = FIDConfig()):
-        self.config = config
+    def __init__(self, config: FIDConfig = FIDConfig(), share: WorkShare = ONE_PROCESS):
+        self.config, self.share = config, share
         self.weights_path = find_fid_weights(config.weights_path)
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._encoder: InceptionEncoder | None = None
@@ -218,7 +220,7 @@ class FID(Metric):
                                  lambda batch: self.encoder(batch), self.cache,
                                  batch_size=c.batch_size, num_workers=c.num_workers,
                                  desc=f"FID features {_slug(images.name)[-30:]}", key_mode=c.key_mode,
-                                 pin_memory=self.device.type == "cuda")
+                                 pin_memory=self.device.type == "cuda", share=self.share)
         return feats.astype(np.float64)
 
     def stats_key(self, images: ImageSet, subset: str) -> dict[str, Any]:

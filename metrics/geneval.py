@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from metrics.base import MetricError, Result, atomic_path, image_key, package_versions
+from metrics.base import ONE_PROCESS, MetricError, Result, WorkShare, atomic_path, image_key, package_versions
 from metrics.detectors.base import COLORS, OBJECT_NAMES, ColorClassifier, Detection, Detections, Detector
 from metrics.results_cache import ResultsCache
 
@@ -161,8 +161,11 @@ def evaluate(image: Image.Image, objects: Detections, metadata: Mapping[str, Any
 def evaluate_image(path: Path, metadata: Mapping[str, Any], detector: Detector, colors: ColorClassifier,
                    options: GenEvalOptions = GenEvalOptions()) -> dict[str, Any]:
     """One `results.jsonl` row (official schema; `details` boxes are [x1, y1, x2, y2, score])."""
-    with Image.open(path) as im:
-        image = ImageOps.exif_transpose(im).convert("RGB")
+    try:
+        with Image.open(path) as im:
+            image = ImageOps.exif_transpose(im).convert("RGB")
+    except OSError as err:  # PIL's "image file is truncated" names no file
+        raise MetricError(f"cannot read image {path}: {err}") from None
     image.filename = str(path)
     objects = select_detections(detector.detect(image), metadata["tag"], options)
     ok, reason = evaluate(image, objects, metadata, colors, options)
@@ -229,25 +232,29 @@ def _parse_include(value: Any, meta_file: Path) -> list:
 
 
 def read_folder_layout(root: str | os.PathLike, *, n_prompts: int = N_PROMPTS, n_images: int = N_IMAGES,
-                       limit: int | None = None,
+                       limit: int | None = None, indices: Sequence[int] | None = None,
                        expected_metadata: Sequence[Mapping[str, Any]] | None = None) -> list[PromptFolder]:
-    """The prompt folders to score, checked; any deviation is a one-line MetricError naming the folder/file."""
+    """The prompt folders to score (the first `limit`, or those of the prompts at `indices`), checked; any deviation
+    is a one-line MetricError naming the folder/file."""
     root = Path(root)
     if not root.is_dir():
         raise MetricError(f"GenEval image folder {root} does not exist")
-    want = n_prompts if limit is None else min(limit, n_prompts)
+    if indices is None:
+        indices = range(n_prompts if limit is None else min(limit, n_prompts))
+    elif limit is not None:
+        raise MetricError("GenEval: pass a limit or a subset of prompts, not both")
     present = {p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit()}
-    names = [f"{i:05d}" for i in range(want)]
+    names = [f"{i:05d}" for i in indices]
     missing = [n for n in names if n not in present]
     if missing:
-        raise MetricError(f"{root}: prompt folder {missing[0]} missing ({len(missing)} of {want} expected "
-                          f"folders 00000..{want - 1:05d} missing)")
-    if limit is None:
+        raise MetricError(f"{root}: prompt folder {missing[0]} missing ({len(missing)} of the {len(names)} expected "
+                          f"folders missing)")
+    if len(names) == n_prompts:
         extra = sorted(present - set(names))
         if extra:
             raise MetricError(f"{root}: unexpected prompt folder {extra[0]} (GenEval has {n_prompts} prompts)")
     out = []
-    for i, name in enumerate(names):
+    for i, name in zip(indices, names):
         folder = root / name
         meta_file = folder / "metadata.jsonl"
         try:
@@ -313,7 +320,8 @@ def resolve_protocol(requested: str, folders: Sequence[PromptFolder]) -> tuple[s
 def score(images: str | os.PathLike, detector: Detector, colors: ColorClassifier, *,
           options: GenEvalOptions = GenEvalOptions(), out_file: str | os.PathLike | None = None,
           cache_dir: str | os.PathLike | None = None, limit: int | None = None,
-          expected_metadata: Sequence[Mapping[str, Any]] | None = None, geneval_protocol: str = "official") -> Result:
+          expected_metadata: Sequence[Mapping[str, Any]] | None = None, geneval_protocol: str = "official",
+          indices: Sequence[int] | None = None, share: WorkShare = ONE_PROCESS) -> Result:
     """Score a GenEval image folder; writes `results.jsonl` rows (default `<images>_geneval.jsonl`, like SANA).
 
     `limit`: score only the first `limit` prompt folders; the result is flagged incomplete. `cache_dir`: rows
@@ -322,32 +330,36 @@ def score(images: str | os.PathLike, detector: Detector, colors: ColorClassifier
     whatever is asked, with a warning, since their metadata no longer holds the official clauses.
     """
     root = Path(images)
-    folders = read_folder_layout(root, limit=limit, expected_metadata=expected_metadata)
+    folders = read_folder_layout(root, limit=limit, indices=indices, expected_metadata=expected_metadata)
     used, why = resolve_protocol(geneval_protocol, folders)
     if why is not None:
         warnings.warn(f"GenEval: {root}: {why}", stacklevel=2)
     proto = {**protocol(detector, colors, options, used),
              "geneval_protocol_source": "requested" if why is None else f"implied by the folder: {why}"}
     cache = ResultsCache(Path(cache_dir), "geneval", proto) if cache_dir is not None else None
-    rows = []
+    share.require_cache(cache, "GenEval")
     work = [(f, p) for f in folders for p in f.images]
-    for folder, path in tqdm(work, desc="GenEval", unit="img", dynamic_ncols=True):
-        key = image_key(path)
-        row = cache.get(key) if cache is not None else None
-        if row is None:
-            metadata = sana_metadata(folder.metadata) if used == "sana" else folder.metadata
-            row = evaluate_image(path, metadata, detector, colors, options)
-            if cache is not None:
-                cache.put(key, row)
-        rows.append(row)
+    keys = [image_key(path) for _, path in work]
+    rows = [cache.get(key) if cache is not None else None for key in keys]
+    mine = [i for i, row in enumerate(rows) if row is None and share.owns(i)]
+    for i in tqdm(mine, desc="GenEval", unit="img", dynamic_ncols=True):
+        folder, path = work[i]
+        metadata = sana_metadata(folder.metadata) if used == "sana" else folder.metadata
+        rows[i] = evaluate_image(path, metadata, detector, colors, options)
+        if cache is not None:
+            cache.put(keys[i], rows[i])
     if cache is not None:
         cache.flush()
+    if share.split:
+        rows = share.gather(cache, keys, "GenEval")
     summary = summarize(rows)
     out_file = Path(out_file) if out_file is not None else root.parent / f"{root.name}_geneval.jsonl"
-    write_results_jsonl(out_file, rows)
-    complete = limit is None or limit >= N_PROMPTS
+    if share.rank == 0:
+        write_results_jsonl(out_file, rows)
+    complete = len(folders) >= N_PROMPTS
     if not complete:
-        warnings.warn(f"GenEval: --limit {limit}: scored {len(folders)} of {N_PROMPTS} prompts; "
+        chosen = f"--limit {limit}" if limit is not None else "a subset"
+        warnings.warn(f"GenEval: {chosen}: scored {len(folders)} of {N_PROMPTS} prompts; "
                       "not comparable with full-run numbers", stacklevel=2)
     aggregate = {"geneval": summary["overall"], **{f"geneval/{t}": v for t, v in summary["tasks"].items()},
                  "geneval/correct_images": summary["correct_images"],
@@ -361,7 +373,8 @@ def score(images: str | os.PathLike, detector: Detector, colors: ColorClassifier
                          "n_images": len(group)}
                 for folder, group in by_prompt.items()}
     provenance = {"images": str(root.resolve()), "results_file": str(out_file), "complete": complete,
-                  "limit": limit, "n_images": summary["n_images"], "n_prompts": summary["n_prompts"],
+                  "limit": limit, "subset": None if indices is None else len(folders),
+                  "n_images": summary["n_images"], "n_prompts": summary["n_prompts"],
                   "counts": summary["counts"], "missing_tasks": summary["missing_tasks"],
                   "versions": package_versions("torch", "transformers", "open_clip_torch", "pillow", "numpy")}
     return Result(NAME, proto, aggregate, per_item, provenance)

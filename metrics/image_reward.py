@@ -22,7 +22,17 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import BertTokenizer
 
-from metrics.base import FeatureCache, Metric, MetricError, Result, image_key, package_versions, sha256_file
+from metrics.base import (
+    ONE_PROCESS,
+    FeatureCache,
+    Metric,
+    MetricError,
+    Result,
+    WorkShare,
+    image_key,
+    package_versions,
+    sha256_file,
+)
 from metrics.image_reward_model import REWARD_MEAN, REWARD_STD, ImageRewardWeightsError, RewardArch, load_model
 from metrics.images import IMAGE_EXTENSIONS, ImageFileDataset, ImageItem, ImageSet
 
@@ -208,8 +218,9 @@ class ImageRewardScore(Metric):
     name = "image_reward"
     higher_is_better = True
 
-    def __init__(self, config: ImageRewardConfig = ImageRewardConfig(), arch: RewardArch = DEFAULT_ARCH):
-        self.config, self.arch = config, arch
+    def __init__(self, config: ImageRewardConfig = ImageRewardConfig(), arch: RewardArch = DEFAULT_ARCH,
+                 share: WorkShare = ONE_PROCESS):
+        self.config, self.arch, self.share = config, arch, share
         if config.precision not in ("fp32", "bf16", "fp16"):
             raise MetricError(f"ImageReward precision {config.precision!r}: expected fp32, bf16 or fp16")
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -269,8 +280,9 @@ class ImageRewardScore(Metric):
         prompts = [i.prompt for i in images.items]
         keys = [f"{image_key(p, c.key_mode)}|prompt-sha256:{hashlib.sha256(t.encode()).hexdigest()}"
                 for p, t in zip(paths, prompts)]
+        self.share.require_cache(cache, "ImageReward")
         have = [cache.get(k) if cache is not None else None for k in keys]
-        todo = [i for i, v in enumerate(have) if v is None]
+        todo = [i for i, v in enumerate(have) if v is None and self.share.owns(i, c.batch_size)]
         if todo:
             loader = torch.utils.data.DataLoader(ImageFileDataset(paths, todo, self.transform, convert_rgb=False),
                                                  batch_size=c.batch_size, num_workers=c.num_workers,
@@ -288,6 +300,8 @@ class ImageRewardScore(Metric):
                     bar.update(len(idx))
             if cache is not None:
                 cache.flush()
+        if self.share.split:
+            have = self.share.gather(cache, keys, "ImageReward")
         return np.array([float(v[0]) for v in have])
 
     def score(self, images: ImageSet, *, by_prompt: bool = False) -> Result:
@@ -324,7 +338,7 @@ class ImageRewardScore(Metric):
 
 
 def score_benchmark(images_dir: str | os.PathLike, items: Iterable[PromptItem],
-                    config: ImageRewardConfig = ImageRewardConfig()) -> Result:
+                    config: ImageRewardConfig = ImageRewardConfig(), share: WorkShare = ONE_PROCESS) -> Result:
     """The ImageReward benchmark (§5.1) on `<id>_<j>.<ext>` files: mean of per-prompt mean rewards."""
     images = benchmark_image_set(images_dir, items)
-    return ImageRewardScore(config).score(images, by_prompt=True)
+    return ImageRewardScore(config, share=share).score(images, by_prompt=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from metrics.base import FeatureCache, MetricError, image_key
+from metrics.base import ONE_PROCESS, FeatureCache, MetricError, WorkShare, image_key
 
 IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -95,22 +95,37 @@ class ImageFileDataset(torch.utils.data.Dataset):
         return i, self.transform(img)
 
 
+def _worker_errors_as_raised(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The loader's batches; a MetricError of a worker process (an unreadable image) with its own one-line message,
+    where the DataLoader re-raises it with the worker's traceback as the text."""
+    try:
+        yield from loader
+    except MetricError as err:
+        text = str(err)
+        if "Original Traceback" not in text:
+            raise
+        raise MetricError(text.rpartition(f"{MetricError.__name__}: ")[2].strip()) from None
+
+
 def extract_features(paths: Sequence[Path], transform: Callable, encode: Callable[[torch.Tensor], np.ndarray],
                      cache: FeatureCache | None, *, batch_size: int, num_workers: int, desc: str,
-                     key_mode: str = "stat", flush_every: int = 20, pin_memory: bool = False) -> np.ndarray:
+                     key_mode: str = "stat", flush_every: int = 20, pin_memory: bool = False,
+                     share: WorkShare = ONE_PROCESS) -> np.ndarray:
     """Features of every path, in order; cached ones are read back, the rest computed in batches.
 
-    `encode` maps a CPU batch (B, ...) to a (B, D) float array; it owns the device and dtype.
+    `encode` maps a CPU batch (B, ...) to a (B, D) float array; it owns the device and dtype. Split across
+    processes (`share`), each computes its blocks of `batch_size` paths and all read the others' from the cache.
     """
+    share.require_cache(cache, desc)
     keys = [image_key(p, key_mode) for p in paths]
     have = [cache.get(k) if cache is not None else None for k in keys]
-    todo = [i for i, f in enumerate(have) if f is None]
+    todo = [i for i, f in enumerate(have) if f is None and share.owns(i, batch_size)]
     if todo:
         loader = torch.utils.data.DataLoader(
             ImageFileDataset(paths, todo, transform), batch_size=batch_size, shuffle=False,
             num_workers=num_workers, pin_memory=pin_memory, drop_last=False)
         with tqdm(total=len(todo), desc=desc, unit="img", dynamic_ncols=True) as bar:
-            for step, (idx, batch) in enumerate(loader):
+            for step, (idx, batch) in enumerate(_worker_errors_as_raised(loader)):
                 feats = np.asarray(encode(batch))
                 if feats.ndim != 2 or feats.shape[0] != len(idx):
                     raise MetricError(f"{desc}: encoder returned shape {feats.shape} for a batch of {len(idx)}")
@@ -125,4 +140,6 @@ def extract_features(paths: Sequence[Path], transform: Callable, encode: Callabl
             cache.flush()
     if not paths:
         raise MetricError(f"{desc}: no images")
+    if share.split:
+        have = share.gather(cache, keys, desc)
     return np.stack(have)

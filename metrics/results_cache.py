@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metrics.base import ProtocolMismatchError, atomic_path, canonical_json, protocol_id, write_json_atomic
+from metrics.base import (
+    ProtocolMismatchError,
+    atomic_path,
+    canonical_json,
+    chunk_name,
+    protocol_id,
+    remove_dead_writers_temps,
+    write_json_atomic,
+)
 
 
 class ResultsCache:
@@ -28,6 +36,11 @@ class ResultsCache:
                 raise ProtocolMismatchError(f"results cache {proto_file} was made with another protocol")
         else:
             write_json_atomic(proto_file, dict(protocol))
+        remove_dead_writers_temps(self.dir)
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every chunk on disk again: other processes sharing the folder may have added some."""
         for chunk in sorted(self.dir.glob("chunk-*.jsonl")):
             for line in chunk.read_text().splitlines():
                 rec = json.loads(line)
@@ -47,8 +60,7 @@ class ResultsCache:
     def flush(self) -> None:
         if not self._pending:
             return
-        n = len(list(self.dir.glob("chunk-*.jsonl")))
-        with atomic_path(self.dir / f"chunk-{n:06d}-{os.getpid()}.jsonl") as tmp:
+        with atomic_path(self.dir / chunk_name(self.dir, ".jsonl")) as tmp:
             tmp.write_text("".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in self._pending.items()))
         self._mem.update(self._pending)
         self._pending.clear()

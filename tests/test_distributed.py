@@ -19,6 +19,7 @@ import pytest
 from _tiny import diffusers_ae, randomize
 from model.config import get_preset
 from model.dc_ae import DCAE_PRESETS
+from sana_eval import folder_lock
 from sana_eval.distributed import SINGLE_PROCESS, LaunchError, launch_from_env, launched, timeout_from_env
 from sana_eval.generation.runner import read_run
 from sana_eval.smoke.tiny import write_tiny_gemma
@@ -126,6 +127,30 @@ def test_a_rank_killed_mid_run_resumes_with_another_process_count(assets, refere
     assert not list(out.glob(".*.tmp"))
     refused = run(generate(assets, out), env={**ENV, "OMP_NUM_THREADS": "2"}, returncode=2)
     assert "run_config.cpu_threads: 1 then, 2 now" in refused
+
+
+def test_a_second_command_into_a_held_folder_is_refused_with_one_line_and_writes_nothing(assets, tmp_path):
+    out = tmp_path / "out"
+    with folder_lock.writing(out, SINGLE_PROCESS):          # another command holds the folder
+        done = subprocess.run(generate(assets, out), capture_output=True, text=True, cwd=REPO, timeout=300, env=ENV)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert f"{out} is being written by another sana-eval command (pid {os.getpid()} on " in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [folder_lock.LOCK_NAME]
+
+
+def test_two_commands_started_together_never_duplicate_work_or_records(assets, reference, tmp_path):
+    out = tmp_path / "out"
+    procs = [subprocess.Popen(generate(assets, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=ENV) for _ in range(2)]
+    outcomes = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert sorted(rc for rc, _, _ in outcomes) in ([0, 0], [0, 2])
+    for rc, stdout, stderr in outcomes:   # refused while the other wrote, or started after it and kept all
+        assert (rc == 2 and "is being written by another sana-eval command" in stderr) or \
+            "written" in stdout and ("48 written, 0 kept" in stdout or "0 written, 48 kept" in stdout)
+    records = read_run(out)[1]
+    assert {f: [r["sha256"] for r in rows] for f, rows in records.items()} == {f: [h] for f, h in reference.items()}
+    assert hashes(out) == reference
 
 
 DEAD_RANK = """

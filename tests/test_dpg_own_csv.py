@@ -55,6 +55,9 @@ def test_own_question_file_is_scored_with_the_flag_and_named_in_the_protocol(tmp
     assert not out.exists()
     assert main(["score", "--benchmark", "dpg", "--images", str(imgs), "--dpg-csv", str(csv_path),
                  "--no-verify-csv", "--out", str(out)]) == 0
+    # the per-item file the scorer writes beside the image folder is named, as is the results file
+    side = tmp_path / "imgs_dpg_fixed.json"
+    assert f"wrote {side} (dpg's per-item results)\nwrote {out}\n" in capsys.readouterr().out and side.is_file()
     (result,) = json.loads(out.read_text())["results"]
     assert result["protocol"]["csv"] == "not the official dpg_bench.csv"
     assert result["per_item"]["a"]["dpg"] == 100.0 and result["per_item"]["b"]["dpg"] == 100 * 3.5 / 4

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sana_eval.folder_lock import LOCK_NAME
 from sana_eval.generation import prompt_sets as B
 from sana_eval.generation.runner import (
     GenerationError,
@@ -82,9 +83,9 @@ def prompts(tmp_path) -> dict[str, B.PromptSet]:
 
 
 def tree(out: Path) -> dict[str, bytes]:
-    """Every file the scorer sees (manifests aside)."""
+    """Every file the scorer sees (manifests and the writers' lock aside)."""
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and not p.name.startswith("manifest")}
+            if p.is_file() and not p.name.startswith("manifest") and p.name != LOCK_NAME}
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -192,8 +193,12 @@ def test_dpg_grids_complete_atomically_and_resume(prompts, tmp_path):
     with pytest.raises(Killed):
         run(ps, out, dies_after(6, invariant_fn), batch_size=1)  # dies inside the second grid
     assert sorted(tree(out)) == ["0.png"]
-    with pytest.warns(UserWarning, match="started with batch size"):
-        assert run(ps, out, batch_size=4).written == 2
+    # another batch size would make the rest in other batches: refused before anything is written
+    manifest = (out / "manifest.jsonl").read_bytes()
+    with pytest.raises(RunConfigMismatchError, match=r"with --batch-size 1, now 4: .* rerun with --batch-size 1,"):
+        run(ps, out, batch_size=4)
+    assert sorted(tree(out)) == ["0.png"] and (out / "manifest.jsonl").read_bytes() == manifest
+    assert run(ps, out, batch_size=1).written == 2
     assert tree(out) == tree(clean)
 
 
@@ -241,8 +246,7 @@ def test_shards_and_batch_sizes_make_the_same_images(prompts, tmp_path):
         run(ps, sharded, batch_size=5, shard=f"{i}/3")
     assert [p.name for p in sorted(sharded.glob("manifest*"))] == [f"manifest.shard-00{i}-of-003.jsonl"
                                                                    for i in range(3)]
-    with pytest.warns(UserWarning, match="batch size"):
-        summary = run(ps, sharded, batch_size=1)  # unsharded rerun: everything is already there
+    summary = run(ps, sharded, batch_size=1)  # another batch size, allowed: everything is already there
     assert (summary.kept, summary.written) == (12, 0)
     assert tree(sharded) == tree(ref) and records(sharded) == records(ref)
     assert parse_shard("2/8") == (2, 8)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sana_eval.folder_lock import LOCK_NAME
 from sana_eval.generation.prompt_sets import get_benchmark
 from sana_eval.results import read_results
 from sana_eval.smoke.chain import (
@@ -79,10 +80,10 @@ def test_every_stage_wrote_its_files_and_a_finite_number(smoke):
 def test_generated_files_follow_each_scorer_layout(smoke):
     out, _, _ = smoke
     images = out / "images"
-    assert _listing(images / "geneval") == GENEVAL_FILES | {"manifest.jsonl"}
-    assert _listing(images / "dpg") == DPG_FILES | {"manifest.jsonl"}
-    assert _listing(images / "imagereward") == IMAGEREWARD_FILES | {"manifest.jsonl"}
-    assert _listing(images / "mjhq30k") == MJHQ_FILES | {"manifest.jsonl"}
+    assert _listing(images / "geneval") == GENEVAL_FILES | {"manifest.jsonl", LOCK_NAME}
+    assert _listing(images / "dpg") == DPG_FILES | {"manifest.jsonl", LOCK_NAME}
+    assert _listing(images / "imagereward") == IMAGEREWARD_FILES | {"manifest.jsonl", LOCK_NAME}
+    assert _listing(images / "mjhq30k") == MJHQ_FILES | {"manifest.jsonl", LOCK_NAME}
     for p, line in enumerate(GENEVAL_LINES):  # the evaluator's metadata: the parsed line, json.dump'ed back
         assert json.loads((images / "geneval" / f"{p:05d}" / "metadata.jsonl").read_text()) == json.loads(line)
     assert Image.open(images / "geneval" / "00000" / "samples" / "00000.png").size == (32, 32)

@@ -30,26 +30,27 @@ class FeatureThroughput:
         return asdict(self)
 
 
-def _write_jpegs(folder: Path, count: int, side: int) -> list[Path]:
-    """Smooth random images saved like Sana's generated files (PIL JPEG, default quality)."""
+def write_images(folder: Path, count: int, side: int, ext: str = "jpg") -> list[Path]:
+    """Smooth random images saved like Sana's generated files (PIL defaults: JPEG quality 75, or PNG by `ext`)."""
     rng = np.random.default_rng(0)
     paths = []
     for i in range(count):
-        low = rng.integers(0, 256, (side // 64, side // 64, 3), dtype=np.uint8)
-        path = folder / f"{i:05d}.jpg"
+        low = rng.integers(0, 256, (max(1, side // 64), max(1, side // 64), 3), dtype=np.uint8)
+        path = folder / f"{i:05d}.{ext}"
         Image.fromarray(low).resize((side, side), Image.BILINEAR).save(path)
         paths.append(path)
     return paths
 
 
-def _random_fid_inception() -> torch.nn.Module:
-    """pytorch-fid's FID-Inception with random weights: throughput does not depend on them."""
+def random_fid_inception(resize_input: bool = True) -> torch.nn.Module:
+    """pytorch-fid's FID-Inception with random weights: throughput does not depend on them. `resize_input=False`
+    skips its resize to 299 px (tests feed small images)."""
     import torchvision  # heavy, optional: only this timing builds pytorch-fid's network
     from pytorch_fid import inception as pfid  # heavy, optional: only this timing needs pytorch-fid
 
     with mock.patch.object(torchvision.models.inception.Inception3, "load_state_dict", lambda self, sd: None), \
             mock.patch.object(pfid, "load_state_dict_from_url", lambda *a, **k: {}):
-        return pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+        return pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=resize_input)
 
 
 @torch.no_grad()
@@ -57,10 +58,10 @@ def time_fid_features(count: int = 2000, source_px: int = 1024, img_size: int = 
                       workers: tuple[int, ...] = (0, 4, 8, 16)) -> list[FeatureThroughput]:
     """FID feature extraction of `count` JPEGs: is it bound by JPEG decoding (issue: use DataLoader workers)?"""
     device = timing_device("cuda")
-    encode = InceptionEncoder(_random_fid_inception(), device)
+    encode = InceptionEncoder(random_fid_inception(), device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = _write_jpegs(Path(tmp), count, source_px)
+        paths = write_images(Path(tmp), count, source_px)
         dataset = ImageFileDataset(paths, range(len(paths)), fid_transform(img_size))
         for n in workers:
             def passes(model: bool, *, n: int = n) -> float:

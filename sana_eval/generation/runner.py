@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,9 +32,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from model.weights_io import sha256_file
+from sana_eval import folder_lock
 from sana_eval.distributed import SINGLE_PROCESS, World
 from sana_eval.generation.layouts import Layout, OutputFile, get_layout
 from sana_eval.generation.prompt_sets import Benchmark, Item, PromptSet, get_benchmark
+from sana_eval.generation.subsets import subset_items
 from sana_eval.io import write_bytes, write_text
 
 GenerateFn = Callable[[list[str], list[int]], torch.Tensor | np.ndarray | Sequence[Any]]
@@ -109,7 +110,10 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise GenerationError(f"{path} line {lineno}: bad JSON ({err.msg}); the manifest is damaged") from None
+            fix = (f"delete line {lineno} (the files it recorded are made again on the next run)" if lineno > 1
+                   else "delete the manifest (every file in it is made again on the next run)")
+            raise GenerationError(f"{path} line {lineno}: bad JSON ({err.msg}); the manifest is damaged: {fix}, "
+                                  f"or use another output folder") from None
     if not rows or rows[0].get("kind") != "header":
         raise GenerationError(f"{path}: no header line; not a sana-eval manifest")
     return rows
@@ -224,6 +228,7 @@ class GenerationSpec:
     run_config: dict[str, Any]
     seed: int = 0
     limit: int | None = None               # the benchmark's first `limit` items; None: all
+    subset: int | None = None              # `subset` items keeping the category mix (generation/subsets.py)
     batch_size: int = 1                    # prompts per `generate_fn` call
     shard: str | tuple[int, int] | None = None   # "i/n": the chunks whose position is i mod n
     layout: str | None = None              # None: the benchmark's default layout
@@ -232,35 +237,60 @@ class GenerationSpec:
     encode_workers: int = 4                # threads encoding and writing files while the next batch generates
 
 
+@dataclass(frozen=True)
+class CheckedRun:
+    """A run's prompts, layout and shard, after every check that needs no file of the output folder."""
+
+    prompts: PromptSet
+    layout: Layout
+    shard: tuple[int, int] | None
+
+
+def check_run(benchmark: Benchmark | PromptSet, spec: GenerationSpec) -> CheckedRun:
+    """Refuse a spec that cannot run, before anything is written."""
+    prompts = benchmark if isinstance(benchmark, PromptSet) else benchmark.load(spec.data)
+    bench = prompts.benchmark
+    lay: Layout = get_layout(spec.layout or bench.layout)
+    if lay.name not in bench.layouts:
+        raise GenerationError(f"layout {lay.name!r} is not one {bench.name} scorers read ({', '.join(bench.layouts)})")
+    if spec.batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {spec.batch_size}")
+    if spec.encode_workers < 1:
+        raise GenerationError(f"encode_workers must be >= 1, got {spec.encode_workers}")
+    if spec.limit is not None and spec.limit < 0:
+        raise GenerationError(f"limit must be >= 0, got {spec.limit}")
+    if spec.subset is not None and (spec.subset < 1 or spec.limit is not None):
+        raise GenerationError(f"subset must be >= 1 and cannot be combined with limit (got subset {spec.subset}, "
+                              f"limit {spec.limit})")
+    shard = parse_shard(spec.shard)
+    try:
+        _canon(spec.run_config)
+    except (TypeError, ValueError) as err:
+        raise GenerationError(f"run_config is not JSON-serialisable ({err})") from None
+    return CheckedRun(prompts, lay, shard)
+
+
 def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike, generate_fn: GenerateFn,
                    spec: GenerationSpec, world: World = SINGLE_PROCESS) -> RunSummary:
     """Make every image of `benchmark` (first `spec.limit` items, `spec.shard`) that `out_dir` does not hold yet.
 
     `generate_fn(prompts, seeds)` returns one uint8 (H, W, 3) image per prompt (a (B, H, W, 3) tensor/array or
     a list of RGB PIL images); it is called with at most `spec.batch_size` prompts. Every process of `world`
-    calls this with the same arguments; each makes every `world.size`-th chunk still to do.
+    calls this with the same arguments; each makes every `world.size`-th chunk still to do. The folder is held
+    against other commands meanwhile (sana_eval/folder_lock.py).
     """
+    checked = check_run(benchmark, spec)
+    with folder_lock.writing(Path(out_dir), world):
+        return fill_folder(checked, Path(out_dir), generate_fn, spec, world)
+
+
+def fill_folder(checked: CheckedRun, out_dir: Path, generate_fn: GenerateFn, spec: GenerationSpec,
+                world: World) -> RunSummary:
+    """`run_generation`'s work, once the run is checked and the folder held."""
     start = time.perf_counter()
     run_config, seed, limit, batch_size = spec.run_config, spec.seed, spec.limit, spec.batch_size
-    prompts = benchmark if isinstance(benchmark, PromptSet) else benchmark.load(spec.data)
+    prompts, lay, shard = checked.prompts, checked.layout, checked.shard
     bench = prompts.benchmark
-    lay: Layout = get_layout(spec.layout or bench.layout)
-    if lay.name not in bench.layouts:
-        raise GenerationError(f"layout {lay.name!r} is not one {bench.name} scorers read ({', '.join(bench.layouts)})")
-    if batch_size < 1:
-        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
-    if spec.encode_workers < 1:
-        raise GenerationError(f"encode_workers must be >= 1, got {spec.encode_workers}")
-    if limit is not None and limit < 0:
-        raise GenerationError(f"limit must be >= 0, got {limit}")
-    shard = parse_shard(spec.shard)
-    try:
-        _canon(run_config)
-    except (TypeError, ValueError) as err:
-        raise GenerationError(f"run_config is not JSON-serialisable ({err})") from None
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     identity = {"schema": MANIFEST_SCHEMA, "seed_rule": SEED_RULE, "seed": seed, "layout": lay.protocol(),
                 "benchmark": {"name": bench.name, "version": bench.version, "items_sha256": prompts.fingerprint},
                 "run_config": run_config}
@@ -269,14 +299,13 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
         raise RunConfigMismatchError(f"{out_dir} holds a different run ({_first_difference(old_identity, identity)});"
                                      f" use another output folder")
     header = {"kind": "header", "identity": identity, "source": {"origin": prompts.origin, "sha256": prompts.sha256},
-              "limit": limit, "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "batch_size": batch_size,
+              "limit": limit, "subset": spec.subset, "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+              "batch_size": batch_size,
               "world_size": world.size, "rank": world.rank,
               "encoder": f"Pillow {PIL.__version__}", "created": datetime.now(UTC).isoformat()}
     manifest = out_dir / manifest_name(shard, world)
-    if world.is_main:
-        _warn_other_batch_sizes(out_dir, batch_size)
 
-    items = prompts.items[:limit]
+    items = subset_items(prompts.items[:limit], spec.subset)
     all_files = [(it, f) for it in items for f in lay.files(it)]
     # Fixed chunks of the benchmark's files, whatever the process count: a resumed chunk is remade whole, so
     # generate_fn sees the same batches.
@@ -287,6 +316,8 @@ def run_generation(benchmark: Benchmark | PromptSet, out_dir: str | os.PathLike,
              for c in chunks for j in c}
     done = {j: _is_recorded(out_dir, records.get(f.path, ()), it, f, seeds) for j, (it, f, seeds) in files.items()}
     todo = [c for c in chunks if not all(done[j] for j in c)]
+    if todo:  # every rank refuses alike: all read the same manifests before the barrier below
+        _refuse_other_batch_sizes(out_dir, batch_size)
     _remove_stale_temps(out_dir, [manifest.name])
     if world.is_main:  # before any rank writes: another rank's temps are never taken for a killed run's
         sidecars = {rel: data for it, _, _ in files.values() for rel, data in lay.sidecars(it).items()}
@@ -356,15 +387,19 @@ def _is_recorded(out_dir: Path, records: Sequence[dict[str, Any]], it: Item, f: 
                and r["prompt"] == it.prompt for r in records)
 
 
-def _warn_other_batch_sizes(out_dir: Path, batch_size: int) -> None:
+def _refuse_other_batch_sizes(out_dir: Path, batch_size: int) -> None:
+    """Files still to make with another batch size than the folder's would come from other chunks and batches,
+    whose numerics may differ in the last bits on some hardware: the folder would match no single run."""
     sizes = set()
     for path in out_dir.glob("manifest*.jsonl"):
         with open(path, "rb") as fh:
             sizes.add(json.loads(fh.readline()).get("batch_size"))
-    if sizes - {batch_size}:
-        warnings.warn(f"{out_dir} was started with batch size {sorted(sizes - {batch_size})}, now {batch_size}: "
-                      f"seeds are unchanged, but batch-dependent GPU numerics may differ in the last bits",
-                      stacklevel=3)
+    other = sorted(size for size in sizes - {batch_size} if size is not None)
+    if other:
+        raise RunConfigMismatchError(
+            f"{out_dir} was started with --batch-size {' and '.join(map(str, other))}, now {batch_size}: the images "
+            f"still to make could differ in their bytes; rerun with --batch-size {other[0]}, or use another output "
+            f"folder")
 
 
 def generate_benchmark(benchmark_name: str, out_dir: str | os.PathLike, generate_fn: GenerateFn,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metrics.base import Result
+from metrics.base import Result, WorkShare
+from sana_eval.distributed import SINGLE_PROCESS, World
 from sana_eval.scoring import scorers
 
 DEFAULT_AE = "dc-ae-f32c32"
@@ -73,24 +74,26 @@ class BenchmarkScorer:
     options: tuple[str, ...]
     score: Callable[[str | Path | None, Options], list[Result]]
     reads_images: bool = True          # recon scores an autoencoder on the real MJHQ images, not a folder
+    splits: bool = True                # whether torchrun's processes can share the work (recon: not yet)
 
 
 BENCHMARKS: dict[str, BenchmarkScorer] = {
     "mjhq30k": BenchmarkScorer("FID, CLIP score, ImageReward of generated MJHQ-30K images (Tables 5, 7)",
-                               (*COMMON, *FID_AND_CLIP, "mjhq", "limit", "ext", "weights"), _mjhq30k),
+                               (*COMMON, *FID_AND_CLIP, "mjhq", "limit", "subset", "ext", "weights"), _mjhq30k),
     "folder": BenchmarkScorer("FID against --reference and CLIP score of any flat image folder",
                               (*COMMON, *FID_AND_CLIP, "reference", "prompts"), _folder),
     "recon": BenchmarkScorer("an autoencoder's round trip of the real MJHQ-30K images: rFID, PSNR, SSIM, LPIPS "
                              "(Table 1)",
                              (*COMMON, "mjhq", "limit", "ae", "weights", "resolution", "fid_weights",
-                              "allow_few_images"), _recon, reads_images=False),
+                              "allow_few_images"), _recon, reads_images=False, splits=False),
     "geneval": BenchmarkScorer("GenEval with the official rules or SANA's (Table 10)",
                                (*COMMON, "detector", "detector_weights", "clip_weights", "limit", "data",
-                                "geneval_protocol"), _geneval),
+                                "geneval_protocol", "subset"), _geneval),
     "dpg": BenchmarkScorer("DPG-Bench (Table 11)",
-                           (*COMMON, "vqa", "vqa_weights", "dpg_mode", "dpg_csv", "no_verify_csv", "grid", "tile"),
+                           (*COMMON, "vqa", "vqa_weights", "dpg_mode", "dpg_csv", "no_verify_csv", "grid", "tile",
+                            "subset", "data"),
                            _dpg),
-    "imagereward": BenchmarkScorer("the ImageReward benchmark (Table 11)", (*COMMON, "weights", "data"),
+    "imagereward": BenchmarkScorer("the ImageReward benchmark (Table 11)", (*COMMON, "weights", "data", "subset"),
                                    _imagereward),
 }
 OPTIONS = tuple(dict.fromkeys(option for spec in BENCHMARKS.values() for option in spec.options))
@@ -125,9 +128,23 @@ def check_options(name: str, images: str | Path | None, options: Options) -> Ben
     return spec
 
 
-def score_benchmark(name: str, images: str | Path | None = None, **options: Any) -> list[Result]:
+def score_benchmark(name: str, images: str | Path | None = None, world: World = SINGLE_PROCESS,
+                    **options: Any) -> list[Result]:
     """Score benchmark `name` (mjhq30k, folder, recon, geneval, dpg, imagereward) on the image folder `images`
-    (None for recon); `options` are the benchmark's own (see BENCHMARKS), None meaning "not given"."""
+    (None for recon); `options` are the benchmark's own (see BENCHMARKS), None meaning "not given".
+
+    Every process of `world` calls this alike: each scores its share of the images on its own device, the parts
+    meet in the cache folder (`cache_dir`, required then), and every process returns the whole result, equal to
+    one process's."""
     given = {key: value for key, value in options.items() if value is not None}
     spec = check_options(name, images, given)
+    if world.size > 1:
+        if not spec.splits:
+            raise ValueError(f"--benchmark {name} runs in one process; start it without torchrun")
+        if "cache_dir" not in given:
+            raise ValueError(f"--benchmark {name} across {world.size} processes needs --cache-dir on a filesystem "
+                             f"every process reads")
+        given["share"] = WorkShare(world.rank, world.size, world.barrier)
+    if world.device is not None and "device" not in given:
+        given["device"] = world.device
     return spec.score(images, given)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from metrics import dpg, geneval, image_reward
-from metrics.base import MetricError, Result
+from metrics.base import ONE_PROCESS, MetricError, Result, WorkShare
 from metrics.clip_crosscheck import CROSS_CHECKS as CLIP_CROSS
 from metrics.clip_score import CLIPScore, CLIPScoreConfig
 from metrics.detectors import get_color_classifier, get_detector
@@ -29,6 +29,7 @@ from metrics.vqa import get_vqa
 from model.dc_ae_keys import load_dc_ae
 from sana_eval.generation.prompt_sets import get_benchmark
 from sana_eval.generation.runner import read_run
+from sana_eval.generation.subsets import item_category, subset_indices, subset_items
 
 AUTOENCODERS = ("dc-ae-f32c32", "sdxl-vae", "sd-f32c64")
 MJHQ_METRICS = ("fid", "clip_score", "image_reward")
@@ -37,12 +38,10 @@ MJHQ_METRICS = ("fid", "clip_score", "image_reward")
 @dataclass(frozen=True)
 class MJHQSource:
     folder: str | None = None       # local copy: meta_data.json + <category>/<id>.jpg
-    cache_dir: str | None = None    # else download the HF dataset into this cache
+    cache_dir: str | None = None    # else the HF dataset from the HF cache (HF_HUB_OFFLINE honoured), unzipped here
     limit: int | None = None        # first N ids in meta_data.json order
 
     def load(self) -> ImageSet:
-        if self.folder is None and self.cache_dir is None:
-            raise MetricError("MJHQ-30K: pass --mjhq DIR (local copy) or --cache-dir DIR (download into it)")
         return mjhq(self.limit, folder=self.folder, cache_dir=self.cache_dir)
 
 
@@ -59,7 +58,8 @@ def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = 
                fid_size: int = 512, ext: str = ".jpg", allow_few_images: bool = False,
                device: str | None = None, cache_dir: str | None = None,
                fid_weights: str | None = None, clip_weights: str | None = None,
-               cross_checks: Sequence[str] = (), reward_weights: str | None = None) -> list[Result]:
+               cross_checks: Sequence[str] = (), reward_weights: str | None = None, subset: int | None = None,
+               share: WorkShare = ONE_PROCESS) -> list[Result]:
     """FID (Sana-compatible, `fid_size` px), CLIP score and ImageReward (paper Table 5: one image per MJHQ
     prompt, `reward_weights` = ImageReward.pt) of generated MJHQ images (`<images>/<id><ext>`)."""
     unknown = sorted(set(metrics) - set(MJHQ_METRICS))
@@ -67,6 +67,10 @@ def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = 
         raise MetricError(f"unknown MJHQ metric(s) {', '.join(unknown)}; expected {', '.join(MJHQ_METRICS)}")
     fid_checks, clip_checks = _cross_checks(cross_checks)
     reference = source.load()
+    if subset is not None:  # the prompts `generate --subset` made, and their real images only
+        kept = subset_indices([item.category for item in reference.items], subset)
+        reference = ImageSet(f"{reference.name} subset {subset}", reference.revision,
+                             tuple(reference.items[i] for i in kept))
     generated = generated_like(reference, images, ext)
     results = []
     if "fid" in metrics:
@@ -74,14 +78,14 @@ def score_mjhq(images: str | Path, source: MJHQSource, metrics: Sequence[str] = 
                            allow_few_images=allow_few_images, cross_checks=fid_checks)
         # Per-category FID needs the same minimum per category; a subset run reports the overall number only.
         by_category = all(len(reference.subset(c)) >= MIN_FID_IMAGES for c in reference.categories)
-        results.append(FID(config).score(generated, reference, by_category=by_category))
+        results.append(FID(config, share).score(generated, reference, by_category=by_category))
     if "clip_score" in metrics:
         config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir,
                                  cross_checks=clip_checks)
-        results.append(CLIPScore(config).score(generated))
+        results.append(CLIPScore(config, share).score(generated))
     if "image_reward" in metrics:
         config = image_reward.ImageRewardConfig(weights_path=reward_weights, device=device, cache_dir=cache_dir)
-        results.append(image_reward.ImageRewardScore(config).score(generated))
+        results.append(image_reward.ImageRewardScore(config, share=share).score(generated))
     return results
 
 
@@ -104,7 +108,7 @@ def score_folder(images: str | Path, *, reference: str | None = None, prompts: s
                  metrics: Sequence[str] = ("fid", "clip_score"), fid_size: int = 512,
                  allow_few_images: bool = False, device: str | None = None, cache_dir: str | None = None,
                  fid_weights: str | None = None, clip_weights: str | None = None,
-                 cross_checks: Sequence[str] = ()) -> list[Result]:
+                 cross_checks: Sequence[str] = (), share: WorkShare = ONE_PROCESS) -> list[Result]:
     """Any flat folder of images: FID against a `reference` folder, CLIP score against `prompts` (or the
     prompts recorded by `sana-eval generate`), with the same protocols as the MJHQ-30K scores."""
     unknown = sorted(set(metrics) - {"fid", "clip_score"})
@@ -119,7 +123,7 @@ def score_folder(images: str | Path, *, reference: str | None = None, prompts: s
 
         config = FIDConfig(img_size=fid_size, weights_path=fid_weights, device=device, cache_dir=cache_dir,
                            allow_few_images=allow_few_images, cross_checks=fid_checks)
-        results.append(FID(config).score(folder, folder_image_set(reference), by_category=False))
+        results.append(FID(config, share).score(folder, folder_image_set(reference), by_category=False))
     if "clip_score" in metrics:
         table = _folder_prompts(Path(images), prompts)
         missing = [i.id for i in folder.items if i.id not in table]
@@ -129,7 +133,7 @@ def score_folder(images: str | Path, *, reference: str | None = None, prompts: s
                                 tuple(ImageItem(i.id, i.path, None, table[i.id]) for i in folder.items))
         config = CLIPScoreConfig(weights_path=clip_weights, device=device, cache_dir=cache_dir,
                                  cross_checks=clip_checks)
-        results.append(CLIPScore(config).score(with_prompts))
+        results.append(CLIPScore(config, share).score(with_prompts))
     return results
 
 
@@ -181,27 +185,35 @@ def score_recon(ae: str, weights: str | None, source: MJHQSource, *, resolution:
 
 def score_geneval(images: str | Path, *, detector: str = "transformers", detector_weights: str | None = None,
                   clip_weights: str | None = None, device: str | None = None, cache_dir: str | None = None,
-                  limit: int | None = None, data: str | None = None, geneval_protocol: str = "official") -> Result:
+                  limit: int | None = None, data: str | None = None, geneval_protocol: str = "official",
+                  subset: int | None = None, share: WorkShare = ONE_PROCESS) -> Result:
     """GenEval (paper Table 10) with the official rules or SANA's (`geneval_protocol`, docs/protocols.md §3.7);
     the detector backend and the protocol are recorded in the result's protocol."""
-    expected = [item.metadata for item in get_benchmark("geneval").load(data).items]
+    items = get_benchmark("geneval").load(data).items
+    expected = [item.metadata for item in items]
+    indices = None if subset is None else subset_indices([item_category(item) for item in items], subset)
     return geneval.score(images, get_detector(detector, detector_weights, device),
                          get_color_classifier(clip_weights, device), cache_dir=cache_dir, limit=limit,
-                         expected_metadata=expected, geneval_protocol=geneval_protocol)
+                         expected_metadata=expected, geneval_protocol=geneval_protocol, indices=indices,
+                         share=share)
 
 
 def score_dpg(images: str | Path, *, vqa: str = "mplug", vqa_weights: str | None = None, mode: str = "fixed",
               csv: str | None = None, grid: str = "exact", resolution: int | None = None,
-              device: str | None = None, cache_dir: str | None = None, verify_csv: bool = True) -> Result:
+              device: str | None = None, cache_dir: str | None = None, verify_csv: bool = True,
+              subset: int | None = None, data: str | None = None, share: WorkShare = ONE_PROCESS) -> Result:
     """DPG-Bench (paper Table 11) in the `fixed` (default) or `official` (ELLA's bugs kept) mode; `verify_csv=False`
     scores a question file of one's own (its protocol says so)."""
     return dpg.score(images, get_vqa(vqa, vqa_weights, device), mode=mode, resolution=resolution, csv_path=csv,
-                     grid=grid, cache_dir=cache_dir, verify_csv=verify_csv)
+                     grid=grid, cache_dir=cache_dir, verify_csv=verify_csv, share=share,
+                     items=None if subset is None else [it.id for it in subset_items(
+                         get_benchmark("dpg").load(data).items, subset)])
 
 
 def score_imagereward(images: str | Path, *, weights: str | None = None, device: str | None = None,
-                      cache_dir: str | None = None, data: str | None = None) -> Result:
+                      cache_dir: str | None = None, data: str | None = None, subset: int | None = None,
+                      share: WorkShare = ONE_PROCESS) -> Result:
     """ImageReward benchmark (paper Table 11): mean over the 100 prompts of the mean reward of their images."""
-    items = get_benchmark("imagereward").load(data).items
+    items = subset_items(get_benchmark("imagereward").load(data).items, subset)
     config = image_reward.ImageRewardConfig(weights_path=weights, device=device, cache_dir=cache_dir)
-    return image_reward.score_benchmark(images, items, config)
+    return image_reward.score_benchmark(images, items, config, share)

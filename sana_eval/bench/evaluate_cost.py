@@ -1,0 +1,763 @@
+"""`sana-eval bench suite evaluate`: what one checkpoint's full quality row (paper Tables 7 and 11: FID and CLIP
+score on MJHQ-30K, GenEval, DPG-Bench, ImageReward) costs on one GPU, measured with random weights at full size
+(speed does not depend on weight values).
+
+Three kinds of cases, each one record of evaluate.jsonl:
+- generation: images/s of the real runner (`run_generation` with `sana.pipeline_generate_fn`: Gemma-2, the CFG
+  steps, DC-AE, rounding, then encoding and writing in each benchmark's layout in the runner's worker threads) on
+  synthetic prompts, `batches` batches per benchmark. The first batch is the warm-up; the rate is that of the
+  following full batches, timed from one batch's return to the next (so encoding that outlasts a batch shows).
+  Set against the end-to-end bench (`bench e2e`) of the same model at the same text length and dtypes;
+- scorer: each scoring network built from its official configuration with random weights, timed through the
+  path its scorer runs per image (file decoding, preprocessing, forward at the scorer's batch size) on synthetic
+  files in the benchmark's format;
+- row: per model, the wall time of the whole row on one GPU from those rates and the benchmarks' sizes, with each
+  part's share.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import save_file
+
+from metrics.clip_score import CLIPScore, CLIPScoreConfig
+from metrics.detectors.base import OBJECT_NAMES
+from metrics.detectors.mask2former_hf import Mask2FormerConfig, Mask2FormerHF
+from metrics.detectors.mmdet_convert import Mask2FormerShape, hf_config
+from metrics.dpg import KNOWN_BLOBS, load_questions, questions_for
+from metrics.fid import FIDConfig, InceptionEncoder, fid_transform
+from metrics.image_reward import ImageRewardConfig, ImageRewardScore
+from metrics.image_reward_model import RewardArch
+from metrics.images import ImageItem, ImageSet, extract_features
+from metrics.vqa.blip import BlipVQA
+from model.config import TransformerConfig, get_preset
+from model.dc_ae import DCAE, DCAE_PRESETS
+from model.pipeline import SamplingConfig, SanaPipeline
+from model.text_encoder import CHI_VARIANTS, TEXT_ENCODER_PRESETS, TextEncoder
+from model.transformer import build_transformer
+from sana_eval.bench import e2e
+from sana_eval.bench.clock import device_name, free_memory, timing_device
+from sana_eval.bench.fid_features import random_fid_inception, write_images
+from sana_eval.bench.records import JsonLines, fmt, machine_info, machine_lines, run_case
+from sana_eval.bench.text_encoders import TEXT_ENCODERS, TextEncoderSpec, building
+from sana_eval.generation.layouts import get_layout
+from sana_eval.generation.prompt_files import Item
+from sana_eval.generation.prompt_sets import BENCHMARKS, PromptSet
+from sana_eval.generation.runner import GenerationSpec, run_generation
+from sana_eval.generation.sana import PRESET_INIT_SEED, pipeline_generate_fn
+from sana_eval.io import save_figure, write_text
+from sana_eval.provenance import collect
+from sana_eval.smoke.tiny import SMOKE_CLIP_CONFIG, SMOKE_CLIP_NAME, random_image_reward_weights, train_tokenizer
+from sana_eval.tables.speed import PRESETS
+
+MODELS = ("Sana-0.6B", "Sana-1.6B")
+RESOLUTION = 1024
+# Table 7/11 row: the benchmarks in the order they are generated, and the scoring each one needs (scorer, unit).
+# GenEval's colour classifier runs CLIP on each detected object's crop; counted as one CLIP image per image.
+ROW_SCORING: dict[str, tuple[tuple[str, str], ...]] = {
+    "mjhq30k": (("fid", "image"), ("clip_score", "image")),
+    "geneval": (("geneval_detector", "image"), ("clip_score", "image")),
+    "dpg": (("dpg_vqa", "question"),),
+    "imagereward": (("image_reward", "image"),),
+}
+# dpg_bench.csv could not be obtained here (shared/data/dpg_bench/SOURCE.md: "≥ 4 MiB"); each row repeats its
+# prompt (408 bytes on average over the 1,065 prompt files) with ~150 bytes of keywords, tuple and question, so
+# >= ~7,500 rows: ~7 per prompt, an ESTIMATE, replaced by the count from the file when it is given.
+DPG_QUESTIONS_ESTIMATE = 7.0
+DTYPE_NAMES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+# GenEval's detector: mmdet's mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco (the official checkpoint's config), as
+# metrics/detectors/mmdet_convert.py converts it (tests/test_detector_mmdet.py checks these numbers against it).
+GENEVAL_MASK2FORMER = Mask2FormerShape(
+    embed_dim=96, depths=(2, 2, 18, 2), swin_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, feature_size=256,
+    mask_feature_size=256, encoder_layers=6, encoder_feedforward_dim=1024, decoder_layers=9, dim_feedforward=2048,
+    num_queries=100, num_labels=len(OBJECT_NAMES), attention_heads=8)
+
+
+# ----------------------------------------------------------------------------------------------
+# What is timed: the generation models and the scoring networks' configurations.
+
+@dataclass(frozen=True)
+class GenModel:
+    """One row's model: transformer, decoder and text encoder (full size, or tiny for the CPU test)."""
+
+    name: str                              # the paper's name, e.g. "Sana-0.6B"
+    transformer: str | TransformerConfig   # a preset name or a config
+    vae: str                               # a DC-AE preset (model/dc_ae.py)
+    text_encoder: str | TextEncoderSpec    # a TEXT_ENCODERS key or a spec
+    resolution: int
+
+    @property
+    def config(self) -> TransformerConfig:
+        return get_preset(self.transformer) if isinstance(self.transformer, str) else self.transformer
+
+    @property
+    def encoder(self) -> TextEncoderSpec:
+        return (TEXT_ENCODERS[self.text_encoder] if isinstance(self.text_encoder, str) else self.text_encoder)
+
+
+def full_models(names: Sequence[str] = MODELS) -> list[GenModel]:
+    """The paper's models at 1024 px (Table 14's presets) with Sana's DC-AE and Gemma-2-2B."""
+    unknown = [n for n in names if (n, RESOLUTION) not in PRESETS]
+    if unknown:
+        raise ValueError(f"--models {unknown[0]!r}: known {', '.join(sorted({m for m, _ in PRESETS}))}")
+    return [GenModel(n, PRESETS[n, RESOLUTION], "dc-ae-f32c32-sana-1.0", "gemma-2-2b", RESOLUTION) for n in names]
+
+
+@dataclass(frozen=True)
+class BlipVQASize:
+    """BLIP VQA's towers; defaults: Salesforce/blip-vqa-base (ViT-B/16 at 384 px, BERT-base text with 12 heads)."""
+
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    image_size: int = 384
+    patch_size: int = 16
+    text_width: int = 768
+    text_layers: int = 12
+    text_heads: int = 12
+    vocab_size: int = 30524                # bert-base-uncased 30522 + [DEC] + [ENC]
+    max_new_tokens: int = 10               # BlipVQA's greedy decoding limit
+
+
+@dataclass(frozen=True)
+class ScorerSizes:
+    """The scoring networks and how much synthetic input each is timed on; defaults are the official networks."""
+
+    image_px: int = RESOLUTION             # side of the synthetic generated images (DPG grids: twice that)
+    images: int = 200                      # files timed through FID, CLIP score and ImageReward
+    detector_images: int = 12
+    vqa_grids: int = 2                     # DPG grids: 4 tiles each, `vqa_questions` questions per tile
+    vqa_questions: int = 4
+    clip_model: str = "ViT-L-14"           # open_clip config (OpenAI CLIP ViT-L/14, §2.1)
+    clip_pretrained: str | None = "openai"  # the tag whose architecture options apply (QuickGELU); weights random
+    clip_config: Mapping | None = None     # an open_clip config to register as `clip_model` (tiny CLIP)
+    fid: FIDConfig = FIDConfig()
+    fid_resize: bool = True                # pytorch-fid's resize to 299 px inside the network (off: tiny inputs)
+    detector: Mask2FormerShape = GENEVAL_MASK2FORMER
+    detector_config: Mask2FormerConfig = Mask2FormerConfig()
+    vqa: BlipVQASize = BlipVQASize()
+    reward: RewardArch = RewardArch()
+    workers: int | None = None             # DataLoader workers; None: each scorer's default
+
+
+# Tiny stand-ins for the CPU test and `--tiny` (numbers mean nothing): the `tiny` transformer preset over
+# dc-ae-tiny's 4 latent channels, a 2-layer Gemma-2 of the preset's caption width, toy scorers.
+TINY_GEMMA = TextEncoderSpec("gemma2", 48, 64, 2, 2, 1, 16, 2048, "random tiny Gemma-2")
+TINY_MODELS = (GenModel("tiny", get_preset("tiny").replace(in_channels=4), "dc-ae-tiny", TINY_GEMMA, 32),)
+TINY_SCORERS = ScorerSizes(
+    image_px=32, images=6, detector_images=2, vqa_grids=1, vqa_questions=1, clip_model=SMOKE_CLIP_NAME,
+    clip_pretrained=None, clip_config=SMOKE_CLIP_CONFIG, fid=FIDConfig(img_size=80, batch_size=4), fid_resize=False,
+    detector=Mask2FormerShape(embed_dim=16, depths=(1, 1, 1, 1), swin_heads=(1, 1, 1, 1), window_size=4,
+                              mlp_ratio=2.0, feature_size=32, mask_feature_size=32, encoder_layers=1,
+                              encoder_feedforward_dim=32, decoder_layers=1, dim_feedforward=32, num_queries=6,
+                              num_labels=len(OBJECT_NAMES), attention_heads=2),
+    detector_config=Mask2FormerConfig(scale=(64, 64)),
+    vqa=BlipVQASize(vision_width=16, vision_layers=1, vision_heads=2, image_size=32, patch_size=8, text_width=16,
+                    text_layers=1, text_heads=2, vocab_size=40, max_new_tokens=2),
+    reward=RewardArch(image_size=32, patch_size=16, vision_width=32, vision_depth=1, vision_heads=2, vocab_size=40,
+                      text_width=32, text_depth=1, text_heads=2, text_intermediate=64, max_positions=40, proj_dim=8),
+    workers=0)
+
+
+def suite_setup(model_names: Sequence[str], tiny: bool, scorer_images: int | None,
+                workers: int | None) -> tuple[Sequence[GenModel], ScorerSizes, str]:
+    """The CLI's choices as the suite's arguments: (models, scorer sizes, device); full size on CUDA, or with
+    `tiny` the tiny stand-ins on this machine's device."""
+    models, sizes = (TINY_MODELS, TINY_SCORERS) if tiny else (full_models(model_names), ScorerSizes())
+    sizes = replace(sizes, images=scorer_images or sizes.images, workers=sizes.workers if workers is None else workers)
+    return models, sizes, ("cuda" if torch.cuda.is_available() else "cpu") if tiny else "cuda"
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation through the runner.
+
+def synthetic_items(benchmark: str, count: int) -> tuple[Item, ...]:
+    """`count` items of `benchmark`'s shape (images per prompt, all-digit ids for GenEval's layout, metadata for its
+    sidecar); the text only has to be tokenised, every prompt is padded to the same length."""
+    bench = BENCHMARKS[benchmark]
+    return tuple(Item(f"{i:05d}", f"a photo of a red cat and a green dog on a table, number {i}", bench.n_images,
+                      {"tag": "two_object", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1}],
+                       "prompt": f"a photo of a cat and a dog {i}"})
+                 for i in range(count))
+
+
+def write_random_gemma(folder: Path, spec: TextEncoderSpec, corpus: Sequence[str], device: torch.device) -> Path:
+    """A random Gemma-2 causal LM of `spec`'s dimensions (bf16, as the pipeline runs it) with a tokenizer trained on
+    `corpus`, saved as a local model folder that `TextEncoder` loads as it loads the released one."""
+    from transformers import Gemma2ForCausalLM  # heavy: only this builder needs the causal-LM class
+
+    tokenizer = train_tokenizer(corpus)
+    if len(tokenizer) > spec.vocab:
+        raise ValueError(f"tokenizer of {len(tokenizer)} tokens does not fit {spec.repo}'s {spec.vocab}")
+    config = spec.config("eager")
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(PRESET_INIT_SEED)
+    with building(device, torch.bfloat16):
+        model = Gemma2ForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    del model
+    free_memory(device)
+    return folder
+
+
+def build_pipeline(model: GenModel, gemma: Path, device: torch.device) -> SanaPipeline:
+    """The pipeline `load_pipeline` would make of random weights: the DiT in its preset's dtype, DC-AE in fp32,
+    Gemma-2 in bf16 with NVlabs' conventions (docs/generation.md §1.1)."""
+    config = model.config
+    torch.manual_seed(PRESET_INIT_SEED)
+    transformer = build_transformer(config, device=device, dtype=getattr(torch, config.dtype)).eval()
+    with device:
+        vae = DCAE(DCAE_PRESETS[model.vae]).eval()
+    text = TextEncoder(replace(TEXT_ENCODER_PRESETS["nvlabs"], model=str(gemma)), device=device)
+    return SanaPipeline(transformer, vae, text, device=device)
+
+
+@dataclass(frozen=True)
+class GenerationTiming:
+    model: str
+    benchmark: str
+    layout: str
+    image_format: str
+    resolution: int
+    batch: int
+    steps: int
+    use_chi: bool
+    text_tokens: int                # Gemma-2 positions per prompt row (CHI + prompt, or prompt alone)
+    calls: int                      # generate_fn calls (batches) of the run
+    timed_images: int               # images of the full batches after the first
+    img_per_s: float                # timed_images / their seconds: the steady rate a long run reaches
+    run_s: float                    # the whole run_generation call: start, warm-up batch, last files' encoding
+    run_img_per_s: float
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def steady_rate(returns: Sequence[tuple[float, int]], batch: int) -> tuple[int, float]:
+    """(images, images/s) of the full batches after the first, each timed from the previous batch's return."""
+    images = seconds = 0.0
+    for (before, _), (now, n) in zip(returns, returns[1:]):
+        if n == batch:
+            images, seconds = images + n, seconds + now - before
+    if not images:
+        raise ValueError(f"no full batch after the first one ({len(returns)} batches): time at least 2 batches")
+    return int(images), images / seconds
+
+
+def time_generation(pipe: SanaPipeline, model: GenModel, benchmark: str, out: Path, *, batch: int, batches: int,
+                    steps: int | None = None) -> GenerationTiming:
+    """`batches` batches of `benchmark` through the runner into `out`, in its default layout."""
+    if batches < 2:
+        raise ValueError(f"batches must be at least 2 (the first is the warm-up), got {batches}")
+    bench = BENCHMARKS[benchmark]
+    prompts = PromptSet(bench, synthetic_items(benchmark, math.ceil(batches * batch / bench.n_images)),
+                        "synthetic prompts (bench suite evaluate)", None)
+    sampling = SamplingConfig(steps=steps, use_chi=bench.sana_chi)
+    generate = pipeline_generate_fn(pipe, sampling, model.resolution)
+    returns: list[tuple[float, int]] = []
+
+    def timed(texts: list[str], seeds: list[int]):
+        images = generate(texts, seeds)  # uint8 on the CPU: the GPU has finished this batch
+        returns.append((time.perf_counter(), len(texts)))
+        return images
+
+    spec = GenerationSpec({"bench": "suite evaluate", "model": model.name}, batch_size=batch, progress=False)
+    summary = run_generation(prompts, out, timed, spec)
+    timed_images, rate = steady_rate(returns, batch)
+    encoder = pipe.text_encoder
+    return GenerationTiming(
+        model.name, benchmark, bench.layout, get_layout(bench.layout).image_format, model.resolution, batch,
+        sampling.num_steps, bench.sana_chi, encoder.max_length_all if bench.sana_chi else encoder.config.max_length,
+        len(returns), timed_images, rate, summary.seconds, summary.images_generated / summary.seconds,
+        device_name(pipe.device))
+
+
+# ----------------------------------------------------------------------------------------------
+# The scoring networks, each through its scorer's per-image path.
+
+@dataclass(frozen=True)
+class ScorerTiming:
+    scorer: str                     # a ROW_SCORING scorer key
+    network: str                    # what was built, and from which configuration
+    params: int
+    unit: str                       # "image" or "question"
+    batch: int                      # the scorer's batch size (1: one image or question per call)
+    workers: int                    # DataLoader workers decoding files (0: in the main process)
+    units: int                      # timed, after a warm-up
+    seconds: float
+    per_s: float
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _timed(run: Callable[[Sequence], object], inputs: Sequence, warm: int, device: torch.device) -> float:
+    """Wall seconds of `run(inputs)` after `run(inputs[:warm])` (kernel selection, allocator, worker start-up).
+    Wall time, not device events: file decoding and preprocessing on the host are part of what is timed."""
+    run(inputs[:warm])
+    start = time.perf_counter()
+    run(inputs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def write_bert_vocab(path: Path, size: int) -> Path:
+    """A BERT-style vocab.txt of `size` tokens ([PAD] first, the specials, some words, filler), for the BLIP and
+    ImageReward tokenizers; words outside it become [UNK], which leaves the sequence lengths as they are."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "yes", "no", "is", "are", "there", "a", "the", "of", "on",
+             "in", "photo", "red", "green", "cat", "dog", "table", "?", ",", "."]
+    tokens = (words + [f"tok{i}" for i in range(size)])[:size]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def time_fid(paths: Sequence[Path], device: torch.device, sizes: ScorerSizes) -> ScorerTiming:
+    """pytorch-fid's InceptionV3 (random init) on MJHQ-layout JPEGs through Sana's resize/crop (metrics/fid.py)."""
+    config, workers = sizes.fid, sizes.fid.num_workers if sizes.workers is None else sizes.workers
+    encoder = InceptionEncoder(random_fid_inception(sizes.fid_resize), device)
+    transform = fid_transform(config.img_size)
+
+    def run(files: Sequence[Path]) -> None:
+        extract_features(list(files), transform, encoder, None, batch_size=config.batch_size, num_workers=workers,
+                         desc="FID features (bench)", pin_memory=device.type == "cuda")
+
+    seconds = _timed(run, paths, config.batch_size, device)
+    return ScorerTiming("fid", f"pytorch-fid InceptionV3 pool3 (random init), Sana's resize {config.img_size}"
+                        f"{', then 299' if sizes.fid_resize else ''}",
+                        _params(encoder.model), "image", config.batch_size, workers, len(paths), seconds,
+                        len(paths) / seconds, device_name(device))
+
+
+def write_random_clip(path: Path, model_name: str, device: torch.device) -> Path:
+    """Random weights of an open_clip architecture as a safetensors file CLIPScore loads (fp16: half the bytes)."""
+    import open_clip  # optional and heavy: only the CLIP timing needs it
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(model_name, pretrained=None, device=device)
+    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    del model
+    free_memory(device)
+    save_file(state, str(path))
+    return path
+
+
+def time_clip_score(paths: Sequence[Path], device: torch.device, sizes: ScorerSizes, folder: Path) -> ScorerTiming:
+    """CLIPScore (metrics/clip_score.py: fp16 on CUDA, its batch and workers) with random OpenAI ViT-L/14 weights."""
+    import open_clip  # optional and heavy: only the CLIP timing needs it
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if sizes.clip_config is not None:
+        config_file = folder / f"{sizes.clip_model}.json"
+        config_file.write_text(json.dumps(sizes.clip_config))
+        open_clip.add_model_config(config_file)
+    weights = write_random_clip(folder / "clip.safetensors", sizes.clip_model, device)
+    workers = CLIPScoreConfig().num_workers if sizes.workers is None else sizes.workers
+    config = CLIPScoreConfig(model=sizes.clip_model, pretrained=sizes.clip_pretrained, weights_path=str(weights),
+                             device=str(device), num_workers=workers)
+    metric = CLIPScore(config)
+    items = tuple(ImageItem(p.stem, p, prompt=f"a photo of a red cat number {i}") for i, p in enumerate(paths))
+
+    def run(subset: Sequence[ImageItem]) -> None:
+        metric.score(ImageSet("synthetic", "bench", tuple(subset)))
+
+    seconds = _timed(run, items, config.batch_size, device)
+    return ScorerTiming("clip_score", f"open_clip {sizes.clip_model} ({sizes.clip_pretrained or 'no'} tag options, "
+                        f"random weights), {metric.precision}, image + prompt towers", _params(metric.model), "image",
+                        config.batch_size, workers, len(items), seconds, len(items) / seconds, device_name(device))
+
+
+def time_detector(paths: Sequence[Path], device: torch.device, sizes: ScorerSizes) -> ScorerTiming:
+    """GenEval's Mask2Former Swin-S (its official config, random weights) through `Mask2FormerHF.detect`: mmdet's
+    resize and padding, the forward, the top-100 masks at image size; one image per call, as metrics/geneval.py."""
+    from transformers import Mask2FormerForUniversalSegmentation  # heavy: only the detector timing needs it
+
+    torch.manual_seed(0)
+    with device:  # initialised where it runs: a CPU init of the full network takes seconds
+        model = Mask2FormerForUniversalSegmentation(hf_config(sizes.detector, list(OBJECT_NAMES)))
+    detector = Mask2FormerHF(config=replace(sizes.detector_config, device=str(device)), model=model)
+
+    def run(files: Sequence[Path]) -> None:
+        for path in files:
+            with Image.open(path) as im:
+                detector.detect(ImageOps.exif_transpose(im).convert("RGB"))
+
+    seconds = _timed(run, paths, 1, device)
+    shape = sizes.detector
+    return ScorerTiming("geneval_detector", f"Mask2Former Swin (embed {shape.embed_dim}, depths {list(shape.depths)}, "
+                        f"window {shape.window_size}, {shape.num_queries} queries; random weights), "
+                        f"{sizes.detector_config.dtype}", _params(detector.model), "image", 1, 0, len(paths), seconds,
+                        len(paths) / seconds, device_name(device))
+
+
+def build_blip_vqa(size: BlipVQASize, folder: Path, device: torch.device) -> BlipVQA:
+    """BlipVQA (metrics/vqa/blip.py) around a random BlipForQuestionAnswering of `size` and its processor."""
+    # heavy: only the VQA timing builds BLIP
+    from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+
+    vocab = write_bert_vocab(folder / "vocab.txt", size.vocab_size - 2)
+    tokenizer = BertTokenizer(str(vocab), bos_token="[DEC]")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    processor = BlipProcessor(BlipImageProcessor(size={"height": size.image_size, "width": size.image_size}),
+                              tokenizer)
+    text = dict(vocab_size=size.vocab_size, hidden_size=size.text_width, intermediate_size=4 * size.text_width,
+                num_hidden_layers=size.text_layers, num_attention_heads=size.text_heads,
+                encoder_hidden_size=size.vision_width, bos_token_id=tokenizer.bos_token_id,
+                pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id)
+    vision = dict(hidden_size=size.vision_width, intermediate_size=4 * size.vision_width,
+                  num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads,
+                  image_size=size.image_size, patch_size=size.patch_size)
+    torch.manual_seed(0)
+    with device:  # initialised where it runs: a CPU init of the full network takes seconds
+        model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision)).eval()
+    return BlipVQA(device=str(device), max_new_tokens=size.max_new_tokens, model=model, processor=processor)
+
+
+def time_vqa(grids: Sequence[Path], device: torch.device, sizes: ScorerSizes, folder: Path) -> ScorerTiming:
+    """DPG's VQA as metrics/dpg.py asks it: each 2x2 grid cut into tiles, every question of the prompt put to
+    every tile, one `answer` call each (BLIP VQA, greedy, up to `max_new_tokens`)."""
+    vqa = build_blip_vqa(sizes.vqa, folder, device)
+    questions = [f"is there a red cat number {k}?" for k in range(sizes.vqa_questions)]
+
+    def run(files: Sequence[Path]) -> None:
+        for path in files:
+            with Image.open(path) as im:
+                grid = im.convert("RGB")
+            side = grid.width // 2
+            for y in (0, side):
+                for x in (0, side):
+                    tile = grid.crop((x, y, x + side, y + side))
+                    for q in questions:
+                        vqa.answer(tile, q)
+
+    seconds = _timed(run, grids, 1, device)
+    units = len(grids) * 4 * len(questions)
+    size = sizes.vqa
+    official = "blip-vqa-base config, " if size == BlipVQASize() else ""
+    return ScorerTiming("dpg_vqa", f"BLIP VQA (vision {size.vision_layers}x{size.vision_width} at {size.image_size} "
+                        f"px, text {size.text_layers}x{size.text_width}; {official}random weights), "
+                        f"fp32, max_new_tokens {vqa.max_new_tokens}", _params(vqa.model), "question", 1, 0, units,
+                        seconds, units / seconds, device_name(device))
+
+
+def time_image_reward(paths: Sequence[Path], device: torch.device, sizes: ScorerSizes, folder: Path) -> ScorerTiming:
+    """ImageRewardScore (metrics/image_reward.py: fp32, its batch and workers) on random official-layout weights."""
+    arch = sizes.reward
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "ImageReward.safetensors"
+    save_file(random_image_reward_weights(arch), str(weights))
+    write_bert_vocab(folder / "vocab.txt", arch.vocab_size - 2)
+    med = {"hidden_size": arch.text_width, "num_hidden_layers": arch.text_depth,
+           "num_attention_heads": arch.text_heads, "intermediate_size": arch.text_intermediate,
+           "vocab_size": arch.vocab_size, "max_position_embeddings": arch.max_positions,
+           "layer_norm_eps": arch.text_eps, "hidden_act": "gelu", "add_cross_attention": True,
+           "encoder_width": arch.vision_width}
+    (folder / "med_config.json").write_text(json.dumps(med))
+    workers = ImageRewardConfig().num_workers if sizes.workers is None else sizes.workers
+    config = ImageRewardConfig(weights_path=str(weights), med_config_path=str(folder / "med_config.json"),
+                               tokenizer_path=str(folder), download=False, device=str(device), num_workers=workers)
+    metric = ImageRewardScore(config, arch)
+    items = tuple(ImageItem(p.stem, p, category=str(i // 10), prompt=f"a photo of a red cat number {i // 10}")
+                  for i, p in enumerate(paths))
+
+    def run(subset: Sequence[ImageItem]) -> None:
+        metric.score(ImageSet("synthetic", "bench", tuple(subset)), by_prompt=True)
+
+    seconds = _timed(run, items, config.batch_size, device)
+    return ScorerTiming("image_reward", f"ImageReward-v1.0 (BLIP ViT {arch.vision_depth}x{arch.vision_width} at "
+                        f"{arch.image_size} px + BERT {arch.text_depth}x{arch.text_width}; random weights), "
+                        f"{config.precision}", _params(metric.model), "image", config.batch_size, workers, len(items),
+                        seconds, len(items) / seconds, device_name(device))
+
+
+def time_scorers(device: torch.device, sizes: ScorerSizes, folder: Path) -> list[dict]:
+    """One record per scoring network: its timing, or why it was skipped or failed."""
+    jpegs = folder / "jpeg"
+    pngs = folder / "png"
+    grids = folder / "grids"
+    for f in (jpegs, pngs, grids):
+        f.mkdir(parents=True, exist_ok=True)
+    files = write_images(jpegs, sizes.images, sizes.image_px)
+    detector_files = write_images(pngs, sizes.detector_images, sizes.image_px, "png")
+    grid_files = write_images(grids, sizes.vqa_grids, 2 * sizes.image_px, "png")
+    records = [_scorer_case("fid", lambda: time_fid(files, device, sizes))]
+    if importlib.util.find_spec("open_clip") is None:
+        records.append({"scorer": "clip_score", "skipped": "open_clip_torch is not installed (pip install "
+                                                            "open_clip_torch, or carry its wheel)"})
+    else:
+        records.append(_scorer_case("clip_score", lambda: time_clip_score(files, device, sizes, folder / "clip")))
+    records.append(_scorer_case("geneval_detector", lambda: time_detector(detector_files, device, sizes)))
+    records.append(_scorer_case("dpg_vqa", lambda: time_vqa(grid_files, device, sizes, folder / "blip")))
+    records.append(_scorer_case("image_reward",
+                                lambda: time_image_reward(files, device, sizes, folder / "reward")))
+    free_memory(device)
+    return records
+
+
+def _scorer_case(scorer: str, measure: Callable[[], ScorerTiming]) -> dict:
+    """run_case's record, or a skip where an optional package of the scorer is missing or broken (the other scorers
+    still run)."""
+    try:
+        return {"scorer": scorer, **run_case(measure)}
+    except (ImportError, OSError) as err:
+        return {"scorer": scorer, "skipped": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"}
+
+
+# ----------------------------------------------------------------------------------------------
+# The row: counts from the benchmark registry, rates from the records.
+
+def dpg_questions(csv_path: str | os.PathLike | None = None, per_prompt: float | None = None) -> tuple[float, str]:
+    """(questions per DPG prompt, where the number came from): given, counted in dpg_bench.csv (`csv_path` or
+    $SANA_EVAL_DATA/dpg_bench/), else DPG_QUESTIONS_ESTIMATE. Every tile of a prompt is asked all of them."""
+    if per_prompt is not None:
+        if per_prompt <= 0:
+            raise ValueError(f"--dpg-questions-per-prompt must be positive, got {per_prompt}")
+        return per_prompt, "given (--dpg-questions-per-prompt)"
+    if csv_path is None and os.environ.get("SANA_EVAL_DATA"):
+        found = Path(os.environ["SANA_EVAL_DATA"]) / "dpg_bench" / "dpg_bench.csv"
+        csv_path = found if found.is_file() else None
+    if csv_path is None:
+        return DPG_QUESTIONS_ESTIMATE, ("estimate from dpg_bench.csv's size (>= 4 MiB at ~560 bytes per question "
+                                        "row), the file not being available; give --dpg-csv for the count")
+    qfile = load_questions(csv_path, verify=False)
+    items = questions_for(qfile, "fixed")
+    official = KNOWN_BLOBS.get(qfile.blob_sha1, "not an official blob")
+    return sum(map(len, items.values())) / len(items), f"counted in {csv_path} ({official})"
+
+
+def row_time(model: str, generation: Mapping[str, float], scorers: Mapping[str, float],
+             dpg_questions_per_prompt: float) -> dict:
+    """Wall time of `model`'s full row on one GPU: every benchmark generated at its measured images/s, then each of
+    its scorers at its measured rate, one after the other. `generation`: benchmark -> img/s; `scorers`: scorer ->
+    units/s. A rate that is missing leaves its part out of the total, and the record says which."""
+    benchmarks, parts, missing = {}, {"generation": 0.0}, []
+    for name, uses in ROW_SCORING.items():
+        bench = BENCHMARKS[name]
+        images = bench.n_items * bench.n_images
+        rate = generation.get(name)
+        gen_s = images / rate if rate else None
+        if gen_s is None:
+            missing.append(f"generation {name}")
+        else:
+            parts["generation"] += gen_s
+        scoring = {}
+        for scorer, unit in uses:
+            units = images * dpg_questions_per_prompt if unit == "question" else images
+            per_s = scorers.get(scorer)
+            seconds = units / per_s if per_s else None
+            scoring[scorer] = {"unit": unit, "units": units, "per_s": per_s, "seconds": seconds}
+            if seconds is None:
+                missing.append(f"{scorer} ({name})")
+            else:
+                parts[scorer] = parts.get(scorer, 0.0) + seconds
+        benchmarks[name] = {"images": images, "generation_img_per_s": rate, "generation_s": gen_s,
+                            "scoring": scoring}
+    total = sum(parts.values())
+    return {"case": "row", "model": model, "benchmarks": benchmarks, "parts_s": parts, "total_s": total,
+            "shares": {k: v / total for k, v in parts.items()} if total else {},
+            "dpg_questions_per_prompt": dpg_questions_per_prompt, "missing": missing}
+
+
+def rates(records: Sequence[dict], model: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(benchmark -> generation img/s of `model`, scorer -> units/s) from a suite's records."""
+    generation = {r["benchmark"]: r["img_per_s"] for r in records
+                  if r.get("case") == "generation" and r["model"] == model and "error" not in r}
+    scorers = {r["scorer"]: r["per_s"] for r in records
+               if r.get("case") == "scorer" and "per_s" in r}
+    return generation, scorers
+
+
+# ----------------------------------------------------------------------------------------------
+# The suite and its report.
+
+def generation_records(model: GenModel, gemma: Path, out: Path, device: torch.device,
+                       **timing: Any) -> tuple[list[dict], int]:
+    """One record per benchmark of the row, all from one pipeline, and its CHI token count (for the e2e bench);
+    the pipeline is gone when this returns."""
+    pipe = build_pipeline(model, gemma, device)
+    records = [{"model": model.name, "benchmark": benchmark,
+                **run_case(lambda benchmark=benchmark: time_generation(pipe, model, benchmark, out / benchmark,
+                                                                       **timing))}
+               for benchmark in ROW_SCORING]
+    return records, pipe.text_encoder.n_chi
+
+
+def run_evaluate_suite(out_dir: str | os.PathLike, models: Sequence[GenModel], sizes: ScorerSizes = ScorerSizes(), *,
+                       batch: int = 16, batches: int = 4, repeats: int = 3, steps: int | None = None,
+                       dpg_csv: str | os.PathLike | None = None, dpg_questions_per_prompt: float | None = None,
+                       device: str = "cuda") -> Path:
+    """Time generation (per model and benchmark), the end-to-end bench at the same settings, the scoring networks,
+    and derive each model's row time; writes evaluate.jsonl, evaluate.md, evaluate.png and provenance.json in
+    `out_dir` and returns the Markdown path."""
+    dev = timing_device(device)
+    questions, questions_source = dpg_questions(dpg_csv, dpg_questions_per_prompt)
+    out = Path(out_dir)
+    lines = JsonLines(out / "evaluate.jsonl")
+    machine = machine_info()
+    settings = {"models": [m.name for m in models], "batch": batch, "batches": batches, "repeats": repeats,
+                "steps": steps, "scorers": {k: v for k, v in asdict(sizes).items() if k != "clip_config"},
+                "dpg_questions_per_prompt": questions, "dpg_questions_source": questions_source}
+    write_text(out / "provenance.json", json.dumps(collect(config=settings).to_dict(), indent=1) + "\n")
+    with tempfile.TemporaryDirectory(prefix="sana-eval-bench-evaluate-") as tmp:
+        tmp = Path(tmp)
+        for record in time_scorers(dev, sizes, tmp / "scorers"):
+            lines.add({"case": "scorer", **record, "machine": machine})
+        gemmas: dict[TextEncoderSpec, Path] = {}
+        corpus = [*CHI_VARIANTS["nvlabs"], *(it.prompt for it in synthetic_items("mjhq30k", 8))]
+        for m, model in enumerate(models):
+            spec = model.encoder
+            if spec not in gemmas:
+                gemmas[spec] = write_random_gemma(tmp / f"gemma-{len(gemmas)}", spec, corpus, dev)
+            records, n_chi = generation_records(model, gemmas[spec], tmp / f"images-{m}", dev, batch=batch,
+                                                batches=batches, steps=steps)
+            for record in records:
+                lines.add({"case": "generation", **record, "machine": machine})
+            free_memory(dev)
+            for use_chi in (True, False):   # MJHQ and GenEval prompts carry the CHI, DPG and ImageReward do not
+                e2e_spec = e2e.E2ESpec(model.transformer, model.resolution, batch, DTYPE_NAMES[model.config.dtype],
+                                       SamplingConfig(steps=steps).num_steps, text_dtype="bf16", vae_dtype="fp32",
+                                       chi_tokens=n_chi if use_chi else 2, vae=model.vae,
+                                       text_encoder=model.text_encoder, repeats=repeats, device=dev)
+                lines.add({"case": "e2e", "model": model.name, "use_chi": use_chi,
+                           **run_case(lambda spec=e2e_spec: e2e.time_sana_e2e(spec)), "machine": machine})
+            write_report(out, [*lines.records, *model_rows(lines.records, models[:m + 1], questions, questions_source,
+                                                           machine)], questions_source)
+    for row in model_rows(lines.records, models, questions, questions_source, machine):
+        lines.add(row)
+    return write_report(out, lines.records, questions_source)
+
+
+def model_rows(records: Sequence[dict], models: Sequence[GenModel], questions: float, source: str,
+               machine: dict) -> list[dict]:
+    return [{**row_time(model.name, *rates(records, model.name), questions), "dpg_questions_source": source,
+             "machine": machine} for model in models]
+
+
+def write_report(out: Path, records: Sequence[dict], questions_source: str) -> Path:
+    """evaluate.md and evaluate.png of the records so far (rewritten after each model: a run cut short by its time
+    limit still leaves a report of what it measured)."""
+    plot_rows([r for r in records if r["case"] == "row"], out / "evaluate.png")
+    return write_text(out / "evaluate.md", evaluate_markdown(records, questions_source))
+
+
+def _e2e_rate(records: Sequence[dict], model: str, use_chi: bool) -> float | None:
+    for r in records:
+        if r["case"] == "e2e" and r["model"] == model and r["use_chi"] == use_chi and "img_per_s" in r:
+            return r["img_per_s"]
+    return None
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def evaluate_markdown(records: Sequence[dict], questions_source: str) -> str:
+    gen = [r for r in records if r["case"] == "generation"]
+    scorers = [r for r in records if r["case"] == "scorer"]
+    rows = [r for r in records if r["case"] == "row"]
+    text = ["# What a full quality row costs on one GPU (random weights)", ""]
+    if records:
+        text += machine_lines(records[0])
+    text += ["", "## Generation through the runner", "",
+             "`run_generation` + `sana.pipeline_generate_fn` on synthetic prompts, files encoded and written in "
+             "the benchmark's layout by the runner's worker threads. img/s: the full batches after the first (the "
+             "warm-up), each timed from the previous batch's return; whole run: the `run_generation` call "
+             "(start, warm-up batch and the last batch's encoding included). e2e: `bench e2e` of the same model at "
+             "the same text length and dtypes (DiT in its preset's dtype, Gemma-2 bf16, DC-AE fp32); issue 14's "
+             "target is runner >= 95% of it.", "",
+             "| Model | Benchmark | Layout | Format | Batch | Text tokens | Timed images | Runner img/s | "
+             "Whole run img/s | e2e img/s | Runner / e2e |", "|" + "---|" * 11]
+    for r in gen:
+        if "error" in r:
+            text.append(f"| {r['model']} | {r['benchmark']} | {r['error']} |" + " |" * 8)
+            continue
+        ref = _e2e_rate(records, r["model"], r["use_chi"])
+        ratio = f"{r['img_per_s'] / ref:.3f}" if ref else "-"
+        text.append(f"| {r['model']} | {r['benchmark']} | {r['layout']} | {r['image_format']} | {r['batch']} | "
+                    f"{r['text_tokens']} | {r['timed_images']} | {fmt(r['img_per_s'])} | {fmt(r['run_img_per_s'])} | "
+                    f"{fmt(ref)} | {ratio} |")
+    text += ["", "## Scoring networks", "",
+             "Each built from its official configuration with random weights, timed through its scorer's path on "
+             "synthetic files (JPEG for FID, CLIP and ImageReward; PNG for GenEval; 2x2 PNG grids for DPG).", "",
+             "| Scorer | Network | Params (M) | Unit | Batch | Workers | Timed | Units/s |", "|" + "---|" * 8]
+    for r in scorers:
+        if "per_s" not in r:
+            text.append(f"| {r['scorer']} | {r.get('skipped') or r.get('error')} |" + " |" * 6)
+            continue
+        text.append(f"| {r['scorer']} | {r['network']} | {r['params'] / 1e6:.1f} | {r['unit']} | {r['batch']} | "
+                    f"{r['workers']} | {r['units']} | {fmt(r['per_s'], 2)} |")
+    for row in rows:
+        text += ["", f"## Row time on one GPU: {row['model']}", "",
+                 "| Benchmark | Images | Generation img/s | Generation min | Scoring (min) |", "|---|---|---|---|---|"]
+        for name, b in row["benchmarks"].items():
+            scoring = "; ".join(f"{k} {s['units']:,.0f} {s['unit']}s at {fmt(s['per_s'], 2)}/s = "
+                                f"{_minutes(s['seconds'])}" for k, s in b["scoring"].items())
+            text.append(f"| {name} | {b['images']:,} | {fmt(b['generation_img_per_s'])} | "
+                        f"{_minutes(b['generation_s'])} | {scoring} |")
+        text += ["", "| Part | Minutes | Share |", "|---|---|---|"]
+        text += [f"| {k} | {_minutes(v)} | {100 * row['shares'][k]:.1f}% |" for k, v in row["parts_s"].items()]
+        text.append(f"| **total** | **{_minutes(row['total_s'])}** | 100% |")
+        if row["missing"]:
+            text.append(f"\nNot in the total (no rate measured): {', '.join(row['missing'])}.")
+    text += ["", "## Notes", "",
+             f"- DPG-Bench questions per prompt: {rows[0]['dpg_questions_per_prompt'] if rows else '-'} "
+             f"({questions_source}); every tile of the 2x2 grid is asked all of them, one VQA call each.",
+             "- GenEval's colour classifier runs CLIP ViT-L/14 on the crops of detected objects; counted here as one "
+             "CLIP image per image at the CLIP-score rate.",
+             "- DPG VQA: with random weights BLIP almost never emits its end token, so an answer decodes all "
+             "max_new_tokens where a real yes/no answer stops after a few: an upper bound. Each grid's decoding "
+             "is shared by fewer questions here than in the benchmark. The official scorer is ModelScope "
+             "mPLUG-large (not installed here); BLIP VQA base is our alternative backend, timed instead.",
+             "- The Gemma-2 tokenizer is a BPE trained on the CHI and the prompts (no download): its CHI token "
+             "count sets the runner's text length (the table's Text tokens) and the e2e bench's alike.",
+             "- Random weights make noisy images, which PNG compresses worse and more slowly than real ones: the "
+             "PNG layouts' (GenEval, DPG) encoding is, if anything, dearer here than in a real run.",
+             "- FID's MJHQ-30K reference statistics are computed once and cached, so they are not in the row.",
+             "- The row runs each part after the other on one GPU; scoring could overlap generation, so the total "
+             "is an upper bound of the wall time."]
+    return "\n".join(text) + "\n"
+
+
+def plot_rows(rows: Sequence[dict], path: Path) -> None:
+    """One horizontal bar per model: minutes of generation and of each scorer, stacked."""
+    from matplotlib.figure import Figure  # heavy, optional: only the plot needs matplotlib
+
+    fig = Figure(figsize=(9, 1.2 + 0.8 * max(1, len(rows))))
+    ax = fig.subplots()
+    parts = list(dict.fromkeys(k for r in rows for k in r["parts_s"]))
+    colors = dict(zip(parts, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
+    for y, row in enumerate(rows):
+        left = 0.0
+        for part in parts:
+            minutes = row["parts_s"].get(part, 0.0) / 60
+            ax.barh(y, minutes, left=left, color=colors.get(part), edgecolor="black", linewidth=0.3,
+                    label=part if y == 0 else None)
+            left += minutes
+        ax.text(left, y, f" {left:.0f} min", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r["model"] for r in rows])
+    ax.set_xlabel("minutes on one GPU")
+    ax.set_title("A full Table 7/11 row: generation and scoring")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
