@@ -7,6 +7,8 @@ import warnings
 from pathlib import Path
 
 from metrics.base import Result
+from metrics.detectors.mask2former_hf import HF_REPO as HF_DETECTOR
+from metrics.vqa.blip import DEFAULT_REPO as BLIP_VQA
 from model.pipeline import SamplingConfig
 from sana_eval.generation import sana
 from sana_eval.generation.gallery import GALLERY, write_gallery
@@ -16,10 +18,19 @@ from sana_eval.reproduce.measurement import Measurement
 from sana_eval.results import read_results, write_results
 from sana_eval.scoring.dispatch import score_benchmark
 from sana_eval.tables import recipes as R
-from sana_eval.tables.schema import Column, Setting
+from sana_eval.tables.schema import Column, Need, Setting
 
 # benchmark -> its folder under $SANA_EVAL_DATA (laid out like shared/data)
 DATA_FOLDERS = {"mjhq30k": "mjhq30k", "geneval": "geneval", "dpg": "dpg_bench", "imagereward": "imagereward"}
+# benchmark -> (scorer settings that replace the paper's scorer (recipes.PAPER_SCORING), their needs): when only the
+# paper's scorer is missing, a cell is not compared and the images scored with these are its extra columns (#13).
+# DPG: both modes ask the same mPLUG (modelscope), so the stand-in is another VQA model, not the other mode.
+UNOFFICIAL_SCORING: dict[str, tuple[dict[str, Setting], tuple[Need, ...]]] = {
+    "geneval": ({"detector_weights": HF_DETECTOR},
+                (Need("weights", HF_DETECTOR, "transformers' Mask2Former COCO, an unofficial GenEval detector"),)),
+    "dpg_bench": ({"vqa": "blip", "vqa_weights": BLIP_VQA},
+                  (Need("weights", BLIP_VQA, "BLIP VQA, an unofficial DPG-Bench scorer"),)),
+}
 
 
 def checkpoint_in(repo: Path) -> Path:
@@ -61,7 +72,7 @@ def stored_result(path: Path, make) -> Result:
 def _score(metric: str, benchmark: str, images: Path, settings: dict[str, Setting]) -> Result:
     """`settings` carry the scorer's protocol: the paper's (R.PAPER_SCORING) or the extra column's."""
     limit = settings["prompt_limit"]
-    detector = settings.get("detector_weights")
+    detector, vqa = settings.get("detector_weights"), settings.get("vqa_weights")
     # mjhq30k: FID, CLIP score, or Table 5's ImageReward of MJHQ prompts (one image each); the others: one metric
     options = {"mjhq30k": {"metrics": [metric], "mjhq": str(data_dir() / "mjhq30k"), "limit": limit,
                            "fid_size": int(settings.get("fid_resize") or 512)},
@@ -69,15 +80,17 @@ def _score(metric: str, benchmark: str, images: Path, settings: dict[str, Settin
                            "geneval_protocol": settings.get("geneval_protocol"),
                            "detector_weights": str(_need_local(str(detector))) if detector else None},
                # both DPG modes read the same VQA answers: one cache beside the run serves the second mode free
-               "dpg": {"dpg_mode": settings.get("dpg_mode"), "cache_dir": str(images.parent / f"{images.name}.vqa")},
+               "dpg": {"dpg_mode": settings.get("dpg_mode"), "cache_dir": str(images.parent / f"{images.name}.vqa"),
+                       "vqa": settings.get("vqa"), "vqa_weights": str(_need_local(str(vqa))) if vqa else None},
                "imagereward": {"data": _data("imagereward")}}[benchmark]
     [result] = score_benchmark(benchmark, images, **options)
     return result
 
 
 def _protocol_name(settings: dict[str, Setting]) -> str:
-    """A file-name tag for the scorer protocol in `settings` ("" when the benchmark has one protocol)."""
-    return "".join(f".{settings[k]}" for k in ("geneval_protocol", "dpg_mode") if settings.get(k))
+    """A file-name tag for the scorer protocol and weights in `settings` ("" when the benchmark has one scorer)."""
+    keys = ("geneval_protocol", "dpg_mode", "detector_weights", "vqa_weights")
+    return "".join(f".{Path(str(settings[k])).name}" for k in keys if settings.get(k))
 
 
 def run_folder(settings: dict[str, Setting]) -> Path:
@@ -127,30 +140,49 @@ def _generate(settings: dict[str, Setting]) -> Path:
     return out
 
 
+def _key(settings: dict[str, Setting]) -> str:
+    """The aggregate key of the recipe's metric and field: "geneval/counting"."""
+    return str(settings["metric"]) if settings["field"] == "overall" else f"{settings['metric']}/{settings['field']}"
+
+
+def _scored(settings: dict[str, Setting], out: Path) -> float:
+    """The images `out` scored with the scorer in `settings`, stored beside them for the next rerun."""
+    metric = str(settings["metric"])
+    path = out.parent / f"{out.name}.{metric}{_protocol_name(settings)}.json"
+    benchmark = R.CLI_BENCHMARKS[str(settings["benchmark"])]
+    return stored_result(path, lambda: _score(metric, benchmark, out, settings)).aggregate[_key(settings)]
+
+
 # Paper §5 with the NVlabs metric scripts' settings (recipes.py): generate, then score with the paper's scorers.
+def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurement:
+    out = _generate(settings)
+    value = _scored(settings, out)
+    detail = f"{_key(settings)} = {value:.4f}{_protocol_name(settings)} ({out}; {_run_identity(out)})"
+    return Measurement(value, detail, _beside(settings, out, {}))
+
+
+def run_unofficial_scores(settings: dict[str, Setting], column: Column) -> dict[str, float]:
+    """Only the extra columns of a cell whose paper scorer is missing (#13 item 2): its images scored with the
+    UNOFFICIAL_SCORING stand-in under the paper's protocol, the alternative protocol and the revised shift."""
+    stand_in, _ = UNOFFICIAL_SCORING[str(settings["benchmark"])]
+    chosen = {**settings, **stand_in}
+    out = _generate(chosen)
+    return {_extra_name(stand_in): _scored(chosen, out), **_beside(chosen, out, stand_in)}
+
+
 # Extra columns of the report, never compared (docs/protocols.md §9): the official/fixed scorer protocol on the same
 # images, and for 512 px the revised checkpoint config's flow shift (recipes.PAPER_TIME_SHIFT).
-def run_generate_score(settings: dict[str, Setting], column: Column) -> Measurement:
-    benchmark, metric = R.CLI_BENCHMARKS[str(settings["benchmark"])], str(settings["metric"])
-    field = str(settings["field"])
-    key = metric if field == "overall" else f"{metric}/{field}"
-
-    def scored(chosen: dict[str, Setting], out: Path) -> float:
-        path = out.parent / f"{out.name}.{metric}{_protocol_name(chosen)}.json"
-        return stored_result(path, lambda: _score(metric, benchmark, out, chosen)).aggregate[key]
-
-    out = _generate(settings)
-    value = scored(settings, out)
-    detail = f"{key} = {value:.4f}{_protocol_name(settings)} ({out}; {_run_identity(out)})"
+def _beside(settings: dict[str, Setting], out: Path, changed: dict[str, Setting]) -> dict[str, float]:
+    """The extra numbers of `settings`, whose images are `out`; their names start with the `changed` settings."""
     extras = {}
     protocol = {k.removeprefix("beside_"): v for k, v in settings.items()
                 if k.startswith("beside_") and k != "beside_shift"}
     if protocol:
-        extras[_extra_name(protocol)] = scored({**settings, **protocol}, out)
+        extras[_extra_name({**changed, **protocol})] = _scored({**settings, **protocol}, out)
     if settings.get("beside_shift") is not None:
         revised = {**settings, "shift": settings["beside_shift"]}
-        extras[_extra_name({"shift": revised["shift"]})] = scored(revised, _generate(revised))
-    return Measurement(value, detail, extras)
+        extras[_extra_name({**changed, "shift": revised["shift"]})] = _scored(revised, _generate(revised))
+    return extras
 
 
 def _extra_name(settings: dict[str, Setting]) -> str:

@@ -137,7 +137,8 @@ def render_markdown(report: TableReport, figure: str | None = None,
            f"of {len(report.results)} cells. A cell reads `paper → ours` with ✓ within tolerance, ✗ outside, "
            f"⚠ failed; `paper ·` was not run (reasons below); [nK] points at a note."
            + (" A column `X · <setting> <value>` holds the same cell made with that setting changed (another "
-              "scorer protocol, another flow shift): shown, never compared with the paper (docs/protocols.md §9)."
+              "scorer protocol, another flow shift, an unofficial scorer where the paper's is missing and the cell "
+              "is not run): shown, never compared with the paper (docs/protocols.md §9)."
               if any(r.extras for r in report.results) else ""),
            "", "## Paper vs. reproduced", ""]
     header = [h for c in table.columns for h in [(c, None), *((c, name) for name in extras_of(c.key))]]
@@ -235,7 +236,7 @@ def plot_report(report: TableReport, path: Path) -> Path | None:
 
 def _galleries(report: TableReport, version_dir: Path) -> tuple[tuple[str, str], ...]:
     """Sample pages (`gallery.html`) of the image runs behind the cells that ran, linked relative to the report."""
-    ran = {(r.row, r.column) for r in report.results if r.verdict != "not run"}
+    ran = {(r.row, r.column) for r in report.results if r.verdict != "not run" or r.extras}  # extras: images made
     pages: dict[Path, None] = {}
     for row in report.table.rows:
         for key, cell in row.cells.items():

@@ -4,7 +4,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from model.config import get_preset
 from sana_eval.paths import DATA_ENV, WEIGHTS_ENV, data_dir
@@ -47,11 +50,18 @@ def _seeds(table: Table) -> dict[str, int]:
 def _run(tables: list[Table], out_dir: Path, version: str | None, base: Provenance) -> list[Path]:
     version = _check_version(version or default_version(base))
     written = []
-    for table in tables:
-        provenance = dataclasses.replace(base, config=_resolved_config(table), seeds=_seeds(table))
-        report = TableReport(version, table, provenance, tuple(evaluate_table(table)))
-        written += write_report(report, Path(out_dir) / version)
+    start = time.perf_counter()
+    with tqdm(tables, desc="reproduce", unit="table", dynamic_ncols=True) as bar:
+        for table in bar:
+            bar.set_postfix_str(table.id)
+            began = time.perf_counter()
+            provenance = dataclasses.replace(base, config=_resolved_config(table), seeds=_seeds(table))
+            report = TableReport(version, table, provenance, tuple(evaluate_table(table)))
+            written += write_report(report, Path(out_dir) / version)
+            counts = ", ".join(f"{n} {verdict}" for verdict, n in report.summary.items() if n)
+            bar.write(f"{table.id}: {counts or 'no cells'} ({time.perf_counter() - began:.1f} s)")
     written.append(write_index(Path(out_dir)))
+    print(f"reproduce: {len(tables)} table(s) in {time.perf_counter() - start:.1f} s into {Path(out_dir) / version}")
     return written
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from sana_eval.reproduce import architecture, images, speed
 from sana_eval.reproduce.measurement import Measurement
 from sana_eval.reproduce.needs import unmet
+from sana_eval.tables.recipes import PAPER_SCORING_NEEDS
 from sana_eval.tables.schema import Column, PaperValue, Recipe, Row, Setting, Table
 
 Verdict = Literal["reproduced", "differs", "not run", "failed"]
@@ -40,7 +41,9 @@ class CellResult:
     reasons: tuple[str, ...]               # why not run (one per unmet need) / why it differs or failed
     command: str
     notes: tuple[str, ...]                 # Note.ref of every note touching this cell
-    extras: dict[str, float] = field(default_factory=dict)  # Measurement.extras: report columns, never compared
+    # Measurement.extras, or an unofficial scorer's numbers where the paper's is missing: report columns, never
+    # compared
+    extras: dict[str, float] = field(default_factory=dict)
 
     @property
     def delta(self) -> float | None:
@@ -68,6 +71,24 @@ def _not_run_reasons(row: Row, recipe: Recipe | None, paper_reported: bool) -> l
     return reasons
 
 
+def _unofficial(recipe: Recipe, column: Column) -> tuple[dict[str, float], tuple[str, ...]]:
+    """A cell that lacks only its paper scorer (#13 item 2) is not compared, but its images scored with an
+    unofficial scorer are extra columns: (those numbers, why there are none when that scorer cannot run either)."""
+    if recipe.kind != "generate_score":
+        return {}, ()
+    paper_scorer = PAPER_SCORING_NEEDS.get(str(recipe.settings["benchmark"]), ())
+    if not paper_scorer or unmet(tuple(need for need in recipe.needs if need not in paper_scorer)):
+        return {}, ()
+    _, stand_in = images.UNOFFICIAL_SCORING[str(recipe.settings["benchmark"])]
+    missing = unmet(stand_in)
+    if missing:
+        return {}, tuple(f"no unofficial numbers either: {reason}" for reason in missing)
+    try:
+        return images.run_unofficial_scores(recipe.settings, column), ()
+    except Exception as err:  # as a runner failure: one cell's, not the end of the report
+        return {}, (f"unofficial numbers failed: {type(err).__name__}: {err}",)
+
+
 def evaluate_cell(table: Table, row: Row, column: Column) -> CellResult:
     cell = row.cells[column.key]
     recipe = cell.recipe
@@ -76,7 +97,9 @@ def evaluate_cell(table: Table, row: Row, column: Column) -> CellResult:
                 notes=tuple(n.ref for n in table.notes_for(row.id, column.key)))
     reasons = _not_run_reasons(row, recipe, cell.paper.value is not None)
     if reasons:
-        return CellResult(**base, reproduced=None, detail="", verdict="not run", reasons=tuple(reasons))
+        extras, why = _unofficial(recipe, column) if recipe and cell.paper.value is not None else ({}, ())
+        return CellResult(**base, reproduced=None, detail="", verdict="not run", reasons=(*reasons, *why),
+                          extras=extras)
     try:
         measured = RUNNERS[recipe.kind](recipe.settings, column)
     except Exception as err:  # a runner failure is one cell's verdict, not the end of the report

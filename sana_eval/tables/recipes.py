@@ -45,7 +45,8 @@ PAPER_SCORING: dict[str, tuple[dict[str, Setting], dict[str, Setting]]] = {
 PAPER_SCORING_NEEDS = {
     "geneval": (Need("weights", GENEVAL_DETECTOR, f"GenEval's detector: sana-eval convert-detector "
                                                   f"{GENEVAL_CHECKPOINT} $SANA_EVAL_WEIGHTS/{GENEVAL_DETECTOR}"),),
-    "dpg_bench": (Need("package", DPG_VQA_PACKAGE, "DPG-Bench's VQA model mPLUG-large, the paper's scorer"),),
+    "dpg_bench": (Need("package", DPG_VQA_PACKAGE, "DPG-Bench's VQA model mPLUG-large, the paper's scorer; `make "
+                                                   "test-mplug` builds its environment (docs/protocols.md §4.5)"),),
 }
 # Sana's 512 px configs shipped flow_shift 1.0 and were changed to 3.0 after the paper (600M: January 2025, 1600M:
 # March 2025). The presets (model/config.py) follow the revised configs; the paper's numbers predate the change, so
