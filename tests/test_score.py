@@ -12,6 +12,7 @@ from metrics.fid import FIDConfig
 from metrics.mjhq import MJHQ_CATEGORIES
 from sana_eval.cli.main import main
 from sana_eval.results import read_results
+from sana_eval.scoring import scorers
 
 
 def fake_mjhq(root, per_category: int = 2):
@@ -166,3 +167,17 @@ def test_the_dispatcher_forwards_only_given_options_under_the_scorers_names(tmp_
     with pytest.raises(ValueError, match="unknown benchmark 'gen-eval'"):
         score_benchmark("gen-eval", tmp_path)
     assert set(BENCHMARKS) == {"mjhq30k", "folder", "recon", "geneval", "dpg", "imagereward"}
+
+
+@pytest.mark.parametrize("benchmark, loader", [("geneval", "get_detector"), ("dpg", "get_vqa")])
+def test_a_wrong_image_folder_fails_before_the_scoring_model_loads(tmp_path, monkeypatch, capsys, benchmark, loader):
+    def loading(*args, **kwargs):
+        raise AssertionError(f"{loader} ran before the folder was checked")
+
+    monkeypatch.setattr(scorers, loader, loading)
+    (tmp_path / "imgs").mkdir()
+    missing = tmp_path / ("imgs" if benchmark == "geneval" else "nowhere")
+    assert main(["score", "--benchmark", benchmark, "--images", str(missing), "--out", str(tmp_path / "r.json"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "ran before" not in err and err.count("\n") == 1

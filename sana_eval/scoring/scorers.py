@@ -192,6 +192,8 @@ def score_geneval(images: str | Path, *, detector: str = "transformers", detecto
     items = get_benchmark("geneval").load(data).items
     expected = [item.metadata for item in items]
     indices = None if subset is None else subset_indices([item_category(item) for item in items], subset)
+    # The folder is checked before the detector and CLIP load (seconds to minutes), so a wrong folder fails at once.
+    geneval.read_folder_layout(images, limit=limit, indices=indices, expected_metadata=expected)
     return geneval.score(images, get_detector(detector, detector_weights, device),
                          get_color_classifier(clip_weights, device), cache_dir=cache_dir, limit=limit,
                          expected_metadata=expected, geneval_protocol=geneval_protocol, indices=indices,
@@ -204,6 +206,8 @@ def score_dpg(images: str | Path, *, vqa: str = "mplug", vqa_weights: str | None
               subset: int | None = None, data: str | None = None, share: WorkShare = ONE_PROCESS) -> Result:
     """DPG-Bench (paper Table 11) in the `fixed` (default) or `official` (ELLA's bugs kept) mode; `verify_csv=False`
     scores a question file of one's own (its protocol says so)."""
+    if not Path(images).is_dir():  # before the VQA model loads
+        raise MetricError(f"DPG-Bench image folder {images} does not exist")
     return dpg.score(images, get_vqa(vqa, vqa_weights, device), mode=mode, resolution=resolution, csv_path=csv,
                      grid=grid, cache_dir=cache_dir, verify_csv=verify_csv, share=share,
                      items=None if subset is None else [it.id for it in subset_items(
