@@ -277,6 +277,11 @@ class WorkShare:
     def split(self) -> bool:
         return self.size > 1
 
+    @property
+    def is_main(self) -> bool:
+        """The process whose files and aggregate are kept; the others may skip what only it needs."""
+        return self.rank == 0
+
     def owns(self, index: int, block: int = 1) -> bool:
         return (index // block) % self.size == self.rank
 

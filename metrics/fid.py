@@ -3,6 +3,7 @@ with the Resize(img_size) + CenterCrop(img_size) PIL pre-step of NVlabs/Sana `co
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -255,7 +256,12 @@ class FID(Metric):
         mu, sigma = feature_stats(self.features(images) if feats is None else feats,
                                   what=f"{images.name} [{subset}]", allow_few=self.config.allow_few_images)
         stats = FIDStats(mu, sigma, key)
-        return save_stats(path, stats) if path is not None else stats
+        return save_stats(path, stats) if path is not None and self.share.is_main else stats
+
+    def _distance(self, mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+        """The Fréchet distance; across processes only the main one takes the matrix square root (tens of seconds
+        at 2048 dimensions on a CPU), the others' results being replaced by its (sana_eval/scoring/dispatch.py)."""
+        return frechet_distance(mu1, sigma1, mu2, sigma2) if self.share.is_main else math.nan
 
     def score(self, generated: ImageSet, reference: ImageSet, *, by_category: bool = True) -> Result:
         """FID of `generated` against `reference` (overall, and per category when items carry one)."""
@@ -272,7 +278,7 @@ class FID(Metric):
         allow = self.config.allow_few_images
         gen_feats = self.features(generated)
         ref_stats = self.reference_stats(reference)
-        aggregate = {"fid": frechet_distance(*feature_stats(gen_feats, what=generated.name, allow_few=allow),
+        aggregate = {"fid": self._distance(*feature_stats(gen_feats, what=generated.name, allow_few=allow),
                                              ref_stats.mu, ref_stats.sigma)}
         ref_sha = {"all": ref_stats.sha256}
         if by_category and reference.categories:
@@ -281,7 +287,7 @@ class FID(Metric):
                 sub = reference.subset(cat)
                 cstats = self.reference_stats(sub, cat)
                 cfeats = gen_feats[gen_cat == cat]
-                aggregate[f"fid/{cat}"] = frechet_distance(
+                aggregate[f"fid/{cat}"] = self._distance(
                     *feature_stats(cfeats, what=f"{generated.name} [{cat}]", allow_few=allow),
                     cstats.mu, cstats.sigma)
                 ref_sha[cat] = cstats.sha256
@@ -291,6 +297,8 @@ class FID(Metric):
             "n_reference": len(reference), "reference_stats_sha256": ref_sha,
             "weights_path": str(self.weights_path), "device": str(self.device),
         }
+        if not self.share.is_main:   # its result is the main process's (docs/architecture.md §4.7)
+            return Result(self.name, self.protocol, aggregate, {}, provenance)
         saved = self._save_features(generated, gen_feats)
         if saved:
             provenance.update(saved, reference_stats=str(self._stats_path(reference, "all").resolve()))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +123,11 @@ def score_folder(folder_run: Path, nproc: int | None, out: Path, scorers: Path) 
 
 
 def test_fid_and_clip_scores_split_over_3_processes_equal_one_process(folder_run, tmp_path):
-    one = score_folder(folder_run, None, tmp_path / "one" / "results.json", tmp_path / "scorers")
-    three = score_folder(folder_run, 3, tmp_path / "three" / "results.json", tmp_path / "scorers")
+    # Both runs at once: the single process uses one core (one thread, as torchrun's processes), the CPU has two.
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(score_folder, folder_run, nproc, tmp_path / name / "results.json",
+                            tmp_path / f"scorers-{name}") for nproc, name in ((None, "one"), (3, "three"))]
+        one, three = (run.result() for run in runs)
     assert set(one) == {"fid", "clip_score"}
     assert three["clip_score"] == one["clip_score"]                    # per image, exactly
     assert three["fid"]["aggregate"]["fid"] == pytest.approx(one["fid"]["aggregate"]["fid"], rel=1e-6)
@@ -173,11 +177,20 @@ def evaluate(assets: Path, out: Path, nproc: int | None, scorers: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def evaluated_once(evaluate_assets, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("evaluate-one") / "row"
-    log = evaluate(evaluate_assets, out, None, out.parent / "scorers")
-    assert "by 1 process(es)" in log
-    return out
+def evaluated(evaluate_assets, tmp_path_factory) -> dict[int, Path]:
+    """process count -> the folder of `evaluate` run with that many; the runs go at once (the CPU has two cores)."""
+    outs = {n: tmp_path_factory.mktemp(f"evaluate-{n}") / "row" for n in (1, 2)}
+    with ThreadPoolExecutor(2) as pool:
+        logs = {n: pool.submit(evaluate, evaluate_assets, out, None if n == 1 else n, out.parent / "scorers")
+                for n, out in outs.items()}
+        for n, log in logs.items():
+            assert f"by {n} process(es)" in log.result()
+    return outs
+
+
+@pytest.fixture(scope="module")
+def evaluated_once(evaluated) -> Path:
+    return evaluated[1]
 
 
 def test_evaluate_writes_the_bundle_the_row_and_provenance(evaluated_once):
@@ -197,9 +210,8 @@ def test_evaluate_writes_the_bundle_the_row_and_provenance(evaluated_once):
     assert len(folders) == 3 and len(tags) == 3
 
 
-def test_evaluate_on_2_processes_gives_the_files_and_numbers_of_one(evaluate_assets, evaluated_once, tmp_path):
-    out = tmp_path / "row"
-    assert "by 2 process(es)" in evaluate(evaluate_assets, out, 2, tmp_path / "scorers")
+def test_evaluate_on_2_processes_gives_the_files_and_numbers_of_one(evaluated, evaluated_once):
+    out = evaluated[2]
     for benchmark in ("geneval", "dpg", "imagereward"):
         assert file_hashes(out / benchmark) == file_hashes(evaluated_once / benchmark), benchmark
     assert comparable(out / "results.json") == comparable(evaluated_once / "results.json")

@@ -147,4 +147,7 @@ def score_benchmark(name: str, images: str | Path | None = None, world: World = 
         given["share"] = WorkShare(world.rank, world.size, world.barrier)
     if world.device is not None and "device" not in given:
         given["device"] = world.device
-    return spec.score(images, given)
+    results = spec.score(images, given)
+    # Every process holds the per-item values; aggregates that only the main process computes in full (FID's
+    # matrix square root) travel from it, so every process returns the same results.
+    return world.gather(results if world.is_main else None, "the scores")[0]
