@@ -213,6 +213,7 @@ class FeatureCache:
         self.dir = Path(root) / f"{metric}-{protocol_id(protocol)}"
         self.protocol = dict(protocol)
         self._mem: dict[str, np.ndarray] = {}
+        self._read: set[str] = set()        # chunk files already in _mem: a reload reads only the others
         self._pending: dict[str, np.ndarray] = {}
         proto_file = self.dir / "protocol.json"
         if proto_file.exists():
@@ -225,8 +226,11 @@ class FeatureCache:
         self.reload()
 
     def reload(self) -> None:
-        """Read every chunk on disk again: other processes sharing the folder may have added some."""
+        """Read the chunks other processes sharing the folder added since the last read."""
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
+            if chunk.name in self._read:
+                continue
+            self._read.add(chunk.name)
             with np.load(chunk, allow_pickle=False) as z:
                 for k, v in zip(z["keys"].tolist(), z["feats"]):
                     self._mem[k] = v
@@ -246,6 +250,7 @@ class FeatureCache:
             return
         keys = list(self._pending)
         target = self.dir / chunk_name(self.dir, ".npz")
+        self._read.add(target.name)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, keys=np.array(keys), feats=np.stack([self._pending[k] for k in keys]))

@@ -29,6 +29,7 @@ class ResultsCache:
         self.dir = Path(root) / f"{metric}-{protocol_id(protocol)}"
         self.flush_every = flush_every
         self._mem: dict[str, Any] = {}
+        self._read: set[str] = set()        # chunk files already in _mem: a reload reads only the others
         self._pending: dict[str, Any] = {}
         proto_file = self.dir / "protocol.json"
         if proto_file.exists():
@@ -40,8 +41,11 @@ class ResultsCache:
         self.reload()
 
     def reload(self) -> None:
-        """Read every chunk on disk again: other processes sharing the folder may have added some."""
+        """Read the chunks other processes sharing the folder added since the last read."""
         for chunk in sorted(self.dir.glob("chunk-*.jsonl")):
+            if chunk.name in self._read:
+                continue
+            self._read.add(chunk.name)
             for line in chunk.read_text().splitlines():
                 rec = json.loads(line)
                 self._mem[rec["key"]] = rec["value"]
@@ -60,7 +64,9 @@ class ResultsCache:
     def flush(self) -> None:
         if not self._pending:
             return
-        with atomic_path(self.dir / chunk_name(self.dir, ".jsonl")) as tmp:
+        target = self.dir / chunk_name(self.dir, ".jsonl")
+        self._read.add(target.name)
+        with atomic_path(target) as tmp:
             tmp.write_text("".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in self._pending.items()))
         self._mem.update(self._pending)
         self._pending.clear()

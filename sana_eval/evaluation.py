@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from metrics.base import Result
+from metrics.base import Result, protocol_id
 from sana_eval import folder_lock
 from sana_eval.distributed import SINGLE_PROCESS, World
 from sana_eval.generation import sana
@@ -37,6 +37,7 @@ SCORING_OPTIONS = {
     "dpg": ("vqa", "vqa_weights", "dpg_mode", "dpg_csv", "no_verify_csv", "data"),
     "imagereward": ("data",),
 }
+SCORING_OPTION_NAMES = tuple(sorted({option for options in SCORING_OPTIONS.values() for option in options}))
 # Row columns: (table, column as the paper prints it, metric, aggregate key, format).
 COLUMNS = (
     ("Table 7", "FID ↓", "fid", "fid", "{:.2f}"),
@@ -84,10 +85,9 @@ def check_request(request: EvaluateRequest) -> None:
         raise ValueError(f"--benchmarks {','.join(request.benchmarks)}: a benchmark is named twice")
     if request.subset is not None and request.subset < 1:
         raise ValueError(f"--subset {request.subset}: expected a positive number of prompts")
-    known = {option for options in SCORING_OPTIONS.values() for option in options}
-    extra = sorted(set(request.scoring) - known)
+    extra = sorted(set(request.scoring) - set(SCORING_OPTION_NAMES))
     if extra:
-        raise ValueError(f"unknown scoring option {extra[0]!r}; evaluate passes on {', '.join(sorted(known))}")
+        raise ValueError(f"unknown scoring option {extra[0]!r}; evaluate passes on {', '.join(SCORING_OPTION_NAMES)}")
     for benchmark in request.benchmarks:
         check_options(benchmark, request.out / benchmark, scoring_options(request, benchmark))
         get_benchmark(benchmark).load(_prompt_data(request, benchmark))
@@ -159,8 +159,8 @@ def _prompt_data(request: EvaluateRequest, benchmark: str) -> str | None:
 
 
 def _config(request: EvaluateRequest, world: World, generate_s: float, score_s: float, images: int) -> dict:
-    generation = dataclasses.asdict(request.generation)
-    generation.pop("benchmark"), generation.pop("out")
+    generation = {key: value for key, value in dataclasses.asdict(request.generation).items()
+                  if key not in ("benchmark", "out")}      # set per benchmark
     return {"command": "evaluate", "benchmarks": list(request.benchmarks), "subset": request.subset,
             "generation": json.loads(json.dumps(generation, default=str)), "scoring": dict(request.scoring),
             "world_size": world.size, "images": images,
@@ -195,7 +195,7 @@ def render_row(name: str, results: Sequence[Result], request: EvaluateRequest, p
         protocol = result.protocol
         detail = ", ".join(f"{k} {protocol[k]}" for k in ("img_size", "geneval_protocol", "mode", "aggregate")
                            if k in protocol)
-        lines.append(f"- {result.metric}: {detail or 'default'} [{_short_id(result)}]")
+        lines.append(f"- {result.metric}: {detail or 'default'} [{protocol_id(result.protocol)}]")
     sha = provenance.config.get("weights_sha256")
     digest = sha if isinstance(sha, str) else ", ".join(f"{k} {v[:12]}" for k, v in sorted((sha or {}).items()))
     lines += ["", f"Commit {provenance.git_commit or 'unknown'}{' (dirty)' if provenance.git_dirty else ''}; "
@@ -203,7 +203,3 @@ def render_row(name: str, results: Sequence[Result], request: EvaluateRequest, p
                   f"weights sha256 {digest}; GPUs {', '.join(provenance.gpus) or 'none'}; "
                   f"{provenance.config.get('world_size')} process(es); full config in provenance.json.", ""]
     return "\n".join(lines)
-
-
-def _short_id(result: Result) -> str:
-    return result.to_json()["protocol_id"]

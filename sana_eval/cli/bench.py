@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from model.config import TransformerConfig, get_preset
 from model.quantize import MODES as QUANTIZE_MODES
-from sana_eval.bench import clock, e2e, evaluate_cost
+from sana_eval.bench import clock, e2e, evaluate_cost, scorer_speed
 from sana_eval.bench.dc_ae import time_dc_ae_decode
 from sana_eval.bench.fid_features import time_fid_features
 from sana_eval.bench.kernels import profile_transformer, time_linear_attention
@@ -327,7 +327,7 @@ def _add_suite(modes: argparse._SubParsersAction) -> None:
     _steps(workload)
     workload.add_argument("--scorer-images", type=checks.positive_int,
                           help="synthetic files timed through FID, CLIP score and ImageReward (default "
-                               f"{evaluate_cost.ScorerSizes().images})")
+                               f"{scorer_speed.OFFICIAL_SIZES.images})")
     workload.add_argument("--workers", type=checks.non_negative_int,
                           help="DataLoader workers of the scorers that read files (default: each scorer's own, 4)")
     row = evaluate.add_argument_group("row")

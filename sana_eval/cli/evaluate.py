@@ -9,7 +9,7 @@ from pathlib import Path
 from sana_eval import distributed
 from sana_eval.cli import checks, generation_args
 from sana_eval.cli.common import add_command
-from sana_eval.evaluation import ROW_BENCHMARKS, SCORING_OPTIONS, EvaluateRequest, check_request, evaluate
+from sana_eval.evaluation import ROW_BENCHMARKS, SCORING_OPTION_NAMES, EvaluateRequest, evaluate
 
 
 def benchmark_list(text: str) -> tuple[str, ...]:
@@ -72,8 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def request_of(args: argparse.Namespace) -> EvaluateRequest:
     out = Path(args.out)
-    names = {option for options in SCORING_OPTIONS.values() for option in options}
-    scoring = {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
+    scoring = {name: getattr(args, name) for name in SCORING_OPTION_NAMES if getattr(args, name, None) is not None}
     return EvaluateRequest(generation_args.generate_request(args, args.benchmarks[0], out), out, args.name or "",
                            args.benchmarks, args.subset, scoring)
 
@@ -86,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
                               "--detector-weights": checks.path_or_repo_id, "--vqa-weights": checks.path_or_repo_id})
     checks.check_kernels(args.device, args.kernels, args.cuda_graphs)
     request = request_of(args)
-    check_request(request)
     with distributed.launched(args.device) as world:
         summary = evaluate(request, world)
     if world.is_main:
