@@ -1,9 +1,11 @@
-"""Denoiser forwards replayed from CUDA graphs.
+"""Forwards replayed from CUDA graphs: the denoiser's and Gemma-2's (model/text_encoder.py).
 
-At batch 1 a denoising step is launch-bound: Sana-0.6B at 1024 px runs 11 ms of kernels in a 22 ms step on an H100
-(reports/2026-11-26-229fbe0-h100-kernels), because Python cannot issue the step's hundreds of launches faster. The
-forward is recorded once per input signature and replayed as one launch. A replay runs the recorded kernels on the
-recorded buffers, so its output is bit-identical to the eager call's (tests/test_cuda_graph.py, on a GPU).
+At batch 1 a forward is launch-bound: Sana-0.6B at 1024 px runs 11 ms of kernels in a 22 ms step on an H100
+(reports/2026-11-26-229fbe0-h100-kernels), and Gemma-2-2B's text phase (a 498- and a 300-token row) takes 57 ms
+eagerly and 21 ms replayed on an H200 (docs/model.md §4.6), because Python cannot issue the hundreds of launches
+faster. A forward is recorded once per input signature and replayed as one launch. A replay runs the recorded
+kernels on the recorded buffers, so its output is bit-identical to the eager call's (tests/test_cuda_graph.py and
+tests/test_text_encoder.py, on a GPU).
 """
 from __future__ import annotations
 
@@ -20,22 +22,27 @@ CudaGraphs = Literal["auto", "on", "off"]
 AUTO_MAX_TOKENS = 4 * 4096
 
 
-def use_graphs(mode: CudaGraphs, model: nn.Module, latent: torch.Tensor) -> bool:
-    """Whether `mode` records `model`'s forward on `latent` (B, C, H, W); "on" is an error where graphs cannot be
-    recorded."""
+def graphs_wanted(mode: CudaGraphs, recordable: bool, small: bool, needs: str) -> bool:
+    """The one policy of every graphed forward: "off" never, "on" always (an error naming what it `needs` where the
+    forward is not `recordable`), "auto" where it is recordable and `small` enough to be launch-bound."""
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"cuda_graphs={mode!r}; expected 'auto', 'on' or 'off'")
     if mode == "off":
         return False
-    # exact cross-attention masking validates the mask on the host, which a recording stream forbids
-    recordable = latent.device.type == "cuda" and model.config.cross_attn_mask != "exact"
     if mode == "on":
         if not recordable:
-            raise RuntimeError("cuda_graphs='on' needs CUDA tensors and cross_attn_mask other than 'exact'; "
-                               "use 'auto' or 'off'")
+            raise RuntimeError(f"cuda_graphs='on' needs {needs}; use 'auto' or 'off'")
         return True
+    return recordable and small
+
+
+def use_graphs(mode: CudaGraphs, model: nn.Module, latent: torch.Tensor) -> bool:
+    """Whether `mode` records the denoiser `model`'s forward on `latent` (B, C, H, W)."""
+    # exact cross-attention masking validates the mask on the host, which a recording stream forbids
+    recordable = latent.device.type == "cuda" and model.config.cross_attn_mask != "exact"
     p = model.config.patch_size
-    return recordable and latent.shape[0] * (latent.shape[-2] // p) * (latent.shape[-1] // p) <= AUTO_MAX_TOKENS
+    small = latent.shape[0] * (latent.shape[-2] // p) * (latent.shape[-1] // p) <= AUTO_MAX_TOKENS
+    return graphs_wanted(mode, recordable, small, "CUDA tensors and cross_attn_mask other than 'exact'")
 
 
 @dataclass
@@ -45,12 +52,14 @@ class _Recorded:
     output: torch.Tensor
 
 
-class GraphedDenoiser:
-    """Calls `model(*tensors, **options)` through one recorded CUDA graph per input signature (shapes, dtypes,
-    options); keeps at most `max_graphs`, dropping the least recently used (each holds its forward's memory).
+class GraphedModule:
+    """Calls `model(*tensors, **options)`, any module returning one tensor, through one recorded CUDA graph per
+    input signature (shapes, dtypes, options); keeps at most `max_graphs`, dropping the least recently used (each
+    holds its forward's memory). The forward must not read tensors on the host (`.item()`, `if t.any()`).
 
     A replay reads the weights at the addresses it recorded: after moving or replacing the model's tensors (.to(),
-    load_state_dict(assign=True)) call `forget_if_weights_moved()`, as SanaPipeline does on every call."""
+    load_state_dict(assign=True)) call `forget_if_weights_moved()`, as SanaPipeline and TextEncoder do on every
+    call."""
 
     def __init__(self, model: nn.Module, max_graphs: int = 2, warmup: int = 2):
         self.model, self.max_graphs, self.warmup = model, max_graphs, warmup
@@ -78,7 +87,7 @@ class GraphedDenoiser:
         for buffer, t in zip(recorded.inputs, tensors):
             buffer.copy_(t)
         recorded.graph.replay()
-        return recorded.output.clone()  # the next replay overwrites the output buffer; samplers keep old outputs
+        return recorded.output.clone()  # the next replay overwrites the output buffer; callers keep old outputs
 
     @torch.no_grad()
     def _record(self, tensors: tuple[torch.Tensor, ...], options: dict) -> _Recorded:

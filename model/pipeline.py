@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from model.checkpoints import load_transformer
-from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
+from model.cuda_graph import CudaGraphs, GraphedModule, use_graphs
 from model.dc_ae import DCAE
 from model.dc_ae_keys import load_dc_ae
 from model.quantize import quantize_transformer
@@ -60,15 +60,15 @@ class SanaPipeline:
     vae: DCAE
     text_encoder: TextEncoder
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    cuda_graphs: CudaGraphs = "auto"  # replay denoiser steps from CUDA graphs (bit-identical; model/cuda_graph.py)
-    _graphed: GraphedDenoiser | None = field(default=None, init=False, repr=False)
+    cuda_graphs: CudaGraphs = "auto"  # replay denoiser steps and Gemma-2 from CUDA graphs (bit-identical)
+    _graphed: GraphedModule | None = field(default=None, init=False, repr=False)
 
     def _denoiser(self, latent: torch.Tensor):
         """The transformer, or its graph-replaying wrapper, which is kept across calls with its recorded graphs."""
         if not use_graphs(self.cuda_graphs, self.transformer, latent):
             return self.transformer
         if self._graphed is None or self._graphed.model is not self.transformer:
-            self._graphed = GraphedDenoiser(self.transformer)
+            self._graphed = GraphedModule(self.transformer)
         return self._graphed
 
     def _forget_moved_weights(self) -> None:
@@ -116,7 +116,7 @@ class SanaPipeline:
             noise = initial_noise(seeds, self.transformer.config.in_channels, height // factor, width // factor)
         if len(noise) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(noise)} noise samples")
-        text = self.text_encoder.encode_cfg(list(prompts), use_chi=config.use_chi)
+        text = self.text_encoder.encode_cfg(list(prompts), use_chi=config.use_chi, cuda_graphs=self.cuda_graphs)
         self._forget_moved_weights()  # recorded graphs read the weights where they were
         velocity = self._velocity(text, config, len(prompts))
         shift = config.shift if config.shift is not None else self.transformer.config.flow_shift
@@ -158,5 +158,6 @@ def load_pipeline(weights: str, *, vae: str | None = None, text_encoder: TextEnc
     transformer = quantize_transformer(transformer, quantize)  # after the cast: the scales stay fp32
     return SanaPipeline(transformer=transformer, vae=load_dc_ae(vae or "dc-ae-f32c32-sana-1.0", dtype=vae_dtype,
                                                                 device=device, kernels=kernels),
-                        text_encoder=TextEncoder(text_encoder or TextEncoderConfig(), device=device), device=device,
-                        cuda_graphs=cuda_graphs)
+                        text_encoder=TextEncoder(text_encoder or TextEncoderConfig(), device=device,
+                                                 cuda_graphs=cuda_graphs),
+                        device=device, cuda_graphs=cuda_graphs)

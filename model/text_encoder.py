@@ -9,7 +9,9 @@ from typing import Literal
 import torch
 from huggingface_hub import constants
 from packaging.version import Version
-from torch import Tensor
+from torch import Tensor, nn
+
+from model.cuda_graph import CudaGraphs, GraphedModule, graphs_wanted
 
 DEFAULT_MODEL = "Efficient-Large-Model/gemma-2-2b-it"
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -190,15 +192,89 @@ def _load(config: TextEncoderConfig):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The decoder forward, eager or replayed from a CUDA graph (docs/model.md §4.6).
+
+# "auto" replays Gemma-2 from a graph up to this many tokens per forward (rows x sequence). Gemma-2-2B on an H200
+# (bf16, 498-token rows, transformers 5.17), eagerly vs replayed: 1 row 35-41 vs 12 ms, 2 rows 34-41 vs 18 ms,
+# 4 rows 32-54 vs 28 ms; from 8 rows on the GPU is busy while Python issues the launches and a replay gains nothing.
+AUTO_GRAPH_TOKENS = 4 * 512
+
+
+def gemma2_attention_masks(mask: Tensor, sliding_window: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Gemma-2's additive eager-attention masks (B, 1, T, T) of a padding mask (B, T): 0 where a query attends to a
+    key (causal, key not padding, and within `sliding_window` for the second), the dtype's minimum elsewhere.
+
+    These are the values transformers builds from the 2-D mask (masking_utils.eager_mask with the causal and the
+    sliding-window mask functions, 5.17 to 5.24); built here from tensor ops alone, outside the recorded forward,
+    whereas transformers' construction takes version-dependent branches, some reading tensors on the host.
+    """
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    query, key = positions[:, None], positions[None, :]
+    full = (key <= query) & mask.bool()[:, None, None, :]
+    sliding = full & (key > query - sliding_window)
+    zero = torch.zeros((), device=mask.device, dtype=dtype)
+    lowest = torch.finfo(dtype).min
+    return torch.where(full, zero, lowest), torch.where(sliding, zero, lowest)
+
+
+class Gemma2Features(nn.Module):
+    """A Gemma-2 decoder's last hidden state (B, T, D) of token ids and the two `gemma2_attention_masks`."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, ids: Tensor, full: Tensor, sliding: Tensor) -> Tensor:
+        # A mapping by layer type is used as given by transformers 5.x (Gemma2Model.forward): no mask is built inside,
+        # and no cache either (a DynamicCache would be created per call otherwise).
+        masks = {"full_attention": full, "sliding_attention": sliding}
+        return self.decoder(input_ids=ids, attention_mask=masks, use_cache=False)[0]
+
+
+class Gemma2Forward:
+    """Gemma-2's last hidden state (B, T, D) of ids and a padding mask (B, T), eager or replayed from a CUDA graph
+    (at most `max_graphs` kept), bit-identical either way; other attention kernels than eager run the decoder as is.
+    """
+
+    def __init__(self, decoder: nn.Module, max_graphs: int = 2):
+        self.features = Gemma2Features(decoder)
+        self.graphed = GraphedModule(self.features, max_graphs)
+
+    @property
+    def eager(self) -> bool:
+        return self.features.decoder.config._attn_implementation == "eager"
+
+    def use_graphs(self, mode: CudaGraphs, ids: Tensor) -> bool:
+        recordable = ids.device.type == "cuda" and self.eager
+        return graphs_wanted(mode, recordable, ids.numel() <= AUTO_GRAPH_TOKENS,
+                             "CUDA tensors and Gemma-2's eager attention")
+
+    @torch.no_grad()
+    def __call__(self, ids: Tensor, mask: Tensor, cuda_graphs: CudaGraphs = "auto") -> Tensor:
+        graphs = self.use_graphs(cuda_graphs, ids)
+        decoder = self.features.decoder
+        if not self.eager:  # SDPA or flash attention build their own kind of mask from the 2-D one
+            return decoder(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+        masks = gemma2_attention_masks(mask, decoder.config.sliding_window, decoder.dtype)
+        if not graphs:
+            return self.features(ids, *masks)
+        self.graphed.forget_if_weights_moved()  # recorded graphs read the weights where they were
+        return self.graphed(ids, *masks)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The encoder (docs/model.md §4.3, §4.4).
 
 class TextEncoder:
     """Gemma-2-2B-IT decoder (no LM head) turning prompts into (B, 300, 2304) features and masks."""
 
-    def __init__(self, config: TextEncoderConfig = TextEncoderConfig(), device: str | torch.device = "cpu"):
+    def __init__(self, config: TextEncoderConfig = TextEncoderConfig(), device: str | torch.device = "cpu",
+                 cuda_graphs: CudaGraphs = "auto"):
         self.config = config
         self.tokenizer, decoder = _load(config)
         self.decoder = decoder.to(device).eval()
+        self.cuda_graphs = cuda_graphs  # the default of each call; "auto": graphs on CUDA at small batches
+        self.decoder_forward = Gemma2Forward(self.decoder)
         # Both repos pad and truncate on the right; the cut below relies on it.
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = "right"
@@ -246,25 +322,26 @@ class TextEncoder:
                                 add_special_tokens=True, return_tensors="pt")
         return tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
 
-    @torch.no_grad()
-    def _features(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self.decoder(input_ids=ids, attention_mask=mask)[0]  # last_hidden_state (B, T, D)
+    def encode(self, prompts: list[str], use_chi: bool = True,
+               cuda_graphs: CudaGraphs | None = None) -> tuple[Tensor, Tensor]:
+        """Prompt features (B, 300, D) and mask (B, 300): BOS plus the prompt tokens that attended to the CHI.
 
-    def encode(self, prompts: list[str], use_chi: bool = True) -> tuple[Tensor, Tensor]:
-        """Prompt features (B, 300, D) and mask (B, 300): BOS plus the prompt tokens that attended to the CHI."""
+        `cuda_graphs` (None: `self.cuda_graphs`) replays the decoder from a CUDA graph, bit-identically."""
         ids, mask = self.tokenize(prompts, use_chi)
-        emb = self._features(ids, mask)  # (B, n_chi + 298, D)
+        mode = self.cuda_graphs if cuda_graphs is None else cuda_graphs
+        emb = self.decoder_forward(ids, mask, mode)  # (B, n_chi + 298, D)
         return select_tokens(emb, self.config.max_length), select_tokens(mask, self.config.max_length)
 
     def null_embedding(self) -> tuple[Tensor, Tensor]:
         """Features (1, 300, D) and mask (1, 300) of "" without CHI, computed once (docs/model.md §4.4)."""
         if self._null is None:
             ids, mask = self._tokenize([""], self.config.max_length)
-            self._null = self._features(ids, mask), mask
+            # computed once: recording a graph (three forwards) would cost more than it saves
+            self._null = self.decoder_forward(ids, mask, "off"), mask
         return self._null
 
-    def encode_cfg(self, prompts: list[str], use_chi: bool = True) -> CFGText:
+    def encode_cfg(self, prompts: list[str], use_chi: bool = True, cuda_graphs: CudaGraphs | None = None) -> CFGText:
         """Null and prompt conditioning for a [uncond; cond] batch under `config.cfg_mask` (docs/model.md §4.5)."""
-        emb, mask = self.encode(prompts, use_chi)
+        emb, mask = self.encode(prompts, use_chi, cuda_graphs)
         null_emb, null_mask = self.null_embedding()
         return cfg_text(null_emb, null_mask, emb, mask, self.config.cfg_mask)

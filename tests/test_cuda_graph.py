@@ -5,10 +5,14 @@ import pytest
 import torch
 
 from model.config import get_preset
-from model.cuda_graph import AUTO_MAX_TOKENS, GraphedDenoiser, use_graphs
+from model.cuda_graph import AUTO_MAX_TOKENS, GraphedModule, use_graphs
+from model.text_encoder import select_tokens
 from model.transformer import build_transformer
+from sana_eval.bench.e2e import CAPTION_TOKENS, E2ESpec, SanaWorkload
+from sana_eval.bench.text_encoders import TextEncoderSpec
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (make gpu-test)")
+TINY_GEMMA2 = TextEncoderSpec("gemma2", 48, 96, 2, 2, 1, 16, 1000, "test/tiny-gemma-2")  # 48: the tiny DiT's captions
 
 
 def test_policy_on_the_cpu():
@@ -51,7 +55,7 @@ def test_replays_are_bit_identical_to_eager_calls_on_gpu(kernels, dtype):
     cfg = get_preset("Sana_600M_512px").replace(kernels=kernels)
     torch.manual_seed(0)
     model = build_transformer(cfg, device="cuda", dtype=dtype).eval()
-    graphed = GraphedDenoiser(model, max_graphs=1)
+    graphed = GraphedModule(model, max_graphs=1)
     with torch.no_grad():
         for seed, (rows, side) in enumerate([(2, 16), (2, 16), (4, 16), (2, 16)]):  # new inputs, then new shapes
             args = _inputs(cfg, rows, side, dtype, seed)
@@ -72,6 +76,7 @@ def test_pipeline_images_do_not_depend_on_graphs(tmp_path):
     pipe = tiny_pipeline(write_tiny_gemma(tmp_path / "gemma", prompts), resolution=64)
     pipe.transformer.cuda()
     pipe.vae.cuda()
+    pipe.text_encoder.decoder.cuda()  # "on" replays Gemma-2 too
     pipe.device = torch.device("cuda")
     images = {}
     for mode in ("off", "on", "off again"):
@@ -79,6 +84,7 @@ def test_pipeline_images_do_not_depend_on_graphs(tmp_path):
         for sampler in ("flow_dpm_solver", "flow_euler"):  # DPM-Solver keeps earlier velocities
             images[mode, sampler] = pipe(prompts, seeds=[0, 1], config=SamplingConfig(sampler=sampler, steps=6))
     assert pipe._graphed is not None and len(pipe._graphed._recorded) == 1
+    assert len(pipe.text_encoder.decoder_forward.graphed._recorded) == 1  # the prompt rows; "" is encoded once
     pipe.cuda_graphs = "on"
     old = [t.data for t in pipe.transformer.parameters()]
     pipe.transformer.double().float()  # the same values in new tensors ...
@@ -95,10 +101,42 @@ def test_pipeline_images_do_not_depend_on_graphs(tmp_path):
 def test_moved_weights_are_noticed():
     """Checked on the CPU without recording: moving a tensor of the model drops the recorded graphs."""
     model = build_transformer(get_preset("tiny"))
-    graphed = GraphedDenoiser(model)
+    graphed = GraphedModule(model)
     graphed._recorded["sentinel"] = None
     graphed.forget_if_weights_moved()
     assert "sentinel" in graphed._recorded  # nothing moved
     model.to(torch.float64)
     graphed.forget_if_weights_moved()
     assert not graphed._recorded
+
+
+def _tiny_workload(device: str, batch: int = 1) -> SanaWorkload:
+    dit = get_preset("tiny").replace(in_channels=4)  # dc-ae-tiny's latents
+    return SanaWorkload(E2ESpec(dit, 32, batch, "fp32", vae="dc-ae-tiny", text_encoder=TINY_GEMMA2, chi_tokens=4,
+                                device=device))
+
+
+def _bench_text_matches_transformers(work: SanaWorkload) -> None:
+    ids, mask = work.prompt_ids
+    mask = mask.clone()
+    mask[0, 100:] = 0  # a padded row
+    with torch.no_grad():
+        want = work.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = work._encode(ids, mask)[0]
+    assert torch.equal(got, select_tokens(want, CAPTION_TOKENS))
+
+
+def test_e2e_bench_runs_gemma2_as_the_text_encoder_does():
+    work = _tiny_workload("cpu")
+    assert work.text_forward is not None and not work.text_graphs
+    assert not work.described()["text_cuda_graphs"]
+    _bench_text_matches_transformers(work)
+
+
+@gpu
+def test_e2e_bench_replays_gemma2_where_launch_bound_on_gpu():
+    work = _tiny_workload("cuda")
+    assert work.text_graphs and work.described()["text_cuda_graphs"]
+    _bench_text_matches_transformers(work)
+    assert len(work.text_forward.graphed._recorded) == 1
+    assert not _tiny_workload("cuda", batch=8).text_graphs  # 8 rows x 302 tokens: past AUTO_GRAPH_TOKENS

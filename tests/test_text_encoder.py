@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model.text_encoder import (
+    AUTO_GRAPH_TOKENS,
     CHI_DIFFUSERS,
     CHI_NVLABS,
     DEFAULT_MODEL,
@@ -28,6 +29,7 @@ PROMPTS = ["a red cube on a blue sphere", "a cat sleeping", "a busy city street 
 MIXED_CASE = ["  A Red Cube on a Blue Sphere ", "A cat SLEEPING"]
 LONG_PROMPT = "a small fluffy white cat " * 80  # 400 prompt tokens, more than the 299 kept
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (make gpu-test)")
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +212,91 @@ def test_equals_diffusers_encode_prompt(gemma_dir, chi):
         assert torch.equal(cfg.uncond_mask, ref_null_mask)
     else:
         assert torch.equal(cfg.uncond_mask, ref_mask)
+
+
+# ---------------------------------------------------------------------------------------------------- CUDA graphs
+
+def _default_path(enc: TextEncoder, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """transformers' own forward from the 2-D mask: it builds the eager 4-D masks itself (masking_utils)."""
+    with torch.no_grad():
+        return enc.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_explicit_masks_equal_transformers_masks_bit_for_bit(gemma_dir, dtype):
+    """The 4-D masks the graphed forward takes (built outside the graph) give transformers' features exactly:
+    padded prompt rows, an unpadded over-long row, and the CFG null row, before and after the 300-token cut."""
+    enc = TextEncoder(TextEncoderConfig(model=str(gemma_dir), dtype=dtype))
+    ids, mask = enc.tokenize([*PROMPTS, LONG_PROMPT])
+    assert not mask[0].all() and mask[-1].all()
+    want = _default_path(enc, ids, mask)
+    got = enc.decoder_forward(ids, mask, "off")
+    assert got.dtype == enc.decoder.dtype and torch.equal(got, want)
+    emb, emb_mask = enc.encode([*PROMPTS, LONG_PROMPT])
+    assert torch.equal(emb, select_tokens(want, 300)) and torch.equal(emb_mask, select_tokens(mask, 300))
+    null_ids, null_mask = enc.tokenize([""], use_chi=False)
+    assert null_mask.sum() == 1
+    assert torch.equal(enc.null_embedding()[0], _default_path(enc, null_ids, null_mask))
+
+
+def test_sliding_window_layers_get_their_own_mask(gemma_dir):
+    """Gemma-2-2B's window (4096) is longer than any prompt row; a short one shows that the sliding-window layers'
+    mask is built as transformers builds it, not as the full-attention one."""
+    enc = TextEncoder(TextEncoderConfig(model=str(gemma_dir), dtype="float32"))
+    assert set(enc.decoder.config.layer_types) == {"sliding_attention", "full_attention"}
+    ids, mask = enc.tokenize(PROMPTS)
+    wide = _default_path(enc, ids, mask)
+    enc.decoder.config.sliding_window = 16
+    narrow = _default_path(enc, ids, mask)
+    assert not torch.equal(narrow, wide)
+    assert torch.equal(enc.decoder_forward(ids, mask, "off"), narrow)
+
+
+def test_graph_policy_on_the_cpu(encoder):
+    ids, mask = encoder.tokenize(PROMPTS[:1])
+    forward = encoder.decoder_forward
+    assert encoder.cuda_graphs == "auto"
+    assert not forward.use_graphs("auto", ids) and not forward.use_graphs("off", ids)
+    with pytest.raises(RuntimeError, match="cuda_graphs='on' needs CUDA tensors and Gemma-2's eager attention"):
+        encoder.encode(PROMPTS[:1], cuda_graphs="on")
+    with pytest.raises(ValueError, match="expected 'auto', 'on' or 'off'"):
+        encoder.encode(PROMPTS[:1], cuda_graphs="always")
+    assert ids.numel() <= AUTO_GRAPH_TOKENS  # one prompt row is what "auto" records on a GPU
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_graph_replays_equal_eager_forwards_on_gpu(gemma_dir, dtype):
+    enc = TextEncoder(TextEncoderConfig(model=str(gemma_dir), dtype=dtype), device="cuda")
+    graphed = enc.decoder_forward.graphed
+    for batch in (PROMPTS[:2], MIXED_CASE):  # one shape: the second batch is copied into the recorded buffers
+        ids, mask = enc.tokenize(batch)
+        want = _default_path(enc, ids, mask)
+        assert torch.equal(enc.decoder_forward(ids, mask, "on"), want)
+        assert torch.equal(enc.encode(batch, cuda_graphs="on")[0], select_tokens(want, 300))
+        assert len(graphed._recorded) == 1
+    first = enc.encode(PROMPTS[:2], cuda_graphs="on")[0]
+    enc.encode(MIXED_CASE, cuda_graphs="on")
+    assert torch.equal(first, enc.encode(PROMPTS[:2], cuda_graphs="off")[0])  # outputs are copies, not the buffer
+    ids, mask = enc.tokenize(PROMPTS, use_chi=False)  # another shape records a second graph
+    assert torch.equal(enc.decoder_forward(ids, mask, "on"), _default_path(enc, ids, mask))
+    assert len(graphed._recorded) == 2
+    enc.encode(PROMPTS, cuda_graphs="on")  # a third: the least recently used is dropped (max_graphs=2)
+    assert len(graphed._recorded) == 2
+    old = [t.data for t in enc.decoder.parameters()]
+    enc.decoder.double().to(enc.config.torch_dtype)  # the same values in new tensors ...
+    for t in old:
+        t.zero_()                                    # ... and zeros where the recorded graphs would read them
+    ids, mask = enc.tokenize(PROMPTS)
+    assert torch.equal(enc.decoder_forward(ids, mask, "on"), _default_path(enc, ids, mask))
+
+
+@gpu
+def test_auto_graphs_one_prompt_row_and_not_a_large_batch_on_gpu(encoder):
+    one = torch.zeros(1, 498, dtype=torch.long, device="cuda")
+    forward = encoder.decoder_forward
+    assert forward.use_graphs("auto", one)
+    assert not forward.use_graphs("auto", one.expand(16, -1))
 
 
 # ---------------------------------------------------------------------------------------------------- loading

@@ -15,7 +15,9 @@ Choices the paper leaves open (docs/tables.md §2, §7), recorded in every E2ETi
   With CFG the negative prompt "" is encoded per call at 300 tokens without CHI, as diffusers' SanaPipeline does
   (NVlabs caches it once, which would make the text phase cheaper).
 - Gemma-2's attention: eager, as the pipeline loads it (model/text_encoder.py): only eager applies Gemma-2's
-  attention-logit softcapping; `attn_implementation` can time another kernel.
+  attention-logit softcapping; `attn_implementation` can time another kernel. As in the pipeline, `cuda_graphs`
+  replays eager Gemma-2 from a CUDA graph where its forward is launch-bound (decided on the prompt rows, applied to
+  both text forwards; `text_cuda_graphs` records it).
 - Decoding: `decode_chunk` images per decoder call (default: at most 16 megapixels per call, so a batch of 16 at
   2K/4K fits in memory), in 1024 px tiles from 4K up unless `decode_tile` says otherwise (0: never tiled).
 """
@@ -27,13 +29,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from model.config import PRESETS, TransformerConfig, get_preset
-from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
+from model.cuda_graph import CudaGraphs, GraphedModule, use_graphs
 from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig, decode_tiled
 from model.kernel_choice import resolve
 from model.macs import count_macs
 from model.quantize import quantize_transformer
 from model.samplers import classifier_free_guidance, flow_dpm_solver
-from model.text_encoder import select_tokens
+from model.text_encoder import Gemma2Forward, select_tokens
 from model.transformer import build_transformer
 from sana_eval.bench.clock import (
     Clock,
@@ -142,6 +144,7 @@ class E2ETiming:
     repeats: int
     device: str
     quantize: str = "none"          # the DiT blocks' GEMMs (model/quantize.py); rows recorded before it had none
+    text_cuda_graphs: bool = False  # Gemma-2 forwards replayed from a CUDA graph (model/text_encoder.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,17 +199,20 @@ class SanaWorkload:
         self.text_tokens = spec.chi_tokens + CAPTION_TOKENS - 2
         self.prompt_ids = random_tokens(text_encoder.vocab, spec.batch, self.text_tokens, device, seed=0)
         self.null_ids = random_tokens(text_encoder.vocab, spec.batch, CAPTION_TOKENS, device, seed=1)
+        self.text_forward = Gemma2Forward(self.text_encoder) if text_encoder.family == "gemma2" else None
+        self.text_graphs = (self.text_forward is not None and self.text_forward.eager
+                            and self.text_forward.use_graphs(spec.cuda_graphs, self.prompt_ids[0]))
         gen = torch.Generator(device).manual_seed(2)
         self.noise = torch.randn(spec.batch, config.in_channels, side, side, device=device, generator=gen)  # fp32
         rows = self.noise[:1].expand(self.rows, -1, -1, -1)                 # the shape the DiT sees
-        self.graphed = (GraphedDenoiser(self.transformer) if use_graphs(spec.cuda_graphs, self.transformer, rows)
+        self.graphed = (GraphedModule(self.transformer) if use_graphs(spec.cuda_graphs, self.transformer, rows)
                         else None)
 
     def described(self) -> dict:
         """The E2ETiming fields that say what ran (the spec with its defaults settled)."""
         return dict(preset=self.name, resolution=self.resolution, batch=self.batch, rows=self.rows, cfg=self.cfg,
                     dtype=self.dtype, kernels=resolve(self.config.kernels, self.device),
-                    cuda_graphs=self.graphed is not None, quantize=self.quantize,
+                    cuda_graphs=self.graphed is not None, text_cuda_graphs=self.text_graphs, quantize=self.quantize,
                     blocks=block_design(self.config, self.factor), vae=self.vae_name, text_dtype=self.text_dtype,
                     vae_dtype=self.vae_dtype, text_encoder=self.text_repo,
                     attn_implementation=str(self.text_encoder.config._attn_implementation),
@@ -227,7 +233,10 @@ class SanaWorkload:
         return decode_tiled(decode, z, self.decode_tile, int(self.decode_tile * KL_TILE_OVERLAP), self.factor)
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D)
+        if self.text_forward is None:
+            features = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D)
+        else:  # Gemma-2 as TextEncoder runs it
+            features = self.text_forward(ids, mask, "on" if self.text_graphs else "off")
         return select_tokens(features, CAPTION_TOKENS), select_tokens(mask, CAPTION_TOKENS)  # (B, 300, D), (B, 300)
 
     @torch.no_grad()

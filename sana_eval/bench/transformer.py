@@ -12,7 +12,7 @@ import torch
 
 from model.checkpoints import diffusers_config
 from model.config import TransformerConfig, get_preset
-from model.cuda_graph import CudaGraphs, GraphedDenoiser, use_graphs
+from model.cuda_graph import CudaGraphs, GraphedModule, use_graphs
 from model.kernel_choice import resolve
 from model.quantize import quantize_transformer
 from model.transformer import build_transformer
@@ -81,7 +81,7 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
     x, t, y, mask = random_inputs(cfg, resolution, 2 * batch, device, dt)
     graphed = impl == "ours" and use_graphs(cuda_graphs, model, x)
     if impl == "ours":
-        run = GraphedDenoiser(model) if graphed else model
+        run = GraphedModule(model) if graphed else model
         forward = lambda: run(x, t, y, mask)  # noqa: E731
     else:
         forward = lambda: model(x, y, t, encoder_attention_mask=mask, return_dict=False)  # noqa: E731
