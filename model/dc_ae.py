@@ -19,9 +19,11 @@ from model.kernel_choice import use_triton
 
 # Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
 try:
-    from model.kernels.rms_norm_2d import rms_norm_2d
+    from model.kernels.dc_ae_ops import add_channel_shortcut, bias_silu_, upsample_nearest_2x
+    from model.kernels.mix_ffn import dwconv_glu
+    from model.kernels.rms_norm_2d import layout, rms_norm_2d
 except ImportError:
-    rms_norm_2d = None
+    add_channel_shortcut = bias_silu_ = upsample_nearest_2x = dwconv_glu = layout = rms_norm_2d = None
 
 BlockType = Literal["ResBlock", "EfficientViTBlock"]
 _RES, _EVIT = "ResBlock", "EfficientViTBlock"
@@ -43,7 +45,8 @@ class DCAEConfig:
     norm_eps: float = 1e-5
     attention_eps: float = 1e-15
     scaling_factor: float = 0.41407      # z = E(x)·s, so that latents have about unit variance; no shift
-    # Not architecture: RMSNorm2d + residual in PyTorch ("eager") or as one Triton kernel; "auto": Triton on CUDA
+    # Not architecture: the eager PyTorch reference ("eager"), or channels-last activations with Triton kernels for
+    # the element-wise passes and the GLUMBConv middle (docs/model.md §3.6); "auto": Triton on CUDA
     kernels: Literal["auto", "eager", "triton"] = "auto"
 
     def __post_init__(self) -> None:
@@ -108,12 +111,35 @@ class RMSNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W)
         """norm(x), or residual + norm(x) with the norm rounded to x's dtype first."""
-        if use_triton(self.kernels, x) and x.is_contiguous() and (residual is None or residual.is_contiguous()):
+        if use_triton(self.kernels, x) and (fmt := layout(x)) is not None \
+                and (residual is None or residual.is_contiguous(memory_format=fmt)):
             return rms_norm_2d(x, self.weight, self.bias, self.eps, residual)
         x32 = x.float()
         y = x32 * torch.rsqrt(x32.pow(2).mean(dim=1, keepdim=True) + self.eps)
         y = (y * self.weight.float()[:, None, None] + self.bias.float()[:, None, None]).to(x.dtype)
         return y if residual is None else residual + y
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The fused path runs channels-last (NHWC) activations and conv weights (docs/model.md §3.6): cuDNN then converts
+# nothing around each conv, and the token-major (B, H·W, C) view that GEMMs and the Mix-FFN kernel take is free.
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H·W, C); a view when x is channels-last."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def _image(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, H·W, C) contiguous -> the channels-last (B, C, H, W) view of it."""
+    return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
+
+
+def _channels_last_weights(module: nn.Module) -> None:
+    """Convert the 4-D weights to channels-last in place, once (conv_in is the sentinel); later moves and dtype
+    changes keep the layout."""
+    if not module.conv_in.weight.is_contiguous(memory_format=torch.channels_last):
+        with torch.inference_mode(False):  # converted inside inference mode, the weights would become inference tensors
+            module.to(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -127,6 +153,9 @@ class ResBlock(nn.Module):
         self.norm = RMSNorm2d(channels, cfg.norm_eps, cfg.kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        if use_triton(self.norm.kernels, x):  # either layout; the bias add and SiLU in one pass
+            h = bias_silu_(F.conv2d(x, self.conv1.weight, padding=1), self.conv1.bias)
+            return self.norm(self.conv2(h), residual=x)
         return self.norm(self.conv2(F.silu(self.conv1(x))), residual=x)
 
 
@@ -145,6 +174,14 @@ class MultiscaleProjection(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:  # (B, 3C, H, W)
         return self.proj_out(self.proj_in(qkv))
 
+    def grouped_tokens(self, qkv: torch.Tensor) -> torch.Tensor:  # (B, 3C, H, W) channels-last
+        """forward as a (B, H·W, 3G, d) view, the grouped 1×1 conv as one batched GEMM over the groups: cuDNN runs
+        a channels-last grouped conv group by group (hundreds of small launches per block)."""
+        groups = self.proj_out.groups
+        local = _tokens(self.proj_in(qkv)).flatten(0, 1).unflatten(-1, (groups, -1)).transpose(0, 1)  # (3G, M, d)
+        weight = self.proj_out.weight.flatten(1).unflatten(0, (groups, -1))  # (3G, d out, d in)
+        return torch.bmm(local, weight.transpose(1, 2)).transpose(0, 1).unflatten(0, (qkv.shape[0], -1))
+
 
 class MultiscaleLinearAttention(nn.Module):
     def __init__(self, channels: int, kernel_sizes: tuple[int, ...], cfg: DCAEConfig) -> None:
@@ -161,6 +198,8 @@ class MultiscaleLinearAttention(nn.Module):
         self.norm_out = RMSNorm2d(channels, cfg.norm_eps, cfg.kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        if use_triton(self.norm_out.kernels, x):
+            return self._forward_tokens(x.contiguous(memory_format=torch.channels_last))
         b, _, h, w = x.shape
         w_qkv = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])[:, :, None, None]
         qkv = F.conv2d(x, w_qkv)  # (B, 3C, H, W), laid out [all q | all k | all v]
@@ -176,6 +215,21 @@ class MultiscaleLinearAttention(nn.Module):
             out = self._quadratic(heads)  # (B, G', d, N)
         out = out.reshape(b, -1, h, w)  # (B, C(1+S), H, W)
         out = F.conv2d(out, self.to_out.weight[:, :, None, None])  # (B, C, H, W)
+        return self.norm_out(out, residual=x)
+
+    def _forward_tokens(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) channels-last
+        """The same steps channels-last: the heads are a strided view of the token-major concatenation, and one
+        copy (with the cast back) returns their output to the token layout."""
+        b, _, h, w = x.shape
+        w_qkv = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])[:, :, None, None]
+        qkv = F.conv2d(x, w_qkv)  # (B, 3C, H, W) channels-last
+        parts = [_tokens(qkv).unflatten(-1, (-1, self.head_dim)),
+                 *(branch.grouped_tokens(qkv) for branch in self.to_qkv_multiscale)]  # (B, N, 3G, d) each
+        qkv = torch.cat(parts, dim=2).flatten(2)  # (B, N, 3C(1+S)), the channel concatenation of forward
+        heads = qkv.unflatten(-1, (-1, 3 * self.head_dim)).permute(0, 2, 3, 1)  # (B, G', 3d, N), as in forward
+        out = self._linear(heads.float()) if h * w > self.head_dim else self._quadratic(heads)  # (B, G', d, N)
+        out = out.permute(0, 3, 1, 2).to(x.dtype, memory_format=torch.contiguous_format)  # (B, N, G', d)
+        out = F.conv2d(_image(out.flatten(2), h, w), self.to_out.weight[:, :, None, None])  # (B, C, H, W)
         return self.norm_out(out, residual=x)
 
     def _linear(self, heads: torch.Tensor) -> torch.Tensor:
@@ -205,9 +259,19 @@ class GLUMBConv(nn.Module):
         self.norm = RMSNorm2d(channels, cfg.norm_eps, cfg.kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        if use_triton(self.norm.kernels, x):
+            return self._forward_tokens(x.contiguous(memory_format=torch.channels_last))
         h = self.conv_depth(F.silu(self.conv_inverted(x)))  # (B, 2·hidden, H, W)
         value, gate = h.chunk(2, dim=1)
         return self.norm(self.conv_point(value * F.silu(gate)), residual=x)
+
+    def _forward_tokens(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) channels-last
+        """The inverted conv as a GEMM with its bias in the epilogue; SiLU, depth-wise conv and gating in one kernel
+        (Sana's Mix-FFN middle, docs/model.md §1.7)."""
+        _, _, h, w = x.shape
+        hidden = F.linear(_tokens(x), self.conv_inverted.weight.flatten(1), self.conv_inverted.bias)  # (B, N, 2·hid)
+        gated = dwconv_glu(hidden, self.conv_depth.weight, self.conv_depth.bias, (h, w))  # (B, N, hidden)
+        return self.norm(self.conv_point(_image(gated, h, w)), residual=x)
 
 
 class EfficientViTBlock(nn.Module):
@@ -239,12 +303,15 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest ×2 then conv, plus channels repeated 4·Cout/Cin times and pixel-shuffled."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, kernels: str = "auto") -> None:
         super().__init__()
-        self.repeats = 4 * c_out // c_in
+        self.repeats, self.kernels = 4 * c_out // c_in, kernels
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W)
+        if use_triton(self.kernels, x):  # the conv's bias goes with the shortcut add
+            return add_channel_shortcut(F.conv2d(upsample_nearest_2x(x), self.conv.weight, padding=1), x, 2,
+                                        self.conv.bias)
         main = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, Cout, 2H, 2W)
         return main + F.pixel_shuffle(x.repeat_interleave(self.repeats, dim=1), 2)
 
@@ -269,14 +336,19 @@ class Encoder(nn.Module):
                           *([Downsample(w[s], w[s + 1])] if s < last else []))
             for s in range(len(w)))
         self.conv_out = nn.Conv2d(w[-1], cfg.latent_channels, 3, padding=1)
-        self.latent_channels = cfg.latent_channels
+        self.latent_channels, self.kernels = cfg.latent_channels, cfg.kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W)
+        fused = use_triton(self.kernels, x)
+        if fused:  # channels-last throughout (the blocks' fused paths); the downsample shortcuts stay PyTorch ops
+            _channels_last_weights(self)
+            x = x.contiguous(memory_format=torch.channels_last)
         h = self.conv_in(x)  # (B, w0, H, W)
         for stage in self.down_blocks:
             h = stage(h)  # (B, w_last, H/f, W/f) after the last
         shortcut = h.unflatten(1, (self.latent_channels, -1)).mean(dim=2)  # (B, latent, H/f, W/f)
-        return self.conv_out(h) + shortcut
+        z = self.conv_out(h) + shortcut
+        return z.contiguous() if fused else z
 
 
 class Decoder(nn.Module):
@@ -286,18 +358,31 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(cfg.latent_channels, w[-1], 3, padding=1)
         # Indexed by stage like the encoder but run deepest first; each starts with its upsample.
         self.up_blocks = nn.ModuleList(
-            nn.Sequential(*([Upsample(w[s + 1], w[s])] if s < last else []),
+            nn.Sequential(*([Upsample(w[s + 1], w[s], cfg.kernels)] if s < last else []),
                           *(_block(cfg, s) for _ in range(cfg.decoder_depths[s])))
             for s in range(len(w)))
         self.norm_out = RMSNorm2d(w[0], cfg.norm_eps, cfg.kernels)
         self.conv_out = nn.Conv2d(w[0], cfg.in_channels, 3, padding=1)
-        self.in_repeats = w[-1] // cfg.latent_channels
+        self.in_repeats, self.kernels = w[-1] // cfg.latent_channels, cfg.kernels
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, latent, h, w)
+        if use_triton(self.kernels, z):
+            return self._forward_channels_last(z)
         h = self.conv_in(z) + z.repeat_interleave(self.in_repeats, dim=1)  # (B, w_last, h, w)
         for stage in reversed(self.up_blocks):
             h = stage(h)  # (B, w0, h·f, w·f) after the last
         return self.conv_out(F.relu(self.norm_out(h)))  # (B, 3, h·f, w·f)
+
+    def _forward_channels_last(self, z: torch.Tensor) -> torch.Tensor:
+        """forward with NHWC activations and weights; conv_in's bias + shortcut and the final norm + ReLU are one
+        pass each. Returns a contiguous (NCHW) image, as forward does."""
+        _channels_last_weights(self)
+        z = z.contiguous(memory_format=torch.channels_last)
+        h = add_channel_shortcut(F.conv2d(z, self.conv_in.weight, padding=1), z, 1, self.conv_in.bias)
+        for stage in reversed(self.up_blocks):
+            h = stage(h)  # (B, w0, h·f, w·f) after the last
+        h = rms_norm_2d(h, self.norm_out.weight, self.norm_out.bias, self.norm_out.eps, relu=True)
+        return self.conv_out(h).contiguous()  # (B, 3, h·f, w·f): 3 channels, a cheap copy
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -263,22 +263,47 @@ def test_tiled_decode_of_the_tiny_model(tiny_pair):
     assert (full[..., f:] - full[..., :-f]).abs().mean() > 3 * bound
 
 
-@pytest.mark.parametrize("size", [32, 8])
-def test_tiny_fused_rms_norms_match_diffusers(tiny_pair, size, monkeypatch):
-    """kernels="triton": RMSNorm2d and its residual add as one Triton kernel (model/kernels/rms_norm_2d.py); on the
-    CPU it runs in Triton's interpreter (tests/conftest.py). On a GPU, TF32 is off: diffusers' Linear and our 1x1
-    conv would round differently."""
+# ----------------------------------------------------------------------------------------------------------
+# The fused path (kernels="triton"): channels-last activations and weights, Triton norms, shortcuts and GLUMBConv
+# middle (docs/model.md §3.6). On the CPU the kernels run in Triton's interpreter (tests/conftest.py), which is slow:
+# one image, small maps. On a GPU, TF32 is off: diffusers' Linear and our 1x1 conv would round differently.
+
+@pytest.fixture
+def fused_pair(tiny_pair, monkeypatch) -> tuple[AutoencoderDC, DCAE, DCAE, str]:
     pytest.importorskip("triton")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    ref, eager = tiny_pair
-    fused = DCAE(dataclasses.replace(TINY, kernels="triton")).eval()
-    fused.load_state_dict(eager.state_dict())
-    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size)) * 2 - 1
+    ref, ours = tiny_pair
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    fused, ref = fused.to(device), copy.deepcopy(ref).to(device)
+    eager = DCAE(dataclasses.replace(TINY, kernels="eager")).eval()
+    fused = DCAE(dataclasses.replace(TINY, kernels="triton")).eval()
+    eager.load_state_dict(ours.state_dict())
+    fused.load_state_dict(ours.state_dict())
+    return copy.deepcopy(ref).to(device), eager.to(device), fused.to(device), device
+
+
+@pytest.mark.parametrize("size", [16, 8])  # 8 px: the last stage is 2×2 = d tokens, the quadratic branch
+def test_tiny_fused_channels_last_matches_diffusers_and_eager(fused_pair, size):
+    ref, eager, fused, device = fused_pair
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(device) * 2 - 1
     with torch.no_grad():
-        z_ref = ref.encode(x.to(device)).latent
-        assert rel_err(fused.encode(x.to(device)), z_ref * TINY.scaling_factor) <= TOLERANCE
-        assert rel_err(fused.decode(z_ref * TINY.scaling_factor), ref.decode(z_ref).sample) <= TOLERANCE
+        z_ref = ref.encode(x).latent
+        z = fused.encode(x)
+        assert z.is_contiguous() and rel_err(z, z_ref * TINY.scaling_factor) <= TOLERANCE
+        image = fused.decode(z_ref * TINY.scaling_factor)
+        assert image.is_contiguous() and rel_err(image, ref.decode(z_ref).sample) <= TOLERANCE
+        assert rel_err(image, eager.decode(z_ref * TINY.scaling_factor)) <= TOLERANCE
+    # The fused path ran channels-last: it converted the weights in place, once.
+    assert fused.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fused.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="DCAEConfig.kernels='fast'"):
         dataclasses.replace(TINY, kernels="fast")
+
+
+def test_tiny_fused_tiled_decode_matches_eager(fused_pair):
+    """Tiles are strided slices of the latent; the fused decoder takes them as they come (2 tiles of 2×2)."""
+    _, eager, fused, device = fused_pair
+    z = torch.randn(1, TINY.latent_channels, 3, 2, generator=torch.Generator().manual_seed(4)).to(device)
+    with torch.no_grad():
+        tiled = fused.decode(z, tile_size=2, tile_overlap=1)
+        assert tiled.shape == (1, 3, 12, 8)
+        assert rel_err(tiled, eager.decode(z, tile_size=2, tile_overlap=1)) <= TOLERANCE

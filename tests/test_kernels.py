@@ -203,38 +203,97 @@ def test_dwconv_glu_rejects_a_wrong_grid():
                    torch.zeros(8, device=DEVICE), (3, 5))
 
 
-# --- DC-AE's RMSNorm2d + residual (model/kernels/rms_norm_2d.py) -------------------------------------------------
+# --- DC-AE's RMSNorm2d + residual (model/kernels/rms_norm_2d.py), the decoder's passes (dc_ae_ops.py) ----------
 
-@pytest.mark.parametrize("channels, h, w, residual", [(12, 5, 7, False), (40, 9, 3, True), (128, 3, 30, True)])
-def test_rms_norm_2d_matches_its_formula(channels, h, w, residual):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("channels, h, w, residual, relu", [(12, 5, 7, False, True), (40, 9, 3, True, False),
+                                                            (128, 3, 30, True, True)])
+def test_rms_norm_2d_matches_its_formula(layout, channels, h, w, residual, relu):
+    """NCHW and channels-last (the fused decoder's layout), against the formula in float64."""
     from model.kernels.rms_norm_2d import rms_norm_2d
 
     gen = torch.Generator(DEVICE).manual_seed(0)
-    x = torch.randn(2, channels, h, w, device=DEVICE, generator=gen) * 3
+    x = (torch.randn(2, channels, h, w, device=DEVICE, generator=gen) * 3).contiguous(memory_format=layout)
     weight, bias = torch.randn(2, channels, device=DEVICE, generator=gen)
-    skip = torch.randn(2, channels, h, w, device=DEVICE, generator=gen) if residual else None
-    out = rms_norm_2d(x, weight, bias, 1e-5, skip)
+    skip = torch.randn(2, channels, h, w, device=DEVICE, generator=gen).contiguous(memory_format=layout) \
+        if residual else None
+    out = rms_norm_2d(x, weight, bias, 1e-5, skip, relu=relu)
+    assert out.is_contiguous(memory_format=layout)
     x64 = x.double()
     want = x64 * torch.rsqrt(x64.pow(2).mean(1, keepdim=True) + 1e-5) * weight.double()[:, None, None] \
-        + bias.double()[:, None, None]
-    assert rel_err(out, want + (skip.double() if residual else 0)) < 1e-6
+        + bias.double()[:, None, None] + (skip.double() if residual else 0)
+    assert rel_err(out, want.relu() if relu else want) < 1e-6
 
 
 def test_rms_norm_2d_rejects_what_it_cannot_run():
     from model.kernels.rms_norm_2d import rms_norm_2d
 
     x = torch.zeros(1, 8, 4, 4, device=DEVICE)
+    ones, zeros = torch.ones(8, device=DEVICE), torch.zeros(8, device=DEVICE)
     with pytest.raises(ValueError, match="contiguous"):
-        rms_norm_2d(x.transpose(2, 3), torch.ones(8, device=DEVICE), torch.zeros(8, device=DEVICE), 1e-5)
+        rms_norm_2d(x.transpose(2, 3), ones, zeros, 1e-5)
+    with pytest.raises(ValueError, match="one shape and layout"):
+        rms_norm_2d(x, ones, zeros, 1e-5, x.contiguous(memory_format=torch.channels_last))
     with pytest.raises(ValueError, match="do not fit 8 channels"):
         rms_norm_2d(x, torch.ones(4, device=DEVICE), torch.zeros(4, device=DEVICE), 1e-5)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("c_in, c_out, scale, h, w", [(8, 4, 2, 3, 5), (70, 70, 2, 2, 3), (16, 4, 2, 4, 2),
+                                                      (4, 68, 1, 5, 3)])
+def test_channel_shortcut_matches_repeat_and_pixel_shuffle(layout, c_in, c_out, scale, h, w):
+    """Upsample's shortcut (scale 2: repeats 2, 4 and 1, channels off the 64-channel block) and the decoder's input
+    shortcut (scale 1), with the conv bias, added in place; against the PyTorch ops of the eager path in float64."""
+    from model.kernels.dc_ae_ops import add_channel_shortcut
+
+    gen = torch.Generator(DEVICE).manual_seed(c_out)
+    x = torch.randn(2, c_in, h, w, device=DEVICE, generator=gen).contiguous(memory_format=layout)
+    main = torch.randn(2, c_out, scale * h, scale * w, device=DEVICE, generator=gen).contiguous(memory_format=layout)
+    bias = torch.randn(c_out, device=DEVICE, generator=gen)
+    repeated = x.double().repeat_interleave(scale * scale * c_out // c_in, dim=1)
+    expected = main.double() + bias.double()[:, None, None] \
+        + (torch.nn.functional.pixel_shuffle(repeated, 2) if scale == 2 else repeated)
+    out = add_channel_shortcut(main, x, scale, bias)
+    assert out is main and rel_err(out, expected) < 1e-7
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("channels, h, w", [(8, 3, 5), (70, 2, 1)])
+def test_upsample_and_bias_silu_match_torch(layout, channels, h, w):
+    """Nearest ×2 is a copy, so exact; SiLU(x + bias) against float64."""
+    from model.kernels.dc_ae_ops import bias_silu_, upsample_nearest_2x
+
+    gen = torch.Generator(DEVICE).manual_seed(channels)
+    x = torch.randn(2, channels, h, w, device=DEVICE, generator=gen).contiguous(memory_format=layout)
+    up = upsample_nearest_2x(x)
+    assert up.is_contiguous(memory_format=layout)
+    assert torch.equal(up, torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+    bias = torch.randn(channels, device=DEVICE, generator=gen)
+    expected = torch.nn.functional.silu(x.double() + bias.double()[:, None, None])
+    assert bias_silu_(x, bias) is x and rel_err(x, expected) < 1e-6
+
+
+def test_dc_ae_ops_reject_what_they_cannot_run():
+    from model.kernels.dc_ae_ops import add_channel_shortcut, bias_silu_
+
+    bias = torch.zeros(8, device=DEVICE)
+    with pytest.raises(ValueError, match="does not repeat into main"):
+        add_channel_shortcut(torch.zeros(1, 6, 4, 4, device=DEVICE), torch.zeros(1, 5, 2, 2, device=DEVICE), 2, bias)
+    with pytest.raises(ValueError, match="does not repeat into main"):
+        add_channel_shortcut(torch.zeros(1, 8, 4, 4, device=DEVICE), torch.zeros(1, 4, 2, 2, device=DEVICE), 1, bias)
+    with pytest.raises(ValueError, match="does not fit 8 channels"):
+        add_channel_shortcut(torch.zeros(1, 8, 2, 2, device=DEVICE), torch.zeros(1, 4, 2, 2, device=DEVICE), 1,
+                             torch.zeros(4, device=DEVICE))
+    with pytest.raises(ValueError, match="NCHW or channels-last"):
+        bias_silu_(torch.zeros(1, 8, 4, 4, device=DEVICE).transpose(2, 3), torch.zeros(8, device=DEVICE))
 
 
 @pytest.mark.skipif(not CUDA, reason="compiled Triton kernels need a CUDA GPU (make gpu-test)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gpu_fused_dc_ae_decode_is_as_accurate_as_eager(dtype, monkeypatch):
-    """The full-size decoder at 512 px in its inference dtype, against the eager decoder in fp32: fusing the norms
-    rounds less often, so the error must not exceed the eager path's."""
+    """The full-size decoder at 512 px in its inference dtype, whole and in 3×3 tiles, against the eager decoder in
+    fp32: the fused channels-last path (Triton norms, shortcuts and GLUMBConv middle) rounds less often, so its
+    error must not exceed the eager path's."""
     import dataclasses
 
     from model.dc_ae import DCAE, get_dc_ae_preset
@@ -248,10 +307,17 @@ def test_gpu_fused_dc_ae_decode_is_as_accurate_as_eager(dtype, monkeypatch):
     z = torch.randn(2, 32, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     errors = {}
     with torch.no_grad():
-        expected = ref.decode(z).double()
+        expected = {tile: ref.decode(z, tile_size=tile, tile_overlap=2).double() for tile in (None, 8)}
         for kernels in ("eager", "triton"):
             with torch.device("cuda"):
                 model = DCAE(dataclasses.replace(cfg, kernels=kernels)).eval()
             model.load_state_dict(ref.state_dict())
-            errors[kernels] = rel_err(model.to(dtype).decode(z.to(dtype)), expected)
-    assert errors["triton"] <= 1.1 * errors["eager"], errors
+            model = model.to(dtype)
+            for tile, want in expected.items():
+                image = model.decode(z.to(dtype), tile_size=tile, tile_overlap=2)
+                assert image.shape == want.shape and image.is_contiguous()
+                errors[kernels, tile] = rel_err(image, want)
+        # The fused path ran: it leaves the decoder's conv weights channels-last.
+        assert model.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    for tile in (None, 8):
+        assert errors["triton", tile] <= 1.1 * errors["eager", tile], errors

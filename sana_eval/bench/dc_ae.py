@@ -22,7 +22,7 @@ from sana_eval.bench.clock import (
 @dataclass(frozen=True)
 class DecodeTiming:
     impl: str
-    kernels: str                # ours: "eager" or "triton" (RMSNorm2d + residual fused); the peer: "diffusers"
+    kernels: str                # ours: "eager" or "triton" (channels-last, docs/model.md §3.6); the peer: "diffusers"
     resolution: int
     batch: int
     dtype: str
