@@ -3,17 +3,18 @@
 Both modes quantise symmetrically, activations per token (one scale per row of the GEMM input, computed on the fly)
 and weights per output channel (one scale per row of the weight, computed once), in fp32:
 
-    s_x = max|x_row| · fl(1/Q),  x_q = q(x / s_x);   s_w likewise per weight row, w_q = q(w / s_w);
+    s_x = max|x_row| · fl(1/Q),  x_q = q(x · fl(1/s_x));   s_w likewise per weight row, w_q = q(w · fl(1/s_w));
     y = (x_q · w_qᵀ) s_x s_wᵀ + b
 
 with Q = 127 and q = round-half-even then clamp to ±127 for "w8a8", Q = 448 and q = the cast to float8_e4m3fn for
-"fp8". fl(1/Q) is 1/Q rounded to fp32: the scale is a multiply, as PyTorch's CUDA division by a scalar computes it,
-so that the CPU, CUDA and Triton paths agree to the bit. The product runs on the GPU's integer / FP8 tensor cores;
+"fp8". fl(·) is rounding to fp32: the scale is a multiply and the row a multiply by its scale's IEEE reciprocal, so
+that the CPU, CUDA and Triton paths agree to the bit. The product runs on the GPU's integer / FP8 tensor cores;
 elsewhere, or with `emulate=True`, it is emulated in float64, where the integer products and their sums are exact
 (|Σ| < 2^53). With the model's `kernels` resolving to Triton (model/kernel_choice.py), activations are quantised in
-one fused pass and W8A8 runs our Triton GEMM with the rescale in its epilogue (model/kernels/quantized_gemm.py, the
-eager path's operations in its order); FP8 runs cuBLAS's row-wise scaled GEMM (`torch._scaled_mm`), whose epilogue
-already rescales. Eager: PyTorch quantisation and `torch._int_mm` / `torch._scaled_mm`.
+one pass, or by their producer (`QuantizedRows`: the modulated LayerNorm quantises the qkv and Mix-FFN inputs), and
+both modes run our Triton GEMM with the rescale, the bias and an optional SiLU in its epilogue
+(model/kernels/gemm.py, the eager path's operations in its order). Eager: PyTorch quantisation and `torch._int_mm`
+/ `torch._scaled_mm` (cuBLAS), then the bias and the SiLU as passes of their own.
 
 Which layers (paper §4): the Linear and 1×1-conv GEMMs of the transformer blocks, except the cross-attention K/V
 projection; normalisation layers, the linear attention itself (its matmuls are not Linear layers) and the depth-wise
@@ -21,23 +22,27 @@ projection; normalisation layers, the linear attention itself (its matmuls are n
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.kernel_choice import use_triton
 
 # Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
 try:
-    from model.kernels import quantized_gemm
+    from model.kernels.gemm import scaled_gemm
+    from model.kernels.row_quant import quantize_rows as fused_quantize_rows
 except ImportError:
-    quantized_gemm = None
+    fused_quantize_rows = scaled_gemm = None
 
 Quantize = Literal["none", "w8a8", "fp8"]
 MODES: tuple[str, ...] = Quantize.__args__
 QMAX = {"w8a8": 127.0, "fp8": 448.0}      # INT8 symmetric range; float8_e4m3fn's largest finite value
 QDTYPE = {"w8a8": torch.int8, "fp8": torch.float8_e4m3fn}
+ACTIVATIONS = ("none", "silu")               # what a QuantizedLinear may apply to its output
 AMAX_FLOOR = 1e-12                          # an all-zero row gets this amax, so its scale is not zero
 KEPT_IN_MODEL_DTYPE = ("cross_attn.kv_linear",)  # paper §4: the cross-attention K/V projection stays fp16
 
@@ -52,7 +57,7 @@ def quantize_rows(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tenso
     """Symmetric quantisation of each row of a 2-D tensor: (int8 or float8_e4m3fn values, (rows, 1) fp32 scales)."""
     amax = x.abs().amax(dim=-1, keepdim=True).float().clamp_min(AMAX_FLOOR)
     scale = amax * (1.0 / QMAX[mode])
-    y = x.float() / scale
+    y = x.float() * scale.reciprocal()
     if mode == "w8a8":
         return y.round().clamp_(-127, 127).to(torch.int8), scale
     return y.to(torch.float8_e4m3fn), scale   # |y| <= 448 up to fp32 rounding, which the cast rounds back to 448
@@ -86,6 +91,16 @@ def quantized_matmul(qx: torch.Tensor, sx: torch.Tensor, qw: torch.Tensor, sw: t
     return y.to(out_dtype)
 
 
+@dataclass(frozen=True)
+class QuantizedRows:
+    """A GEMM input its producer has quantised already (model/kernels/block_ops.py): the (rows, K) 8-bit `values` and
+    (rows, 1) fp32 `scales` of a tensor of `shape` and `dtype`, which a QuantizedLinear takes in its place."""
+    values: torch.Tensor
+    scales: torch.Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+
+
 class QuantizedLinear(nn.Module):
     """A Linear (or 1×1 conv) whose GEMM runs quantised; it holds the quantised weight, never the float one.
 
@@ -113,26 +128,42 @@ class QuantizedLinear(nn.Module):
     def weight_values(self) -> torch.Tensor:
         return self.qweight if self.mode == "w8a8" else self.qweight.view(torch.float8_e4m3fn)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4 and self.conv1x1:  # NCHW: a channels-last view of the token layout, so no copy is made
-            return self.tokens(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self.tokens(x)
+    def forward(self, x: torch.Tensor | QuantizedRows, activation: str = "none") -> torch.Tensor:
+        """y = act(x Wᵀ + b) with `activation` "none" or "silu" (fused into the GEMM's epilogue on the fast path)."""
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        if isinstance(x, torch.Tensor) and x.ndim == 4 and self.conv1x1:  # NCHW: a channels-last view, no copy
+            return self.tokens(x.permute(0, 2, 3, 1), activation).permute(0, 3, 1, 2)
+        return self.tokens(x, activation)
 
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor | QuantizedRows, activation: str = "none") -> torch.Tensor:
         """The GEMM over the last dimension of `x`."""
-        rows = x.reshape(-1, self.in_features)
-        # The interpreter's float8 cast is not the GPU's, so the fused FP8 quantisation runs on CUDA only.
-        fused = not self.emulate and use_triton(self.kernels, rows) and (self.mode == "w8a8" or rows.is_cuda)
-        if fused:
-            qx, sx = quantized_gemm.quantize_rows(rows, QMAX[self.mode], AMAX_FLOOR, QDTYPE[self.mode])
+        if isinstance(x, QuantizedRows):
+            qx, sx = x.values, x.scales
+        elif self.fused(x):
+            qx, sx = fused_quantize_rows(x.reshape(-1, self.in_features), QMAX[self.mode], AMAX_FLOOR,
+                                         QDTYPE[self.mode])
         else:
-            qx, sx = quantize_rows(rows, self.mode)
-        if fused and self.mode == "w8a8":
-            y = quantized_gemm.scaled_mm(qx, sx, self.weight_values, self.weight_scale, self.bias, x.dtype)
+            qx, sx = quantize_rows(x.reshape(-1, self.in_features), self.mode)
+        if self.fused(x):
+            y = scaled_gemm(qx, sx, self.weight_values, self.weight_scale, self.bias, x.dtype,
+                            silu=activation == "silu")
         else:
             y = quantized_matmul(qx, sx, self.weight_values, self.weight_scale, self.bias, x.dtype, self.mode,
                                  self.emulate)
+            y = F.silu(y) if activation == "silu" else y
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    def fused(self, x: torch.Tensor | QuantizedRows) -> bool:
+        """Whether `x` runs the Triton path (quantised in one pass or by its producer, GEMM with its epilogue)."""
+        values = x.values if isinstance(x, QuantizedRows) else x
+        # The interpreter's float8 cast is not the GPU's, so the fused FP8 quantisation runs on CUDA only.
+        return (not self.emulate and use_triton(self.kernels, values)
+                and (self.mode == "w8a8" or values.is_cuda))
+
+    def quantizes_in_producer(self, x: torch.Tensor) -> tuple[float, float, torch.dtype] | None:
+        """What a producer kernel needs to hand this layer QuantizedRows of `x` (None: give it `x` itself)."""
+        return (QMAX[self.mode], AMAX_FLOOR, QDTYPE[self.mode]) if self.fused(x) else None
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}"

@@ -13,6 +13,7 @@ from model.ablation_blocks import MlpFFN, SoftmaxSelfAttention
 from model.config import TransformerConfig, get_preset
 from model.kernel_choice import use_triton
 from model.linear_attention import FP16_MAX, linear_attention
+from model.quantize import QuantizedLinear, QuantizedRows
 
 # Triton ships with torch's CUDA builds; without it use_triton() is False and only the eager code runs.
 try:
@@ -157,11 +158,13 @@ class CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, N, D).to(q.dtype))
 
 
-def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A 1×1 conv applied to tokens (B, N, C) as a GEMM; a quantised replacement (model/quantize.py) takes tokens."""
+def pointwise(conv: nn.Module, x: torch.Tensor | QuantizedRows, activation: str = "none") -> torch.Tensor:
+    """act(1×1 conv) of tokens (B, N, C) as a GEMM; a quantised replacement (model/quantize.py) takes tokens or the
+    QuantizedRows of its producer, and applies the activation in its GEMM's epilogue."""
     if isinstance(conv, nn.Conv2d):
-        return F.linear(x, conv.weight.flatten(1), conv.bias)
-    return conv(x)
+        y = F.linear(x, conv.weight.flatten(1), conv.bias)
+        return F.silu(y) if activation == "silu" else y
+    return conv(x, activation)
 
 
 class MixFFN(nn.Module):
@@ -176,17 +179,28 @@ class MixFFN(nn.Module):
         self.point_conv = nn.ModuleDict({"conv": nn.Conv2d(f, d, 1, bias=False)})
         self.kernels = cfg.kernels
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:  # (B, N, D)
-        if use_triton(self.kernels, x):
-            # The 1×1 convs are GEMMs on the token layout; the middle is one fused kernel.
-            h = pointwise(self.inverted_conv["conv"], x)
-            h = dwconv_glu(h, self.depth_conv["conv"].weight, self.depth_conv["conv"].bias, hw)  # (B, N, f)
+    def forward(self, x: torch.Tensor | QuantizedRows, hw: tuple[int, int]) -> torch.Tensor:  # (B, N, D)
+        if isinstance(x, QuantizedRows) or use_triton(self.kernels, x):
+            # The 1×1 convs are GEMMs on the token layout; the middle is one fused kernel. A quantised inverted conv
+            # applies the SiLU in its GEMM's epilogue; cuBLAS's fp16 GEMM has no SiLU, so the middle kernel does.
+            activated = isinstance(self.inverted_conv["conv"], QuantizedLinear)
+            h = pointwise(self.inverted_conv["conv"], x, "silu" if activated else "none")
+            h = dwconv_glu(h, self.depth_conv["conv"].weight, self.depth_conv["conv"].bias, hw, activated=activated)
             return pointwise(self.point_conv["conv"], h)                                        # (B, N, D)
         # A channels-last view, not an NCHW copy: the 1×1 convs then run as plain GEMMs on the token layout.
         x = x.unflatten(1, hw).permute(0, 3, 1, 2)                 # (B, D, H, W)
         x = self.depth_conv["conv"](F.silu(self.inverted_conv["conv"](x)))
         value, gate = x.chunk(2, dim=1)
         return self.point_conv["conv"](value * F.silu(gate)).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+def modulated_input(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                    consumer: nn.Module | None) -> torch.Tensor | QuantizedRows:
+    """The fused modulated LayerNorm of a block branch's input; ahead of an 8-bit GEMM `consumer` (paper §4) the norm
+    kernel quantises its rows too (docs/model.md §6.1)."""
+    quantize = consumer.quantizes_in_producer(x) if isinstance(consumer, QuantizedLinear) else None
+    out = modulated_layer_norm(x, shift, scale, NORM_EPS, quantize)
+    return QuantizedRows(*out, x.shape, x.dtype) if quantize else out
 
 
 class SanaBlock(nn.Module):
@@ -210,10 +224,12 @@ class SanaBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t0.reshape(B, 6, D)).chunk(6, dim=1)  # (B, 1, D) each
         if use_triton(self.kernels, x):  # the same sums in two fused passes (model/kernels/block_ops.py)
-            x = gated_residual(x, gate_msa, self.attn(modulated_layer_norm(x, shift_msa, scale_msa, NORM_EPS),
-                                                      perturbed_rows))
+            h = modulated_input(x, shift_msa, scale_msa, getattr(self.attn, "qkv", None))
+            x = gated_residual(x, gate_msa, self.attn(h, perturbed_rows))
             x = x + self.cross_attn(x, y, mask)
-            return gated_residual(x, gate_mlp, self.mlp(modulated_layer_norm(x, shift_mlp, scale_mlp, NORM_EPS), hw))
+            h = modulated_input(x, shift_mlp, scale_mlp, self.mlp.inverted_conv["conv"]
+                                if isinstance(self.mlp, MixFFN) else None)
+            return gated_residual(x, gate_mlp, self.mlp(h, hw))
         h = modulate(self.norm1(x), shift_msa, scale_msa).to(x.dtype)
         x = x + gate_msa * self.attn(h, perturbed_rows)
         x = x + self.cross_attn(x, y, mask)

@@ -195,6 +195,19 @@ def test_dwconv_glu_matches_torch_conv(batch, h, w, channels):
     assert out.shape == expected.shape and rel_err(out, expected) < 1e-6
 
 
+def test_dwconv_glu_takes_an_activated_input():
+    """activated=True: the inverted conv's GEMM applied the SiLU (model/kernels/gemm.py); the kernel must not."""
+    from model.kernels.mix_ffn import dwconv_glu
+
+    gen = torch.Generator(DEVICE).manual_seed(1)
+    x = torch.randn(2, 5 * 7, 2 * 40, device=DEVICE, generator=gen)
+    weight = torch.randn(80, 1, 3, 3, device=DEVICE, generator=gen) * 0.3
+    bias = torch.randn(80, device=DEVICE, generator=gen)
+    activated = torch.nn.functional.silu(x)
+    expected = dwconv_glu(x, weight, bias, (5, 7))
+    assert rel_err(dwconv_glu(activated, weight, bias, (5, 7), activated=True), expected) < 1e-6
+
+
 def test_dwconv_glu_rejects_a_wrong_grid():
     from model.kernels.mix_ffn import dwconv_glu
 

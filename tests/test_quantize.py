@@ -12,9 +12,16 @@ import torch
 from torch import nn
 
 from model.config import get_preset
-from model.kernels import quantized_gemm
-from model.quantize import AMAX_FLOOR, QuantizedLinear, quantize_rows, quantize_transformer, quantized_layer_names
-from model.transformer import build_transformer
+from model.kernels import row_quant
+from model.quantize import (
+    AMAX_FLOOR,
+    QuantizedLinear,
+    QuantizedRows,
+    quantize_rows,
+    quantize_transformer,
+    quantized_layer_names,
+)
+from model.transformer import build_transformer, modulated_input
 from sana_eval.bench.e2e import E2ESpec, SanaWorkload
 from sana_eval.bench.quantization import quantization_errors
 from test_bench_speed import TINY, TINY_E2E
@@ -31,10 +38,11 @@ def e4m3(v: np.ndarray) -> np.ndarray:
 
 
 def reference_quantize(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """The scheme's rows: float32 scale = max(|row|, 1e-12) · fl32(1/Q) and float32 x / scale, then the grid."""
+    """The scheme's rows: float32 scale = max(|row|, 1e-12) · fl32(1/Q) and float32 x · fl32(1/scale), then the
+    grid."""
     x = x.astype(np.float32)
     scale = np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(1e-12)) * np.float32(1 / QMAX[mode])
-    y = (x / scale).astype(np.float64)
+    y = (x * (np.float32(1) / scale)).astype(np.float64)
     return (np.clip(np.rint(y), -127, 127) if mode == "w8a8" else e4m3(y)), scale.astype(np.float64)
 
 
@@ -132,7 +140,7 @@ def test_fused_w8a8_matches_eager():
     device = "cuda" if CUDA else "cpu"
     linear = nn.Linear(72, 40, device=device)
     x = random_rows(37, 72, seed=6).to(device)
-    qx, sx = quantized_gemm.quantize_rows(x, 127.0, AMAX_FLOOR, torch.int8)
+    qx, sx = row_quant.quantize_rows(x, 127.0, AMAX_FLOOR, torch.int8)
     ref_qx, ref_sx = quantize_rows(x, "w8a8")
     assert torch.equal(qx, ref_qx) and torch.equal(sx, ref_sx)
     fused = QuantizedLinear.from_module(linear, "w8a8", kernels="triton")
@@ -142,6 +150,77 @@ def test_fused_w8a8_matches_eager():
         torch.testing.assert_close(fused(x), eager(x), rtol=1e-5, atol=1e-5)
     else:
         assert torch.equal(fused(x), eager(x))
+
+
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+@pytest.mark.parametrize("width", [72, 1152])
+def test_norm_quantises_its_rows_like_the_stand_alone_kernel(mode, width):
+    """The modulated LayerNorm that quantises its own output for an 8-bit GEMM (model/kernels/block_ops.py) gives
+    the bits of the unfused path: the norm rounded to fp16, then the stand-alone row quantiser. FP8's Triton cast
+    runs on a GPU only (the interpreter's float8 cast is not the GPU's)."""
+    if mode == "fp8" and not CUDA:
+        pytest.skip("the fused FP8 quantisation runs on CUDA only")
+    from model.kernels.block_ops import modulated_layer_norm
+
+    device = "cuda" if CUDA else "cpu"
+    gen = torch.Generator(device).manual_seed(width)
+    x = (torch.randn(2, 37, width, device=device, generator=gen) * 3 + 1).half()
+    shift, scale = (torch.randn(2, 2, width, device=device, generator=gen) * 0.5).half().chunk(2, dim=1)
+    layer = QuantizedLinear.from_module(nn.Linear(width, 16, device=device), mode, kernels="triton")
+    rows = modulated_input(x, shift, scale, layer)
+    assert isinstance(rows, QuantizedRows) and rows.shape == x.shape and rows.dtype == torch.float16
+    ref_q, ref_s = row_quant.quantize_rows(modulated_layer_norm(x, shift, scale, 1e-6).reshape(-1, width),
+                                           layer.quantizes_in_producer(x)[0], AMAX_FLOOR, rows.values.dtype)
+    assert torch.equal(rows.scales, ref_s)
+    assert torch.equal(rows.values.view(torch.int8), ref_q.view(torch.int8))
+    assert torch.equal(layer(rows), layer(modulated_layer_norm(x, shift, scale, 1e-6)))
+    eager = QuantizedLinear.from_module(nn.Linear(width, 16, device=device), mode, kernels="eager")
+    assert modulated_input(x, shift, scale, eager).shape == x.shape   # no producer quantisation: a tensor
+    assert isinstance(modulated_input(x, shift, scale, eager), torch.Tensor)
+
+
+def test_fused_quantised_model_agrees_with_the_emulation():
+    """The tiny model quantised to W8A8 with every fused path (producer quantisation, the Triton GEMM with bias and
+    SiLU epilogues, the activated dwconv; Triton's interpreter on the CPU) against the eager model emulated in
+    float64, on the same weights."""
+    device = "cuda" if CUDA else "cpu"
+    gen = torch.Generator(device).manual_seed(3)
+    x = torch.randn(2, TINY.in_channels, 8, 8, device=device, generator=gen)
+    y = torch.randn(2, 12, TINY.caption_channels, device=device, generator=gen)
+    mask, t = torch.ones(2, 12, device=device, dtype=torch.long), torch.tensor([999.0, 300.0], device=device)
+    outs = {}
+    for kernels in ("eager", "triton"):
+        torch.manual_seed(0)
+        model = quantize_transformer(build_transformer(TINY.replace(kernels=kernels), device=device).eval(), "w8a8")
+        for layer in model.modules():
+            if isinstance(layer, QuantizedLinear) and kernels == "eager":
+                layer.emulate = True
+        with torch.no_grad():
+            outs[kernels] = model(x, t, y, mask).double()
+    # the same 8-bit values and int32 sums: only fp32 rounding differs (the quantisation error itself is 3e-3)
+    assert ((outs["triton"] - outs["eager"]).norm() / outs["eager"].norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gemm_epilogue_applies_bias_and_silu_like_the_eager_code(mode, dtype):
+    """The Triton 8-bit GEMM's epilogue (model/kernels/gemm.py): rescale, bias, rounding to the output dtype, SiLU,
+    against the eager layer's GEMM followed by F.silu on the same 8-bit operands; odd sizes exercise the masks."""
+    if mode == "fp8" and not CUDA:
+        pytest.skip("the fused FP8 path runs on CUDA only")
+    device = "cuda" if CUDA else "cpu"
+    linear = nn.Linear(72, 40, device=device, dtype=dtype)
+    x = random_rows(37, 72, seed=7).to(device, dtype)
+    fused = QuantizedLinear.from_module(linear, mode, kernels="triton")
+    eager = QuantizedLinear.from_module(linear, mode, kernels="eager")
+    eager.emulate = True
+    for activation in ("none", "silu"):
+        out, expected = fused(x, activation), eager(x, activation)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out, expected, rtol=1e-5 if dtype == torch.float32 else 2**-10, atol=1e-6)
+    for layer in (fused, eager):
+        with pytest.raises(ValueError, match="activation='gelu'"):
+            layer(x, "gelu")
 
 
 def test_e2e_workload_runs_the_quantised_dit():
@@ -155,7 +234,7 @@ def test_e2e_workload_runs_the_quantised_dit():
 def test_gpu_fused_fp8_quantisation_matches_eager():
     x = torch.randn(4096, 2880, device="cuda", dtype=torch.float16)
     x = x * torch.logspace(-2, 2, 4096, device="cuda", dtype=torch.float16)[:, None]
-    qx, sx = quantized_gemm.quantize_rows(x, 448.0, AMAX_FLOOR, torch.float8_e4m3fn)
+    qx, sx = row_quant.quantize_rows(x, 448.0, AMAX_FLOOR, torch.float8_e4m3fn)
     ref_qx, ref_sx = quantize_rows(x, "fp8")
     assert torch.equal(sx, ref_sx)
     assert torch.equal(qx.view(torch.int8), ref_qx.view(torch.int8))

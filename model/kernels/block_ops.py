@@ -2,7 +2,8 @@
 
 Eager PyTorch makes each of LayerNorm, ×(1 + scale), + shift, gate × branch and the residual add its own pass
 over the (B, N, D) activations, and the broadcast ones run PyTorch's slow strided kernel. Here AdaLN-single's
-modulated norm is one pass and the gated residual another, computed in fp32 and rounded once.
+modulated norm is one pass and the gated residual another, computed in fp32 and rounded once. Ahead of an 8-bit
+GEMM (paper §4) the norm also quantises its rows per token, so the GEMM input costs no pass of its own.
 """
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import torch
 import triton
 import triton.language as tl
 
+from model.kernels.row_quant import quantize_tile
+
 ROWS = 4                    # tokens per program of the norm kernel
 BLOCK = 1024                # elements per program of the residual kernel
 
 
 @triton.jit
-def _modulated_norm_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, rows, tokens, D, stride_mod, eps,
+def _modulated_norm_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, q_ptr, s_ptr, rows, tokens, D, stride_mod, eps,
+                           QUANTIZE: tl.constexpr, INV_QMAX: tl.constexpr, FLOOR: tl.constexpr, INT8: tl.constexpr,
                            ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
     row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_D)
@@ -28,8 +32,13 @@ def _modulated_norm_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, rows, tokens, D
     mod = (row // tokens)[:, None] * stride_mod + cols[None, :]
     shift = tl.load(shift_ptr + mod, mask=inside, other=0.0).to(tl.float32)
     scale = tl.load(scale_ptr + mod, mask=inside, other=0.0).to(tl.float32)
-    out = centred * rstd[:, None] * (1.0 + scale) + shift
-    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=inside)
+    out = (centred * rstd[:, None] * (1.0 + scale) + shift).to(out_ptr.dtype.element_ty)
+    if QUANTIZE:  # the rows the unfused path would quantise: rounded to the activation dtype first
+        q, s = quantize_tile(tl.where(inside, out.to(tl.float32), 0.0), INV_QMAX, FLOOR, INT8)
+        tl.store(q_ptr + offsets, q, mask=inside)
+        tl.store(s_ptr + row, s, mask=row < rows)
+    else:
+        tl.store(out_ptr + offsets, out, mask=inside)
 
 
 @triton.jit
@@ -50,18 +59,26 @@ def _modulation(t: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     return t
 
 
-def modulated_layer_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm(x) (no affine) · (1 + scale) + shift for x (B, N, D) contiguous, shift/scale (B, 1, D)."""
+def modulated_layer_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                         quantize: tuple[float, float, torch.dtype] | None = None):
+    """LayerNorm(x) (no affine) · (1 + scale) + shift for x (B, N, D) contiguous, shift/scale (B, 1, D).
+
+    `quantize` = (Q, amax floor, int8 or float8_e4m3fn): instead of the (B, N, D) result, its (B·N, D) 8-bit rows and
+    (B·N, 1) fp32 scales, as model/kernels/row_quant.py quantises the result."""
     B, N, D = x.shape
     if not x.is_contiguous():
         raise ValueError("modulated_layer_norm needs contiguous (B, N, D) activations")
     shift, scale = _modulation(shift, x, "shift"), _modulation(scale, x, "scale")
     if shift.stride(0) != scale.stride(0):
         raise ValueError("shift and scale must be views of one modulation table")
-    out = torch.empty_like(x)
-    _modulated_norm_kernel[(triton.cdiv(B * N, ROWS),)](x, shift, scale, out, B * N, N, D, shift.stride(0), eps,
-                                                        ROWS=ROWS, BLOCK_D=triton.next_power_of_2(D))
-    return out
+    qmax, floor, qdtype = quantize or (1.0, 0.0, torch.int8)
+    out = torch.empty_like(x) if quantize is None else x   # quantising, the kernel only reads out's dtype
+    q = torch.empty((B * N, D), device=x.device, dtype=qdtype) if quantize else out
+    s = torch.empty((B * N, 1), device=x.device, dtype=torch.float32) if quantize else out
+    _modulated_norm_kernel[(triton.cdiv(B * N, ROWS),)](
+        x, shift, scale, out, q, s, B * N, N, D, shift.stride(0), eps, QUANTIZE=quantize is not None,
+        INV_QMAX=1.0 / qmax, FLOOR=floor, INT8=qdtype == torch.int8, ROWS=ROWS, BLOCK_D=triton.next_power_of_2(D))
+    return (q, s) if quantize else out
 
 
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@ Eager: SiLU over the 2f inverted-conv channels, a cuDNN depth-wise 3×3 conv wit
 the product: four passes over (B, N, 2f)-sized tensors plus layout conversions. Here one kernel reads the inverted
 projection from memory once (each element three times from cache, once per horizontal tap), applies SiLU as it
 loads (SiLU(0) = 0, so the conv's zero padding is unchanged), convolves both halves in fp32 and writes
-value · SiLU(gate) once, token-major (B, N, f), ready for the point-wise projection.
+value · SiLU(gate) once, token-major (B, N, f), ready for the point-wise projection. When the inverted conv's GEMM
+has applied the SiLU in its epilogue (model/kernels/gemm.py), `activated=True` skips it here: the kernel then
+computes no SiLU per input at all, where it otherwise computes three (one per horizontal tap).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def _silu(x):
 
 
 @triton.jit
-def _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, base: tl.constexpr):
+def _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, base: tl.constexpr, ACTIVATED: tl.constexpr):
     """SiLU of image row `row` (zero outside the image) at columns cols-1, cols, cols+1, convolved with the
     three horizontal taps of each kernel row i: h_i = Σ_j w[c, i, j] · SiLU(x[row, cols + j - 1]), i = 0, 1, 2."""
     h0 = tl.zeros((cols.shape[0], c.shape[0]), dtype=tl.float32)
@@ -37,8 +39,10 @@ def _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, base: tl.constexpr):
     for j in tl.static_range(3):
         cc = cols + j - 1
         ok = ((cc >= 0) & (cc < W) & (row >= 0) & (row < H))[:, None] & c_in[None, :]
-        x = _silu(tl.load(src + (row * W + cc)[:, None] * (2 * F) + (base + c)[None, :], mask=ok,
-                          other=0.0).to(tl.float32))
+        x = tl.load(src + (row * W + cc)[:, None] * (2 * F) + (base + c)[None, :], mask=ok,
+                    other=0.0).to(tl.float32)
+        if not ACTIVATED:
+            x = _silu(x)
         h0 += x * tl.load(w_ptr + channel + j, mask=c_in, other=0.0).to(tl.float32)[None, :]
         h1 += x * tl.load(w_ptr + channel + 3 + j, mask=c_in, other=0.0).to(tl.float32)[None, :]
         h2 += x * tl.load(w_ptr + channel + 6 + j, mask=c_in, other=0.0).to(tl.float32)[None, :]
@@ -47,7 +51,7 @@ def _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, base: tl.constexpr):
 
 @triton.jit
 def _dwconv_glu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, F, row_blocks, BLOCK_W: tl.constexpr,
-                       BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
+                       BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ACTIVATED: tl.constexpr):
     # The program walks down its rows keeping the partial sums of the rows above, so each input is loaded and
     # passed through SiLU three times (once per horizontal tap) instead of nine:
     # out(r) = h_0(r - 1) + h_1(r) + h_2(r + 1), h_i as in _row_taps.
@@ -66,8 +70,8 @@ def _dwconv_glu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, F, row_blocks, BLOCK_
     above_v = tl.zeros_like(pend_v)                             # h_0(R - 1)
     above_g = tl.zeros_like(pend_v)
     for row in range(first - 1, last + 1):
-        v0, v1, v2 = _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, 0)
-        g0, g1, g2 = _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, F)
+        v0, v1, v2 = _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, 0, ACTIVATED)
+        g0, g1, g2 = _row_taps(src, row, H, W, F, cols, c, c_in, w_ptr, F, ACTIVATED)
         value = pend_v + v2 + bias_v
         gate = pend_g + g2 + bias_g
         ok = ((cols < W) & (row - 1 >= first))[:, None] & c_in[None, :]
@@ -77,9 +81,11 @@ def _dwconv_glu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, F, row_blocks, BLOCK_
         above_v, above_g = v0, g0
 
 
-def dwconv_glu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+def dwconv_glu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tuple[int, int],
+               activated: bool = False) -> torch.Tensor:
     """value · SiLU(gate) of DWConv3×3(SiLU(x)) + bias, x (B, N, 2f) token-major, weight (2f, 1, 3, 3), bias (2f,);
-    the first f channels are the value, the last f the gate (GLUMBConv's chunk order). Returns (B, N, f)."""
+    the first f channels are the value, the last f the gate (GLUMBConv's chunk order). Returns (B, N, f).
+    `activated`: x is SiLU(x) already."""
     B, N, C = x.shape
     H, W = hw
     if N != H * W or C % 2 or weight.shape != (C, 1, 3, 3) or bias.shape != (C,):
@@ -91,5 +97,5 @@ def dwconv_glu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tu
     row_blocks = triton.cdiv(H, ROWS)
     grid = (triton.cdiv(W, BLOCK_W), triton.cdiv(F, BLOCK_C), B * row_blocks)
     _dwconv_glu_kernel[grid](x, weight, bias, out, H, W, F, row_blocks, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C, ROWS=ROWS,
-                             num_warps=NUM_WARPS)
+                             ACTIVATED=activated, num_warps=NUM_WARPS)
     return out
