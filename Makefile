@@ -27,8 +27,8 @@ smoke: setup
 
 # Tests that need a CUDA GPU (full-size parity); elsewhere they skip.
 gpu-test: setup
-	$(BIN)/pytest -q tests/test_transformer.py tests/test_kernels.py -k gpu
-	$(BIN)/pytest -q tests/test_cuda_graph.py
+	$(BIN)/pytest -q tests/test_transformer.py tests/test_kernels.py tests/test_text_encoder.py -k gpu
+	$(BIN)/pytest -q tests/test_cuda_graph.py tests/test_quantize.py
 
 # The official DPG-Bench VQA (ModelScope mPLUG) needs its own environment: its pins (transformers 4.x, fairseq,
 # built from source with a C compiler) clash with ours. Builds .venv-mplug and runs the mPLUG backend's test there.
