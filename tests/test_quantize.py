@@ -179,15 +179,20 @@ def test_norm_quantises_its_rows_like_the_stand_alone_kernel(mode, width):
     assert isinstance(modulated_input(x, shift, scale, eager), torch.Tensor)
 
 
-def test_fused_quantised_model_agrees_with_the_emulation():
+@pytest.mark.parametrize("pag", [False, True])
+def test_fused_quantised_model_agrees_with_the_emulation(pag):
     """The tiny model quantised to W8A8 with every fused path (producer quantisation, the Triton GEMM with bias and
     SiLU epilogues, the activated dwconv; Triton's interpreter on the CPU) against the eager model emulated in
-    float64, on the same weights."""
+    float64, on the same weights; with PAG, a third row runs identity attention in block 0 (QuantizedRows carry the
+    batch size the attention splits at)."""
     device = "cuda" if CUDA else "cpu"
+    rows = 3 if pag else 2
     gen = torch.Generator(device).manual_seed(3)
-    x = torch.randn(2, TINY.in_channels, 8, 8, device=device, generator=gen)
-    y = torch.randn(2, 12, TINY.caption_channels, device=device, generator=gen)
-    mask, t = torch.ones(2, 12, device=device, dtype=torch.long), torch.tensor([999.0, 300.0], device=device)
+    x = torch.randn(rows, TINY.in_channels, 8, 8, device=device, generator=gen)
+    y = torch.randn(rows, 12, TINY.caption_channels, device=device, generator=gen)
+    mask = torch.ones(rows, 12, device=device, dtype=torch.long)
+    t = torch.tensor([999.0, 300.0, 300.0][:rows], device=device)
+    options = dict(pag_layers=frozenset({0}), perturbed_rows=1) if pag else {}
     outs = {}
     for kernels in ("eager", "triton"):
         torch.manual_seed(0)
@@ -196,7 +201,7 @@ def test_fused_quantised_model_agrees_with_the_emulation():
             if isinstance(layer, QuantizedLinear) and kernels == "eager":
                 layer.emulate = True
         with torch.no_grad():
-            outs[kernels] = model(x, t, y, mask).double()
+            outs[kernels] = model(x, t, y, mask, **options).double()
     # the same 8-bit values and int32 sums: only fp32 rounding differs (the quantisation error itself is 3e-3)
     assert ((outs["triton"] - outs["eager"]).norm() / outs["eager"].norm()).item() < 1e-5
 
