@@ -63,11 +63,16 @@ def quantize_rows(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tenso
     return y.to(torch.float8_e4m3fn), scale   # |y| <= 448 up to fp32 rounding, which the cast rounds back to 448
 
 
+def has_fp8_units(x: torch.Tensor) -> bool:
+    """Whether `x` lives on a GPU with FP8 tensor cores (compute capability 8.9 and up: Ada, Hopper)."""
+    return x.is_cuda and torch.cuda.get_device_capability(x.device) >= (8, 9)
+
+
 def _fast_path(x: torch.Tensor, n: int, mode: str) -> bool:
     """Whether the GPU kernels take these shapes: cuBLASLt wants M > 16 and K, N multiples of 16 (and FP8 units)."""
     if not x.is_cuda or x.shape[0] <= 16 or x.shape[1] % 16 or n % 16:
         return False
-    return mode == "w8a8" or torch.cuda.get_device_capability(x.device) >= (8, 9)
+    return mode == "w8a8" or has_fp8_units(x)
 
 
 def quantized_matmul(qx: torch.Tensor, sx: torch.Tensor, qw: torch.Tensor, sw: torch.Tensor,
@@ -157,9 +162,9 @@ class QuantizedLinear(nn.Module):
     def fused(self, x: torch.Tensor | QuantizedRows) -> bool:
         """Whether `x` runs the Triton path (quantised in one pass or by its producer, GEMM with its epilogue)."""
         values = x.values if isinstance(x, QuantizedRows) else x
-        # The interpreter's float8 cast is not the GPU's, so the fused FP8 quantisation runs on CUDA only.
+        # The interpreter's float8 cast is not the GPU's, so fused FP8 runs on GPUs with FP8 tensor cores only.
         return (not self.emulate and use_triton(self.kernels, values)
-                and (self.mode == "w8a8" or values.is_cuda))
+                and (self.mode == "w8a8" or has_fp8_units(values)))
 
     def quantizes_in_producer(self, x: torch.Tensor) -> tuple[float, float, torch.dtype] | None:
         """What a producer kernel needs to hand this layer QuantizedRows of `x` (None: give it `x` itself)."""

@@ -27,6 +27,7 @@ from sana_eval.bench.quantization import quantization_errors
 from test_bench_speed import TINY, TINY_E2E
 
 CUDA = torch.cuda.is_available()
+FP8_GPU = CUDA and torch.cuda.get_device_capability() >= (8, 9)   # FP8 tensor cores: the fused FP8 path's GPUs
 QMAX = {"w8a8": 127, "fp8": 448}
 
 
@@ -158,8 +159,8 @@ def test_norm_quantises_its_rows_like_the_stand_alone_kernel(mode, width):
     """The modulated LayerNorm that quantises its own output for an 8-bit GEMM (model/kernels/block_ops.py) gives
     the bits of the unfused path: the norm rounded to fp16, then the stand-alone row quantiser. FP8's Triton cast
     runs on a GPU only (the interpreter's float8 cast is not the GPU's)."""
-    if mode == "fp8" and not CUDA:
-        pytest.skip("the fused FP8 quantisation runs on CUDA only")
+    if mode == "fp8" and not FP8_GPU:
+        pytest.skip("the fused FP8 quantisation runs on GPUs with FP8 tensor cores only")
     from model.kernels.block_ops import modulated_layer_norm
 
     device = "cuda" if CUDA else "cpu"
@@ -210,8 +211,8 @@ def test_fused_quantised_model_agrees_with_the_emulation():
 def test_gemm_epilogue_applies_bias_and_silu_like_the_eager_code(mode, dtype):
     """The Triton 8-bit GEMM's epilogue (model/kernels/gemm.py): rescale, bias, rounding to the output dtype, SiLU,
     against the eager layer's GEMM followed by F.silu on the same 8-bit operands; odd sizes exercise the masks."""
-    if mode == "fp8" and not CUDA:
-        pytest.skip("the fused FP8 path runs on CUDA only")
+    if mode == "fp8" and not FP8_GPU:
+        pytest.skip("the fused FP8 path runs on GPUs with FP8 tensor cores only")
     device = "cuda" if CUDA else "cpu"
     linear = nn.Linear(72, 40, device=device, dtype=dtype)
     x = random_rows(37, 72, seed=7).to(device, dtype)
