@@ -326,6 +326,7 @@ def test_speed_runner_reports_the_cell_and_the_gpu_caveat(monkeypatch):
     measured = SR.run_speed({**settings, "measure": "throughput"}, seconds)
     assert measured.value == timing.img_per_s
     assert "on cpu, not the paper's A100" in measured.detail and "cell = end to end" in measured.detail
+    assert "CUDA graphs: denoiser off, text off" in measured.detail   # what ran, as the record says
     with pytest.raises(ValueError, match="unknown measure 'fps'"):
         SR.run_speed({**settings, "measure": "fps"}, seconds)
     assert SR.gpu_caveat("A100", "NVIDIA A100-SXM4-80GB") == "on NVIDIA A100-SXM4-80GB"

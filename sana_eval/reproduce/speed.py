@@ -74,7 +74,8 @@ def _describe(t: E2ETiming | PeerTiming, whole: bool) -> str:
             + (f" (denoiser timed over {t.timed_steps} and scaled)" if t.timed_steps < t.steps else "")
             if hasattr(t, "repo")
             else f"Gemma-2 {t.text_tokens} tokens, {t.steps} steps, {t.blocks}, decoder {t.vae}, kernels "
-                 f"{t.kernels}, {t.achieved_tflops:.0f} TFLOP/s")
+                 f"{t.kernels}, CUDA graphs: denoiser {'on' if t.cuda_graphs else 'off'}, text "
+                 f"{'on' if t.text_cuda_graphs else 'off'}, {t.achieved_tflops:.0f} TFLOP/s")
     memory = f"{t.peak_mem_gib:.1f} GiB" if t.peak_mem_gib is not None else "-"
     return (f"cell = {'end to end' if whole else 'denoising only'}; {t.total_s:.3f} s end to end = text "
             f"{t.text_s:.3f} + denoise {t.denoise_s:.3f} + decode {t.decode_s:.3f}; {t.img_per_s:.3f} img/s "
