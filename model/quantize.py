@@ -143,14 +143,15 @@ class QuantizedLinear(nn.Module):
 
     def tokens(self, x: torch.Tensor | QuantizedRows, activation: str = "none") -> torch.Tensor:
         """The GEMM over the last dimension of `x`."""
+        fused = self.fused(x)
         if isinstance(x, QuantizedRows):
             qx, sx = x.values, x.scales
-        elif self.fused(x):
+        elif fused:
             qx, sx = fused_quantize_rows(x.reshape(-1, self.in_features), QMAX[self.mode], AMAX_FLOOR,
                                          QDTYPE[self.mode])
         else:
             qx, sx = quantize_rows(x.reshape(-1, self.in_features), self.mode)
-        if self.fused(x):
+        if fused:
             y = scaled_gemm(qx, sx, self.weight_values, self.weight_scale, self.bias, x.dtype,
                             silu=activation == "silu")
         else:

@@ -18,10 +18,10 @@ from model.dc_ae import (
     EfficientViTBlock,
     ResBlock,
     Upsample,
-    decode_tiled,
     get_dc_ae_preset,
 )
 from model.dc_ae_keys import efficientvit_to_diffusers, load_dc_ae
+from model.tiled_decode import decode_tiled
 from model.weights_io import CheckpointError, check_state_dict, load_strict, save_safetensors
 
 diffusers = pytest.importorskip("diffusers")

@@ -30,12 +30,13 @@ import torch
 
 from model.config import PRESETS, TransformerConfig, get_preset
 from model.cuda_graph import CudaGraphs, GraphedModule, use_graphs
-from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig, decode_tiled
+from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig
 from model.kernel_choice import resolve
 from model.macs import count_macs
 from model.quantize import quantize_transformer
 from model.samplers import classifier_free_guidance, flow_dpm_solver
 from model.text_encoder import Gemma2Forward, select_tokens
+from model.tiled_decode import decode_tiled
 from model.transformer import build_transformer
 from sana_eval.bench.clock import (
     Clock,
