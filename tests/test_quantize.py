@@ -15,6 +15,7 @@ from model.config import get_preset
 from model.kernels import row_quant
 from model.quantize import (
     AMAX_FLOOR,
+    QDTYPE,
     QuantizedLinear,
     QuantizedRows,
     quantize_rows,
@@ -23,10 +24,11 @@ from model.quantize import (
 )
 from model.transformer import build_transformer, modulated_input
 from sana_eval.bench.e2e import E2ESpec, SanaWorkload
-from sana_eval.bench.quantization import quantization_errors
+from sana_eval.bench.quantization import quantization_errors, relative_error
 from test_bench_speed import TINY, TINY_E2E
 
 CUDA = torch.cuda.is_available()
+FP8_SUM_BOUND = 2e-3   # Hopper's FP8 MMA sums (cuBLAS's fast accumulation too): 4e-4 to 8e-4 measured on the H200
 FP8_GPU = CUDA and torch.cuda.get_device_capability() >= (8, 9)   # FP8 tensor cores: the fused FP8 path's GPUs
 QMAX = {"w8a8": 127, "fp8": 448}
 
@@ -219,10 +221,16 @@ def test_gemm_epilogue_applies_bias_and_silu_like_the_eager_code(mode, dtype):
     fused = QuantizedLinear.from_module(linear, mode, kernels="triton")
     eager = QuantizedLinear.from_module(linear, mode, kernels="eager")
     eager.emulate = True
-    for activation in ("none", "silu"):
-        out, expected = fused(x, activation), eager(x, activation)
-        assert out.dtype == dtype
-        torch.testing.assert_close(out, expected, rtol=1e-5 if dtype == torch.float32 else 2**-10, atol=1e-6)
+    rtol = 1e-5 if dtype == torch.float32 else 2**-10
+    if mode == "w8a8":  # exact int32 sums: only the epilogue's rounding may differ
+        for activation in ("none", "silu"):
+            out, expected = fused(x, activation), eager(x, activation)
+            assert out.dtype == dtype
+            torch.testing.assert_close(out, expected, rtol=rtol, atol=1e-6)
+    else:  # Hopper's FP8 MMAs sum in reduced precision: the sums within their bound, the SiLU on the GEMM's own output
+        out = fused(x, "none")
+        assert out.dtype == dtype and relative_error(out, eager(x, "none")) < FP8_SUM_BOUND
+        torch.testing.assert_close(fused(x, "silu"), torch.nn.functional.silu(out), rtol=rtol, atol=1e-6)
     for layer in (fused, eager):
         with pytest.raises(ValueError, match="activation='gelu'"):
             layer(x, "gelu")
@@ -236,11 +244,14 @@ def test_e2e_workload_runs_the_quantised_dit():
 
 
 @pytest.mark.skipif(not CUDA, reason="the tensor-core paths need a CUDA GPU")
-def test_gpu_fused_fp8_quantisation_matches_eager():
-    x = torch.randn(4096, 2880, device="cuda", dtype=torch.float16)
-    x = x * torch.logspace(-2, 2, 4096, device="cuda", dtype=torch.float16)[:, None]
-    qx, sx = row_quant.quantize_rows(x, 448.0, AMAX_FLOOR, torch.float8_e4m3fn)
-    ref_qx, ref_sx = quantize_rows(x, "fp8")
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+def test_gpu_fused_quantisation_matches_eager_bit_for_bit(mode):
+    """Compiled, the row quantiser must not contract x·(1/s) with its rounding's add into an fma: on the H200 that
+    flipped about one value in 10^4 (caught here, not in the interpreter, which does not contract)."""
+    x = torch.randn(16384, 1152, device="cuda", dtype=torch.float16)
+    x = x * torch.logspace(-2, 2, 16384, device="cuda", dtype=torch.float16)[:, None]
+    qx, sx = row_quant.quantize_rows(x, QMAX[mode], AMAX_FLOOR, QDTYPE[mode])
+    ref_qx, ref_sx = quantize_rows(x, mode)
     assert torch.equal(sx, ref_sx)
     assert torch.equal(qx.view(torch.int8), ref_qx.view(torch.int8))
 
@@ -262,8 +273,11 @@ def test_gpu_tensor_cores_match_the_emulation(mode, k, n, kernels):
         assert torch.equal(fast, emulated)
     elif mode == "w8a8":  # the same int32 sums; compiled Triton fuses the epilogue's multiply-add (an FMA)
         torch.testing.assert_close(fast, emulated, rtol=2**-10, atol=2**-14)
-    else:               # fp32 accumulation on the tensor cores, bias added in fp16
-        assert ((fast.double() - emulated.double()).norm() / emulated.double().norm()).item() < 2e-3
+    else:  # Hopper's FP8 MMAs sum in reduced precision; against the float layer that is lost in FP8's own error
+        assert relative_error(fast, emulated) < FP8_SUM_BOUND
+        exact = nn.functional.linear(x.double(), linear.weight.double(), linear.bias.double())
+        eager = QuantizedLinear.from_module(linear, mode, kernels="eager")(x)
+        assert relative_error(fast, exact) <= 1.01 * relative_error(eager, exact)
 
 
 @pytest.mark.skipif(not CUDA, reason="the tensor-core paths need a CUDA GPU")

@@ -21,7 +21,10 @@ def quantize_tile(x, INV_QMAX: tl.constexpr, FLOOR: tl.constexpr, INT8: tl.const
     """fp32 rows (R, K), zero where masked → (8-bit rows, (R,) fp32 scales): s = max(|x|, floor)·fl(1/Q), and
     x · fl(1/s) rounded half-even and clamped to ±127 (INT8) or cast to float8_e4m3fn."""
     scale = tl.maximum(tl.max(tl.abs(x), axis=1), FLOOR) * INV_QMAX
-    y = x * tl.math.div_rn(1.0, scale)[:, None]   # IEEE reciprocal (Triton's `/` is approximate), as torch's
+    # IEEE reciprocal (Triton's `/` is approximate), as torch's. The product goes through fma(·, ·, 0), so that the
+    # compiler cannot contract it with the rounding's add below (one rounding of x·r + M flipped ~1e-4 of the
+    # values on the H200); the fma turns x = −0 into +0, so zeros keep x, as torch's product does (FP8's sign bit).
+    y = tl.where(x == 0.0, x, tl.fma(x, tl.math.div_rn(1.0, scale)[:, None], 0.0))
     if INT8:
         q = tl.minimum(tl.maximum((y + RNE_MAGIC) - RNE_MAGIC, -127.0), 127.0).to(tl.int8)
     else:
