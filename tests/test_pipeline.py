@@ -8,6 +8,7 @@ from _tiny import diffusers_ae, diffusers_kwargs, randomise, randomize
 from model.config import DIFFUSERS_NUMERICS, TransformerConfig
 from model.dc_ae import DCAE, DCAE_PRESETS
 from model.pipeline import SamplingConfig, SanaPipeline, initial_noise
+from model.quantize import SCHEME_VERSION
 from model.text_encoder import CHI_DIFFUSERS, CHI_NVLABS, TEXT_ENCODER_PRESETS, TextEncoder
 from model.transformer import build_transformer
 from model.transformer_keys import diffusers_to_nvlabs
@@ -145,6 +146,12 @@ def test_generate_command_writes_and_resumes(parts, tmp_path, capsys):
     # the fused kernels round differently: a folder made eager does not take fused images (Triton's interpreter)
     assert main([*argv, "--kernels", "triton"]) == 2
     assert "kernels_run" in capsys.readouterr().err
+    # nor quantised ones; a quantised folder names its mode and scheme, which a resume must match
+    assert main([*argv, "--quantize", "w8a8"]) == 2
+    assert "run_config.quantize: null then" in capsys.readouterr().err
+    quantised = [*argv[:argv.index("--out")], "--out", str(tmp_path / "w8a8"), *argv[argv.index("--out") + 2:]]
+    assert main([*quantised, "--quantize", "w8a8"]) == 0
+    assert read_run(tmp_path / "w8a8")[0]["run_config"]["quantize"] == {"mode": "w8a8", "scheme": SCHEME_VERSION}
 
 
 def test_a_saved_diffusers_pipeline_root_loads_whole(parts, tmp_path):

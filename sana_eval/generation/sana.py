@@ -10,6 +10,7 @@ import torch
 from model.config import DIFFUSERS_NUMERICS
 from model.kernel_choice import resolve
 from model.pipeline import SamplingConfig, SanaPipeline, load_pipeline
+from model.quantize import SCHEME_VERSION
 from model.text_encoder import DEFAULT_MODEL, TEXT_ENCODER_PRESETS
 from model.weights_io import sha256_tree
 from sana_eval import folder_lock
@@ -127,7 +128,7 @@ def generate_into_folder(request: GenerateRequest, world: World, loaded: LoadedM
                         "dc_ae": resolve(pipe.vae.config.kernels, pipe.device)},
     }
     if request.quantize != "none":  # recorded only when on, so folders made before the option still resume
-        run_config["quantize"] = request.quantize
+        run_config["quantize"] = {"mode": request.quantize, "scheme": SCHEME_VERSION}
     if pipe.device.type == "cpu":
         # CPU matmuls reduce in an order set by the intra-op thread count (torchrun sets OMP_NUM_THREADS=1): the
         # last bits, hence some pixels, follow it, so a resume under another count is refused, not mixed.
