@@ -344,10 +344,30 @@ def test_speed_suite_writes_records_table_and_plot(tmp_path):
     assert all(r["machine"]["torch"] == torch.__version__ and r["machine"]["gpu"] == "cpu" for r in records)
     assert records[0]["total_s"] > 0 and "not a multiple" in records[2]["error"]
     text = md.read_text()
-    assert "| tiny | tiny | eager | no | 64 | 2 |" in text and "not a multiple" in text
+    assert "| tiny | tiny | eager | no | none | 64 | 2 |" in text and "not a multiple" in text
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no preset for tiny at 32 px"):
         run_speed_suite(tmp_path, models=("tiny",), resolutions=(32,), device="cpu", presets=presets, matmul_n=64)
+
+
+def test_speed_suite_times_quantised_modes_and_the_peer_in_one_run(tmp_path):
+    """Issue #16's grid in one command: each quantised row set against the unquantised one, and diffusers'
+    denoiser of the same architecture timed beside ours."""
+    md = run_speed_suite(tmp_path, models=("tiny",), resolutions=(64,), batches=(1,), dtype="fp32", steps=2,
+                         device="cpu", presets={("tiny", 64): TINY}, matmul_n=64, repeats=1, quantize=("none", "w8a8"),
+                         peer=True, **{k: v for k, v in TINY_E2E.items() if k != "device"})
+    records = [json.loads(line) for line in (tmp_path / "speed.jsonl").read_text().splitlines()]
+    assert [(r["case"], r.get("quantize")) for r in records] == [
+        ("sana_e2e", "none"), ("sana_e2e", "w8a8"), ("peer_denoiser", "none")]
+    assert records[2]["impl"] == "diffusers" and records[2]["denoise20_s"] > 0
+    text = md.read_text()
+    none, w8a8 = (f"{records[0]['step_s'] / r['step_s']:.2f}" for r in records[:2])
+    assert "| eager | no | none | 64 | 1 |" in text and f"| {none} |" in text and f"| {w8a8} |" in text
+    ratio = records[2]["denoise20_s"] / records[0]["denoise_s"]
+    assert f"| tiny | 64 | 1 | {records[0]['denoise_s']:.3f} | {records[2]['denoise20_s']:.3f} | {ratio:.2f} |" in text
+    with pytest.raises(ValueError, match="unknown quantize mode 'int4'"):
+        run_speed_suite(tmp_path, models=("tiny",), resolutions=(64,), device="cpu", presets={("tiny", 64): TINY},
+                        quantize=("int4",))
 
 
 def test_text_encoder_suite_writes_records_and_table(tmp_path):

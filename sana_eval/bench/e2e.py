@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from model.config import PRESETS, TransformerConfig, get_preset
+from model.config import TransformerConfig
 from model.cuda_graph import CudaGraphs, GraphedModule, use_graphs
 from model.dc_ae import DCAE, DCAE_PRESETS, DCAEConfig
 from model.kernel_choice import resolve
@@ -50,6 +50,7 @@ from sana_eval.bench.clock import (
 )
 from sana_eval.bench.peer_models import VAES, VaeSpec
 from sana_eval.bench.text_encoders import TextEncoderSpec, build_text_encoder, building, get_text_encoder, random_tokens
+from sana_eval.bench.transformer import named_config
 
 CHI_TOKENS = 200                    # estimated Gemma tokens of the CHI text, BOS included (docs/model.md §4.3 n_chi)
 CAPTION_TOKENS = 300                # embeddings per prompt after the cut (model_max_length)
@@ -159,7 +160,7 @@ class SanaWorkload:
 
     def __init__(self, spec: E2ESpec) -> None:
         device = timing_device(spec.device)
-        self.name, config = _preset(spec.preset)
+        self.name, config = named_config(spec.preset)
         self.vae_name, vae = resolve_vae(spec.vae)
         if spec.kernels is not None:
             config = config.replace(kernels=spec.kernels)
@@ -263,15 +264,6 @@ class SanaWorkload:
         images = [self._decode(chunk.to(vae_dtype)) for chunk in latents.split(self.decode_chunk)]
         clock.mark()
         return torch.cat(images)                                         # (B, 3, H, W)
-
-
-def _preset(preset: str | TransformerConfig) -> tuple[str, TransformerConfig]:
-    """A preset name or config -> (the name a record carries, the config); a config equal to a preset keeps its
-    name ("custom" otherwise: `blocks` and `kernels` then say what differs)."""
-    if isinstance(preset, str):
-        return preset, get_preset(preset)
-    named = [name for name, config in PRESETS.items() if config == preset.replace(kernels="auto")]
-    return (named[0] if named else "custom"), preset
 
 
 def default_decode_tile(resolution: int, factor: int) -> int | None:

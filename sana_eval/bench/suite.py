@@ -6,10 +6,13 @@ against; the paper timed an A100 in FP16, so on other GPUs the comparison is of 
 """
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from model.config import TransformerConfig
+from model.quantize import check_mode
 from sana_eval.bench import e2e
 from sana_eval.bench.clock import measure_matmul_peak
 from sana_eval.bench.records import JsonLines, fmt, machine_info, machine_lines, paper_cell, run_case
@@ -20,6 +23,7 @@ from sana_eval.bench.text_encoders import (
     text_encoder_name,
     time_text_encoder,
 )
+from sana_eval.bench.transformer import time_transformer
 from sana_eval.io import save_figure, write_text
 from sana_eval.tables.speed import PRESETS
 
@@ -42,14 +46,20 @@ def _paper_speed(model: str, resolution: int, batch: int) -> tuple[str, str | No
 def run_speed_suite(out_dir: str | Path, models: Sequence[str] = MODELS, resolutions: Iterable[int] = RESOLUTIONS,
                     batches: Iterable[int] = BATCHES, dtype: str = "fp16", *, steps: int = 20,
                     device: str = "cuda", presets: Mapping[tuple[str, int], str | TransformerConfig] | None = None,
-                    matmul_n: int = 8192, **options: object) -> Path:
-    """Time every (model, resolution, batch) end to end; write speed.jsonl, speed.md and speed.png in `out_dir`.
+                    matmul_n: int = 8192, quantize: Sequence[str] = ("none",), peer: bool = False,
+                    **options: object) -> Path:
+    """Time every (model, resolution, batch) end to end, once per `quantize` mode, and with `peer` diffusers'
+    denoiser beside it in the same run; write speed.jsonl, speed.md and speed.png in `out_dir`.
 
     `presets` maps (model, resolution) to a preset (default: Table 14's, sana_eval/tables/speed.py); `options` are
     the other E2ESpec fields of every case (text_dtype, vae_dtype, chi_tokens, repeats, ...). Returns the Markdown
     path.
     """
     presets = PRESETS if presets is None else presets
+    for mode in quantize:
+        check_mode(mode)
+    if peer and importlib.util.find_spec("diffusers") is None:
+        raise ValueError("the peer's denoiser needs diffusers: pip install diffusers")
     out = Path(out_dir)
     peak = measure_matmul_peak(dtype, n=matmul_n, device=device)
     lines = JsonLines(out / "speed.jsonl")
@@ -59,41 +69,70 @@ def run_speed_suite(out_dir: str | Path, models: Sequence[str] = MODELS, resolut
                 raise ValueError(f"no preset for {model} at {resolution} px; known: {sorted(presets)}")
             preset = presets[model, resolution]
             for batch in batches:
-                spec = e2e.E2ESpec(preset, resolution, batch, dtype, steps, device=device, **options)
-                record = run_case(lambda spec=spec: e2e.time_sana_e2e(spec, matmul_peak_tflops=peak))
                 column, paper = _paper_speed(model, resolution, batch)
-                lines.add({"case": "sana_e2e", "model": model, "resolution": resolution, "batch": batch,
-                           **record, "paper_table14": {column: paper} if column else {},
-                           "machine": machine_info()})
+                for mode in quantize:
+                    spec = e2e.E2ESpec(preset, resolution, batch, dtype, steps, device=device, quantize=mode,
+                                       **options)
+                    record = run_case(lambda spec=spec: e2e.time_sana_e2e(spec, matmul_peak_tflops=peak))
+                    lines.add({"case": "sana_e2e", "model": model, "resolution": resolution, "batch": batch,
+                               **record, "paper_table14": {column: paper} if column else {},
+                               "machine": machine_info()})
+                if peer:  # as many repeats as each end-to-end case
+                    record = run_case(partial(time_transformer, preset, resolution, batch, dtype, impl="diffusers",
+                                              steps=steps, repeats=spec.repeats, device=device))
+                    lines.add({"case": "peer_denoiser", "model": model, "resolution": resolution, "batch": batch,
+                               **record, "machine": machine_info()})
     md = write_text(out / "speed.md", speed_markdown(lines.records, peak, dtype, matmul_n))
-    plot_breakdown(lines.records, out / "speed.png")
+    plot_breakdown([r for r in lines.records if r["case"] == "sana_e2e" and r.get("quantize", "none") == "none"],
+                   out / "speed.png")
     return md
 
 
 def speed_markdown(records: list[dict], matmul_peak: float, dtype: str, matmul_n: int = 8192) -> str:
+    """The end-to-end table; with quantised rows, each one's step against the unquantised row's; with the peer's
+    rows, a second table of the two denoisers (20 steps each, the same run)."""
+    ours = [r for r in records if r["case"] == "sana_e2e"]
     head = ["# Sana end-to-end speed (random weights)", ""]
     if records:
         head += machine_lines(records[0])
     head += [f"- {dtype} matmul peak ({matmul_n}³ GEMM, what % peak divides by): {matmul_peak:.1f} TFLOP/s", "",
-             f"Total = Gemma-2 text encoding + {records[0].get('steps', '?') if records else '?'} denoising steps "
-             "(CFG: 2·batch rows) + DC-AE decoding; img/s = "
-             "batch / total. Paper: Table 14 latency (batch 1) or throughput (batch 16).", "",
-             "| Model | Preset | Kernels | Graphs | px | Batch | Text s | Denoise s | Decode s | Total s | img/s | "
-             "Step ms | TFLOP/s | % peak | Mem GiB | Paper |", "|" + "---|" * 16]
-    for r in records:
+             f"Total = Gemma-2 text encoding + {ours[0].get('steps', '?') if ours else '?'} denoising steps "
+             "(CFG: 2·batch rows) + DC-AE decoding; img/s = batch / total; × fp16 step: the unquantised step "
+             "over this row's. Paper: Table 14 latency (batch 1) or throughput (batch 16).", "",
+             "| Model | Preset | Kernels | Graphs | Quantize | px | Batch | Text s | Denoise s | Decode s | Total s | "
+             "img/s | Step ms | × fp16 step | TFLOP/s | % peak | Mem GiB | Paper |", "|" + "---|" * 18]
+    unquantised = {_cell(r): r for r in ours if r.get("quantize", "none") == "none" and "error" not in r}
+    for r in ours:
         paper = ", ".join(f"{k} {v}" for k, v in r["paper_table14"].items() if v) or "-"
         if "error" in r:
-            head.append(f"| {r['model']} | | | | {r['resolution']} | {r['batch']} | {r['error']} |" + " |" * 9
+            head.append(f"| {r['model']} | | | | | {r['resolution']} | {r['batch']} | {r['error']} |" + " |" * 10
                         + f" {paper} |")
             continue
         mfu = f"{100 * r['mfu']:.0f}" if r["mfu"] is not None else "-"
         graphs = {True: "yes", False: "no"}.get(r.get("cuda_graphs"), "-")  # "-": records from before the field
-        head.append(f"| {r['model']} | {r['preset']} | {r['kernels']} | {graphs} | {r['resolution']} | {r['batch']} | "
-                    f"{fmt(r['text_s'])} | "
+        base = unquantised.get(_cell(r))
+        gain = f"{base['step_s'] / r['step_s']:.2f}" if base else "-"
+        head.append(f"| {r['model']} | {r['preset']} | {r['kernels']} | {graphs} | {r.get('quantize', 'none')} | "
+                    f"{r['resolution']} | {r['batch']} | {fmt(r['text_s'])} | "
                     f"{fmt(r['denoise_s'])} | {fmt(r['decode_s'])} | {fmt(r['total_s'])} | "
-                    f"{fmt(r['img_per_s'])} | {1000 * r['step_s']:.1f} | {fmt(r['achieved_tflops'], 1)} | "
+                    f"{fmt(r['img_per_s'])} | {1000 * r['step_s']:.1f} | {gain} | {fmt(r['achieved_tflops'], 1)} | "
                     f"{mfu} | {fmt(r['peak_mem_gib'], 1)} | {paper} |")
+    peers = [r for r in records if r["case"] == "peer_denoiser"]
+    if peers:
+        head += ["", "Denoisers, 20 steps with CFG in the same run: ours (the unquantised end-to-end row's denoise "
+                 "phase) against diffusers' SanaTransformer2DModel of the same architecture.", "",
+                 "| Model | px | Batch | ours s | diffusers s | ours × faster |", "|" + "---|" * 6]
+        for r in peers:
+            base = unquantised.get(_cell(r))
+            theirs = "-" if "error" in r else fmt(r["denoise20_s"])
+            ratio = f"{r['denoise20_s'] / base['denoise_s']:.2f}" if base and "error" not in r else r.get("error", "-")
+            head.append(f"| {r['model']} | {r['resolution']} | {r['batch']} | "
+                        f"{fmt(base['denoise_s']) if base else '-'} | {theirs} | {ratio} |")
     return "\n".join(head) + "\n"
+
+
+def _cell(record: dict) -> tuple:
+    return record["model"], record["resolution"], record["batch"]
 
 
 def plot_breakdown(records: list[dict], path: Path) -> None:

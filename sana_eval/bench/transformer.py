@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from model.checkpoints import diffusers_config
-from model.config import TransformerConfig, get_preset
+from model.config import PRESETS, TransformerConfig, get_preset
 from model.cuda_graph import CudaGraphs, GraphedModule, use_graphs
 from model.kernel_choice import resolve
 from model.quantize import quantize_transformer
@@ -46,6 +46,15 @@ class TransformerTiming:
         return asdict(self)
 
 
+def named_config(preset: str | TransformerConfig) -> tuple[str, TransformerConfig]:
+    """A preset name or config -> (the name a record carries, the config); a config equal to a preset keeps its
+    name ("custom" otherwise: `blocks` and `kernels` then say what differs)."""
+    if isinstance(preset, str):
+        return preset, get_preset(preset)
+    named = [name for name, config in PRESETS.items() if config == preset.replace(kernels="auto")]
+    return (named[0] if named else "custom"), preset
+
+
 def peer_transformer(config: TransformerConfig) -> torch.nn.Module:
     """The peer's SanaTransformer2DModel of the same architecture, randomly initialised."""
     from diffusers import SanaTransformer2DModel  # heavy, optional: only the peer's timing needs diffusers
@@ -65,13 +74,15 @@ def random_inputs(cfg: TransformerConfig, resolution: int, rows: int, device: to
 
 
 @torch.no_grad()
-def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf16", impl: str = "ours",
-                     steps: int = 20, repeats: int = 5, kernels: str = "auto",
-                     cuda_graphs: CudaGraphs = "auto", quantize: str = "none") -> TransformerTiming:
+def time_transformer(preset: str | TransformerConfig, resolution: int, batch: int, dtype: str = "bf16",
+                     impl: str = "ours", steps: int = 20, repeats: int = 5, kernels: str = "auto",
+                     cuda_graphs: CudaGraphs = "auto", quantize: str = "none",
+                     device: str | torch.device = "cuda") -> TransformerTiming:
     """One forward and `steps` forwards of a 2·batch CFG pass at `resolution` px. `cuda_graphs` and `quantize`
     apply to ours ("auto": graphs at small batch x resolution, as the pipeline does)."""
-    device, dt = timing_device("cuda"), torch_dtype(dtype)
-    cfg = get_preset(preset).replace(kernels=kernels)
+    device, dt = timing_device(device), torch_dtype(dtype)
+    name, cfg = named_config(preset)
+    cfg = cfg.replace(kernels=kernels)
     if impl == "ours":
         model = quantize_transformer(build_transformer(cfg, device=device, dtype=dt).eval(), quantize)
     elif impl == "diffusers" and quantize == "none":
@@ -94,6 +105,6 @@ def time_transformer(preset: str, resolution: int, batch: int, dtype: str = "bf1
     step_s = median_seconds(forward, device, repeats)
     denoise_s = median_seconds(denoise, device, max(1, repeats // 2), warmup=1)
     return TransformerTiming(impl=impl, kernels=resolve(cfg.kernels, device) if impl == "ours" else impl,
-                             cuda_graphs=graphed, quantize=quantize, preset=preset, resolution=resolution, batch=batch,
+                             cuda_graphs=graphed, quantize=quantize, preset=name, resolution=resolution, batch=batch,
                              dtype=dtype, step_s=step_s, denoise20_s=denoise_s, img_per_s=batch / denoise_s,
                              peak_mem_gib=peak_memory_gib(device), gpu=device_name(device))

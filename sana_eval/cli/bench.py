@@ -261,7 +261,9 @@ def _add_suite(modes: argparse._SubParsersAction) -> None:
                        help="Sana end to end over models x resolutions x batches",
                        description="Sana end to end over --models x --resolutions x --batch (Tables 7, 14)",
                        examples=["sana-eval bench suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench",
-                                 "sana-eval bench suite sana --dtype bf16 --resolutions 1024 4096 --batch 1 16"])
+                                 "sana-eval bench suite sana --dtype bf16 --resolutions 1024 4096 --batch 1 16",
+                                 "sana-eval bench suite sana --resolutions 1024 --dtype fp16 --quantize none w8a8 fp8 "
+                                 "--peer --out runs/bench-h200"])
     model = sana.add_argument_group("model")
     model.add_argument("--models", nargs="+", default=list(MODELS),
                        help=f"paper model names, presets per resolution as in Table 14 (default {' '.join(MODELS)})")
@@ -274,7 +276,11 @@ def _add_suite(modes: argparse._SubParsersAction) -> None:
     precision = sana.add_argument_group("precision")
     _dtype(precision)
     _e2e_dtypes(precision)
-    _decode_tile(sana.add_argument_group("implementation"))
+    implementation = sana.add_argument_group("implementation")
+    _decode_tile(implementation)
+    _quantize(implementation, errors=False)
+    implementation.add_argument("--peer", action="store_true",
+                                help="also time diffusers' denoiser of each case in the same run (needs diffusers)")
     _out(sana)
 
     text = add_command(suites, "text-encoders", run=run, help="Table 13's text encoders, one batch each",
@@ -453,7 +459,7 @@ def _suite(args: argparse.Namespace) -> None:
     if args.suite == "sana":
         path = run_speed_suite(args.out, args.models, args.resolutions, args.batch, args.dtype, steps=args.steps,
                                decode_tile=args.decode_tile, text_dtype=args.text_dtype, vae_dtype=args.vae_dtype,
-                               chi_tokens=args.chi_tokens)
+                               chi_tokens=args.chi_tokens, quantize=args.quantize, peer=args.peer)
     elif args.suite == "evaluate":
         models, sizes, device = evaluate_cost.suite_setup(args.models, args.tiny, args.scorer_images, args.workers)
         path = evaluate_cost.run_evaluate_suite(
