@@ -208,6 +208,22 @@ def test_dwconv_glu_takes_an_activated_input():
     assert rel_err(dwconv_glu(activated, weight, bias, (5, 7), activated=True), expected) < 1e-6
 
 
+@pytest.mark.parametrize("activated", [False, True])
+def test_dwconv_glu_large_grid_tiling_gives_the_same_bits(monkeypatch, activated):
+    """Large grids take 64 channels per program (activated input) or a pipelined row walk (SiLU on the loads):
+    each output is the same sequence of operations, so the same bits; f = 80 is off both channel blocks."""
+    from model.kernels import mix_ffn
+
+    gen = torch.Generator(DEVICE).manual_seed(2)
+    x = torch.randn(2, 5 * 7, 2 * 80, device=DEVICE, generator=gen)
+    weight = torch.randn(160, 1, 3, 3, device=DEVICE, generator=gen) * 0.3
+    bias = torch.randn(160, device=DEVICE, generator=gen)
+    small = mix_ffn.dwconv_glu(x, weight, bias, (5, 7), activated=activated)
+    monkeypatch.setattr(mix_ffn, "LARGE_GRID", 1)
+    assert mix_ffn.tiling(1, activated) == ((64, 1) if activated else (32, 3))
+    assert torch.equal(mix_ffn.dwconv_glu(x, weight, bias, (5, 7), activated=activated), small)
+
+
 def test_dwconv_glu_rejects_a_wrong_grid():
     from model.kernels.mix_ffn import dwconv_glu
 
