@@ -62,11 +62,13 @@ test-mmdet:
 	$(MMDET_VENV)/bin/pip install -q --no-deps --no-build-isolation "mmdet==2.28.2"
 	PYTHONPATH=. $(MMDET_VENV)/bin/python -m pytest -q -W ignore tests/test_detector_mmdet.py
 
-# Speed of ours against the peer (diffusers) in the same run; needs a CUDA GPU.
+# Speed of ours against the peer (diffusers) in the same run, and issue #16's end-to-end grid; needs a CUDA GPU.
 bench: setup
 	$(BIN)/sana-eval bench transformer --preset Sana_600M_1024px Sana_1600M_1024px --batch 1 16 --impl ours diffusers --kernels eager triton
 	$(BIN)/sana-eval bench attention --tokens 1024 4096 16384 --batch 1 16 --kernels eager triton
 	$(BIN)/sana-eval bench dc-ae --resolution 1024 --batch 1 4 --impl ours diffusers
+	$(BIN)/sana-eval bench suite sana --resolutions 1024 --dtype fp16 --quantize none w8a8 fp8 --peer --out runs/bench-e2e
+	$(BIN)/sana-eval bench suite sana --resolutions 4096 --batch 1 --dtype fp16 --out runs/bench-e2e-4k
 
 # One checkpoint's quality row (Tables 7 and 11) on NPROC GPUs of this machine (torchrun), resumable:
 #   make evaluate WEIGHTS=Sana_1600M_1024px.pth OUT=runs/sana-1.6b NPROC=8 ARGS="--mjhq data/MJHQ-30K"
