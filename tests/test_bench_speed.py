@@ -313,11 +313,32 @@ def test_speed_cells_of_sana_and_the_peers_need_only_a_gpu():
             assert flux.verdict == "not run" and "needs a CUDA GPU" in flux.reasons[0]
 
 
+def test_table5_w8a8_latency_times_the_quantised_dit(monkeypatch):
+    """Table 5's W8A8 latency cell runs our W8A8 engine end to end (paper §4), the FP16 row the same workload."""
+    timing = time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, quantize="w8a8", **TINY_E2E))
+    calls = []
+    monkeypatch.setattr(SR.e2e, "time_sana_e2e", lambda spec, **kw: calls.append(spec) or timing)
+    SR._e2e.cache_clear()
+    table = get_table("table5")
+    column = next(c for c in table.columns if c.key == "latency")
+    try:
+        for row, mode in (("+ W8A8 Quantization", "w8a8"), ("Sana (FP16)", "none")):
+            recipe = next(r for r in table.rows if r.id == row).cells["latency"].recipe
+            measured = SR.run_speed(recipe.settings, column)
+            assert calls[-1].quantize == mode and calls[-1].batch == 1 and calls[-1].resolution == 1024
+            assert measured.value == timing.total_s
+        assert "DiT GEMMs w8a8" in measured.detail   # the tiny timing ran quantised
+        assert "--quantize w8a8" in next(r for r in table.rows if r.id == "+ W8A8 Quantization").cells[
+            "latency"].recipe.command
+    finally:
+        SR._e2e.cache_clear()
+
+
 def test_speed_runner_reports_the_cell_and_the_gpu_caveat(monkeypatch):
     timing = time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=2, repeats=1, **TINY_E2E))  # a real, tiny measurement
     monkeypatch.setattr(SR, "_e2e", lambda *args: timing)
     settings = {"preset": "Sana_600M_1024px", "resolution": 1024, "batch": 1, "steps": 20, "dtype": "float16",
-                "gpu": "A100", "measure": "latency", "scope": "end_to_end", "quantization": None}
+                "gpu": "A100", "measure": "latency", "scope": "end_to_end", "quantize": None}
     seconds = Column("latency", "Latency (s)", "s", False, Tolerance("rel", 0.15))
     ms = Column("latency", "Latency (ms)", "ms", False, Tolerance("rel", 0.15))
     assert SR.run_speed(settings, seconds).value == timing.total_s

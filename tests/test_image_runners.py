@@ -167,6 +167,26 @@ def test_512px_cells_generate_at_both_shifts_and_compare_the_paper_time_one(tmp_
     assert measured.extras == {"geneval_protocol official": pytest.approx(0.63), "shift 3.0": 0.67}
 
 
+def test_table5_w8a8_cells_generate_quantised_images_in_their_own_folder(tmp_path, monkeypatch):
+    """Table 5's W8A8 row (paper §4): the same MJHQ-30K recipe as the FP16 row, with the DiT quantised, into a
+    folder of its own, so that a resume never mixes FP16 and W8A8 images."""
+    monkeypatch.setattr(IR, "local_weights", lambda repo_id: tmp_path)
+    monkeypatch.setattr(IR, "checkpoint_in", lambda repo: repo)
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
+    requests = []
+    monkeypatch.setattr("sana_eval.generation.sana.run", requests.append)
+    monkeypatch.setattr("sana_eval.scoring.scorers.score_mjhq",
+                        lambda images, source, **_: [Result("mjhq30k", {}, {"image_reward": 0.9}, {})])
+    fp16, column = _cell("table5", "Sana (FP16)", "image_reward")
+    w8a8, _ = _cell("table5", "+ W8A8 Quantization", "image_reward")
+    assert IR.run_generate_score(w8a8.settings, column).value == 0.9
+    assert IR.run_generate_score(fp16.settings, column).value == 0.9
+    assert [(r.quantize, r.out.name, r.limit) for r in requests] == [
+        ("w8a8", "Sana_600M_1024px-mjhq30k-1024-first1000-w8a8", 1000),
+        ("none", "Sana_600M_1024px-mjhq30k-1024-first1000", 1000)]
+    assert "--quantize w8a8" in w8a8.command and "--quantize" not in fp16.command
+
+
 HF_DETECTOR = "facebook/mask2former-swin-small-coco-instance"    # transformers' own COCO Mask2Former
 BLIP = "Salesforce/blip-vqa-base"
 

@@ -94,12 +94,12 @@ def _protocol_name(settings: dict[str, Setting]) -> str:
 
 
 def run_folder(settings: dict[str, Setting]) -> Path:
-    """Where a generate_score recipe's images go: one folder per checkpoint, benchmark, resolution, subset and
-    flow shift (when the recipe sets one)."""
-    limit, shift = settings["prompt_limit"], settings.get("shift")
+    """Where a generate_score recipe's images go: one folder per checkpoint, benchmark, resolution, subset,
+    quantisation and flow shift (when the recipe sets them)."""
+    limit, shift, quantize = settings["prompt_limit"], settings.get("shift"), settings.get("quantize")
     return runs_root() / (f"{settings['preset']}-{R.CLI_BENCHMARKS[str(settings['benchmark'])]}-"
                           f"{settings['resolution']}{f'-first{limit}' if limit else ''}"
-                          f"{f'-shift{shift}' if shift is not None else ''}")
+                          f"{f'-{quantize}' if quantize else ''}{f'-shift{shift}' if shift is not None else ''}")
 
 
 def _refresh_gallery(out: Path, benchmark: str) -> None:
@@ -135,7 +135,8 @@ def _generate(settings: dict[str, Setting]) -> Path:
     sana.run(sana.GenerateRequest(benchmark=benchmark, weights=weights, out=out, vae=str(_need_local(R.VAE)),
                                   text_encoder=str(_need_local(R.TEXT_ENCODER)), sampling=sampling,
                                   resolution=int(settings["resolution"]), seed=int(settings["seed"]),
-                                  limit=int(limit) if limit else None, data=_data(benchmark)))
+                                  limit=int(limit) if limit else None, data=_data(benchmark),
+                                  quantize=str(settings.get("quantize") or "none")))
     _refresh_gallery(out, benchmark)
     return out
 

@@ -42,8 +42,9 @@ def gpu_caveat(paper_gpu: str, ran_on: str) -> str:
 
 @functools.cache
 def _e2e(config: TransformerConfig, resolution: int, batch: int, dtype: str, steps: int,
-         vae: str | None) -> E2ETiming:
-    return e2e.time_sana_e2e(e2e.E2ESpec(config, resolution, batch, dtype, steps, vae=vae or e2e.DEFAULT_VAE))
+         vae: str | None, quantize: str) -> E2ETiming:
+    return e2e.time_sana_e2e(e2e.E2ESpec(config, resolution, batch, dtype, steps, vae=vae or e2e.DEFAULT_VAE,
+                                         quantize=quantize))
 
 
 @functools.cache
@@ -58,7 +59,8 @@ def _timing(settings: dict[str, Setting]) -> E2ETiming | PeerTiming:
         timed = settings.get("timed_steps")
         return _peer(str(settings["peer"]), resolution, batch, dtype, int(timed) if timed else None)
     vae = settings.get("vae")
-    return _e2e(sana_config(settings), resolution, batch, dtype, int(settings["steps"]), str(vae) if vae else None)
+    return _e2e(sana_config(settings), resolution, batch, dtype, int(settings["steps"]), str(vae) if vae else None,
+                str(settings.get("quantize") or "none"))
 
 
 def sana_config(settings: dict[str, Setting]) -> TransformerConfig:
@@ -74,7 +76,8 @@ def _describe(t: E2ETiming | PeerTiming, whole: bool) -> str:
             + (f" (denoiser timed over {t.timed_steps} and scaled)" if t.timed_steps < t.steps else "")
             if hasattr(t, "repo")
             else f"Gemma-2 {t.text_tokens} tokens, {t.steps} steps, {t.blocks}, decoder {t.vae}, kernels "
-                 f"{t.kernels}, CUDA graphs: denoiser {'on' if t.cuda_graphs else 'off'}, text "
+                 f"{t.kernels}, DiT GEMMs {t.quantize if t.quantize != 'none' else t.dtype}, CUDA graphs: denoiser "
+                 f"{'on' if t.cuda_graphs else 'off'}, text "
                  f"{'on' if t.text_cuda_graphs else 'off'}, {t.achieved_tflops:.0f} TFLOP/s")
     memory = f"{t.peak_mem_gib:.1f} GiB" if t.peak_mem_gib is not None else "-"
     return (f"cell = {'end to end' if whole else 'denoising only'}; {t.total_s:.3f} s end to end = text "
@@ -93,9 +96,6 @@ def _seconds(column: Column, seconds: float) -> float:
 # steps, the peers at their own (sana_eval/bench/peer_models.py); speedup = throughput over the baseline's.
 def run_speed(settings: dict[str, Setting], column: Column) -> Measurement:
     measure, scope = settings["measure"], settings.get("scope", "end_to_end")
-    if settings.get("quantization"):  # the recipe's needs stop these before they get here
-        raise ValueError(f"speed runner: {settings['quantization']} needs its own timing code (the recipe's needs "
-                         f"name it)")
     if scope not in ("end_to_end", "denoise"):
         raise ValueError(f"speed recipe: unknown scope {scope!r}; expected end_to_end or denoise")
     t, whole = _timing(settings), scope == "end_to_end"

@@ -83,12 +83,15 @@ def peer_params(table: str, peer: str) -> Recipe:
 
 
 def generate_score(preset: str, resolution: int, benchmark: str, metric: str, field: str = "overall",
-                   limit: int | None = None) -> Recipe:
-    """Generate the benchmark's images with the released checkpoint, then score them (paper §5)."""
+                   limit: int | None = None, quantize: str | None = None) -> Recipe:
+    """Generate the benchmark's images with the released checkpoint, then score them (paper §5); `quantize`: the
+    DiT in W8A8 (paper §4, Table 5) or FP8 (model/quantize.py)."""
     datasets, per_prompt = BENCHMARKS[benchmark]
     settings = {"preset": preset, "resolution": resolution, "benchmark": benchmark, "metric": metric,
                 "field": field, "images_per_prompt": per_prompt, "prompt_limit": limit, "sampler": SAMPLER,
                 "steps": STEPS, "cfg": CFG, "pag": 1.0, "seed": SEED}
+    if quantize:
+        settings["quantize"] = quantize
     if metric == "fid":
         settings["fid_resize"] = 512       # toolkit default; the size behind the paper's 1024-px FIDs is unknown
     paper_scoring, beside = PAPER_SCORING.get(benchmark, ({}, {}))
@@ -109,30 +112,33 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
     score_benchmark = "imagereward" if metric == "image_reward" and benchmark != "mjhq30k" else cli_benchmark
 
     def generate_and_score(shift: float | None) -> str:
-        run = f"runs/{preset}-{benchmark}-{resolution}" + (f"-shift{shift}" if shift is not None else "")
+        run = (f"runs/{preset}-{benchmark}-{resolution}" + (f"-{quantize}" if quantize else "")
+               + (f"-shift{shift}" if shift is not None else ""))
         score = (f"sana-eval score --benchmark {score_benchmark} --images {run} --out {run}/results.json"
                  + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else "")
                  + PAPER_SCORING_FLAGS.get(benchmark, "")
                  + (limit_flag if score_benchmark in ("mjhq30k", "geneval") else ""))   # score what was generated
         return (f"sana-eval generate --benchmark {cli_benchmark} --weights $SANA_EVAL_WEIGHTS/{preset}"
                 f" --resolution {resolution}{limit_flag} --sampler {CLI_SAMPLER} --steps {STEPS} --cfg {CFG}"
-                + (f" --shift {shift}" if shift is not None else "") + f" --seed {SEED} --out {run} && {score}")
+                + (f" --shift {shift}" if shift is not None else "") + (f" --quantize {quantize}" if quantize else "")
+                + f" --seed {SEED} --out {run} && {score}")
 
     shifts = (PAPER_TIME_SHIFT[resolution], REVISED_SHIFT[resolution]) if resolution in PAPER_TIME_SHIFT else (None,)
     return Recipe("generate_score", settings, needs, " && ".join(generate_and_score(s) for s in shifts))
 
 
 def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = PAPER_GPU, steps: int = STEPS,
-          dtype: str = "float16", baseline: str | None = None, quantization: str | None = None,
+          dtype: str = "float16", baseline: str | None = None, quantize: str | None = None,
           design: dict[str, Setting] | None = None, vae: str | None = None, kernels: str | None = None) -> Recipe:
     """Throughput (images/s), latency (s) or speedup over a baseline model: random weights, timed end to end on
     whatever CUDA GPU runs it (sana_eval/bench/e2e.py); the report names that GPU next to the paper's.
 
     Table 8 times block designs: `design` overrides the preset's fields (self_attention, ffn, mlp_ratio,
     in_channels, patch_size), `vae` names the decoder ("sdxl-vae" for F8C4), `kernels` the linear-attention path
-    ("eager" PyTorch or the fused "triton" kernels of paper §2.2). Left out, the preset and its defaults run."""
+    ("eager" PyTorch or the fused "triton" kernels of paper §2.2), `quantize` the DiT's W8A8 (paper §4, Table 5)
+    or FP8 GEMMs. Left out, the preset and its defaults run."""
     settings = {"preset": preset, "resolution": resolution, "measure": measure, "batch": batch, "steps": steps,
-                "dtype": dtype, "gpu": gpu, "baseline": baseline, "quantization": quantization,
+                "dtype": dtype, "gpu": gpu, "baseline": baseline, "quantize": quantize,
                 # docs/tables.md §7: unknown whether Gemma and the DC-AE decode are inside the paper's timings;
                 # we include them ("denoise": the 20 transformer steps alone; both are in every cell's detail)
                 "scope": "end_to_end", **(design or {})}
@@ -140,11 +146,9 @@ def speed(preset: str, resolution: int, measure: str, *, batch: int, gpu: str = 
     needs = [Need("gpu", gpu, TIMING_GPU)]
     if baseline:
         needs.append(Need("code", PEER_BENCH, f"timing of the speedup baseline {baseline} with diffusers"))
-    if quantization:
-        needs.append(Need("code", "model.kernels.w8a8", f"{quantization} GEMM and fused kernels (paper §4)"))
     if kernels == "triton":
         needs.append(Need("code", "model.kernels", "the fused Triton kernels (paper §2.2 kernel fusion)"))
-    extra = (f" --baseline {baseline}" if baseline else "") + (f" --quantize {quantization}" if quantization else "")
+    extra = (f" --baseline {baseline}" if baseline else "") + (f" --quantize {quantize}" if quantize else "")
     extra += "".join(f" --set {key}={value}" for key, value in (design or {}).items())
     extra += (f" --vae {vae}" if vae else "") + (f" --kernels {kernels}" if kernels else "")
     command = (f"sana-eval bench e2e --preset {preset} --resolution {resolution} --batch {batch}"
