@@ -11,7 +11,7 @@ import torch
 
 from model import load_transformer
 from model.weights_io import save_torch
-from sana_eval.cli import bench, info
+from sana_eval.cli import bench, bench_suite, info
 from sana_eval.cli.main import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def _command_paths() -> list[list[str]]:
     """argv prefixes of every (sub-)subcommand: info, …, bench transformer, …, bench suite sana, …"""
     paths = [[name] for name in COMMANDS]
     paths += [["bench", mode] for mode in bench.MODES]
-    paths += [["bench", "suite", suite] for suite in bench.SUITES]
+    paths += [["bench", "suite", suite] for suite in bench_suite.SUITES]
     return paths
 
 
@@ -115,7 +115,7 @@ def test_bench_help_lists_its_modes_and_old_flags_no_longer_parse(capsys):
     text = _help(capsys, ["bench"])
     for mode in bench.MODES:
         assert mode in text
-    assert all(suite in _help(capsys, ["bench", "suite"]) for suite in bench.SUITES)
+    assert all(suite in _help(capsys, ["bench", "suite"]) for suite in bench_suite.SUITES)
     # a suite and a component, or a profile of dc-ae, cannot be asked for together any more
     for argv in (["bench", "--suite", "sana", "--component", "dc-ae"], ["bench", "suite", "sana", "--kernels", "eager"],
                  ["bench", "dc-ae", "--profile"], ["bench", "suite", "sana", "--set", "ffn=mlp"]):

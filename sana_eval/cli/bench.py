@@ -12,104 +12,39 @@ import json
 from collections.abc import Callable, Sequence
 
 from model.config import TransformerConfig, get_preset
-from model.quantize import MODES as QUANTIZE_MODES
-from sana_eval.bench import clock, e2e, evaluate_cost, scorer_speed
+from sana_eval.bench import clock, e2e
 from sana_eval.bench.dc_ae import time_dc_ae_decode
 from sana_eval.bench.fid_features import time_fid_features
 from sana_eval.bench.kernels import profile_transformer, time_linear_attention
 from sana_eval.bench.peer_models import PEERS
-from sana_eval.bench.peers import run_peer_suite
 from sana_eval.bench.quantization import quantization_errors
-from sana_eval.bench.suite import BATCHES, MODELS, RESOLUTIONS, run_speed_suite, run_text_encoder_suite
-from sana_eval.bench.text_encoders import TEXT_ENCODERS, time_text_encoder
+from sana_eval.bench.suite import BATCHES, MODELS
+from sana_eval.bench.text_encoders import time_text_encoder
 from sana_eval.bench.transformer import time_transformer
 from sana_eval.cli import checks
+from sana_eval.cli.bench_options import (
+    PRESET,
+    add_batches,
+    add_chi_tokens,
+    add_cuda_graphs,
+    add_decode_tile,
+    add_dtype,
+    add_e2e_dtypes,
+    add_impl,
+    add_kernels,
+    add_presets,
+    add_quantize,
+    add_resolution,
+    add_sequence_length,
+    add_steps,
+    add_text_encoders,
+)
+from sana_eval.cli.bench_suite import add_suite_parser, run_suite
 from sana_eval.cli.common import add_command
 
-DTYPES = ("bf16", "fp16", "fp32")
-PRESET = "Sana_600M_1024px"
 VAES = ("dc-ae-f32c32-sana-1.0", "dc-ae-f32c32-sana-1.1", "sdxl-vae")
 SET_HELP = ("override a field of each --preset, e.g. Table 8's block designs: --set self_attention=softmax "
             "--set ffn=mlp --set mlp_ratio=4.0 --set in_channels=4 --set patch_size=2")
-
-
-# --- options several modes share: one definition each --------------------------------------------------------
-
-def _presets(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--preset", nargs="+", type=checks.preset, default=[PRESET],
-                       help=f"transformer presets (default {PRESET})")
-
-
-def _resolution(group: argparse._ArgumentGroup, what: str = "image side in px, a multiple of 32",
-                kind: Callable[[str], int] = checks.resolution) -> None:
-    group.add_argument("--resolution", type=kind, default=1024, help=f"{what} (default 1024)")
-
-
-def _batches(group: argparse._ArgumentGroup, default: Sequence[int]) -> None:
-    group.add_argument("--batch", type=checks.positive_int, nargs="+", default=list(default),
-                       help=f"batch sizes (default {' '.join(map(str, default))})")
-
-
-def _steps(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--steps", type=checks.positive_int, default=20, help="denoising steps, with CFG (default 20)")
-
-
-def _dtype(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--dtype", choices=DTYPES, default="bf16", help="precision (default bf16)")
-
-
-def _e2e_dtypes(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--text-dtype", choices=DTYPES, help="Gemma-2's precision (default --dtype)")
-    group.add_argument("--vae-dtype", choices=DTYPES, help="DC-AE's precision (default --dtype)")
-
-
-def _chi_tokens(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--chi-tokens", type=checks.non_negative_int, default=200,
-                       help="Gemma tokens of the CHI (estimate; default 200)")
-
-
-def _impl(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--impl", nargs="+", choices=["ours", "diffusers"], default=["ours"],
-                       help="our implementation and/or diffusers' (the peer), in the same run (default ours)")
-
-
-def _kernels(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--kernels", nargs="+", choices=["auto", "eager", "triton"], default=["auto"], metavar="K",
-                       help="auto, eager and/or triton: eager PyTorch or our fused Triton kernels (paper §2.2); "
-                            "auto (default): Triton on CUDA")
-
-
-def _cuda_graphs(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--cuda-graphs", nargs="+", choices=["auto", "on", "off"], default=["auto"], metavar="G",
-                       help="auto, on and/or off: replay our denoiser steps from CUDA graphs (bit-identical); auto "
-                            "(default): at small batch x resolution, where a step is launch-bound")
-
-
-def _quantize(group: argparse._ArgumentGroup, errors: bool = True) -> None:
-    rows = "; each quantised mode also gets a row of its error against none" if errors else ""
-    group.add_argument("--quantize", nargs="+", choices=QUANTIZE_MODES, default=["none"], metavar="Q",
-                       help="none, w8a8 and/or fp8: the DiT blocks' GEMMs in the model dtype, the paper's W8A8 (§4, "
-                            f"Table 5) or FP8 e4m3 (model/quantize.py){rows} (default none)")
-
-
-def _decode_tile(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--decode-tile", type=checks.positive_int,
-                       help="tiled DC-AE decoding with this latent tile side")
-
-
-def _text_encoders(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--text-encoder", nargs="+", default=list(TEXT_ENCODERS),
-                       help="names or Hugging Face repo ids, e.g. google/t5-v1_1-xxl (default: Table 13's "
-                            f"{' '.join(TEXT_ENCODERS)})")
-
-
-def _sequence_length(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--sequence-length", type=checks.positive_int, default=300, help="tokens per row (default 300)")
-
-
-def _out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument_group("output").add_argument("--out", default="runs/bench",
-                                                     help="output folder (default runs/bench)")
 
 
 # --- the modes --------------------------------------------------------------------------------------------------
@@ -126,17 +61,17 @@ def _add_transformer(modes: argparse._SubParsersAction) -> None:
                                    f"sana-eval bench transformer --preset {PRESET} --batch 16 --dtype fp16 "
                                    "--quantize none w8a8 fp8"])
     model = parser.add_argument_group("model")
-    _presets(model)
-    _impl(model)
+    add_presets(model)
+    add_impl(model)
     workload = parser.add_argument_group("workload")
-    _resolution(workload)
-    _batches(workload, BATCHES)
-    _steps(workload)
-    _dtype(workload)
+    add_resolution(workload)
+    add_batches(workload, BATCHES)
+    add_steps(workload)
+    add_dtype(workload)
     implementation = parser.add_argument_group("implementation (ours)")
-    _kernels(implementation)
-    _cuda_graphs(implementation)
-    _quantize(implementation)
+    add_kernels(implementation)
+    add_cuda_graphs(implementation)
+    add_quantize(implementation)
 
 
 def _add_e2e(modes: argparse._SubParsersAction) -> None:
@@ -152,24 +87,24 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
                                    f"sana-eval bench e2e --preset {PRESET} --batch 16 --dtype fp16 "
                                    "--quantize none fp8"])
     model = parser.add_argument_group("model")
-    _presets(model)
+    add_presets(model)
     model.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
     model.add_argument("--vae", choices=VAES, metavar="VAE",
                        help=f"the decoder: {', '.join(VAES)} (default {VAES[0]}; sdxl-vae: Table 8's F8C4, with "
                             "--set in_channels=4 --set patch_size=2)")
     workload = parser.add_argument_group("workload")
-    _resolution(workload)
-    _batches(workload, BATCHES)
-    _steps(workload)
-    _chi_tokens(workload)
+    add_resolution(workload)
+    add_batches(workload, BATCHES)
+    add_steps(workload)
+    add_chi_tokens(workload)
     precision = parser.add_argument_group("precision")
-    _dtype(precision)
-    _e2e_dtypes(precision)
+    add_dtype(precision)
+    add_e2e_dtypes(precision)
     implementation = parser.add_argument_group("implementation")
-    _kernels(implementation)
-    _cuda_graphs(implementation)
-    _quantize(implementation, errors=False)
-    _decode_tile(implementation)
+    add_kernels(implementation)
+    add_cuda_graphs(implementation)
+    add_quantize(implementation, errors=False)
+    add_decode_tile(implementation)
 
 
 def _add_dc_ae(modes: argparse._SubParsersAction) -> None:
@@ -179,14 +114,14 @@ def _add_dc_ae(modes: argparse._SubParsersAction) -> None:
                                    "sana-eval bench dc-ae --resolution 4096 --decode-tile 32 --batch 1 --dtype fp16 "
                                    "--kernels eager triton"])
     model = parser.add_argument_group("model")
-    _impl(model)
+    add_impl(model)
     workload = parser.add_argument_group("workload")
-    _resolution(workload)
-    _batches(workload, BATCHES)
-    _dtype(workload)
+    add_resolution(workload)
+    add_batches(workload, BATCHES)
+    add_dtype(workload)
     implementation = parser.add_argument_group("implementation (ours)")
-    _kernels(implementation)
-    _decode_tile(implementation)
+    add_kernels(implementation)
+    add_decode_tile(implementation)
 
 
 def _add_attention(modes: argparse._SubParsersAction) -> None:
@@ -202,9 +137,9 @@ def _add_attention(modes: argparse._SubParsersAction) -> None:
     workload = parser.add_argument_group("workload")
     workload.add_argument("--tokens", type=checks.positive_int, nargs="+", default=[1024, 4096, 16384],
                           help="image tokens (1024 px = 1024, 2K = 4096, 4K = 16384; default all three)")
-    _batches(workload, BATCHES)
-    _dtype(workload)
-    _kernels(parser.add_argument_group("implementation"))
+    add_batches(workload, BATCHES)
+    add_dtype(workload)
+    add_kernels(parser.add_argument_group("implementation"))
 
 
 def _add_text_encoder(modes: argparse._SubParsersAction) -> None:
@@ -214,11 +149,11 @@ def _add_text_encoder(modes: argparse._SubParsersAction) -> None:
                                      "(Tables 9, 13: batch 32, 300 tokens, fp16)",
                          examples=["sana-eval bench text-encoder --text-encoder google/t5-v1_1-xxl --batch 32 "
                                    "--sequence-length 300 --dtype fp16"])
-    _text_encoders(parser.add_argument_group("model"))
+    add_text_encoders(parser.add_argument_group("model"))
     workload = parser.add_argument_group("workload")
-    _batches(workload, (32,))
-    _sequence_length(workload)
-    _dtype(workload)
+    add_batches(workload, (32,))
+    add_sequence_length(workload)
+    add_dtype(workload)
 
 
 def _add_fid_features(modes: argparse._SubParsersAction) -> None:
@@ -229,7 +164,7 @@ def _add_fid_features(modes: argparse._SubParsersAction) -> None:
                          examples=["sana-eval bench fid-features --images 2000"])
     workload = parser.add_argument_group("workload")
     workload.add_argument("--images", type=checks.positive_int, default=2000, help="how many JPEGs (default 2000)")
-    _resolution(workload, "side of the JPEGs in px", checks.positive_int)
+    add_resolution(workload, "side of the JPEGs in px", checks.positive_int)
     workload.add_argument("--fid-size", type=checks.positive_int, default=512, help="Sana's FID resize (default 512)")
 
 
@@ -239,115 +174,18 @@ def _add_profile(modes: argparse._SubParsersAction) -> None:
                          description="the GPU kernels of one transformer CFG forward by total device time "
                                      "(torch.profiler's table), instead of timing",
                          examples=[f"sana-eval bench profile --preset {PRESET} --batch 16 --kernels triton"])
-    _presets(parser.add_argument_group("model"))
+    add_presets(parser.add_argument_group("model"))
     workload = parser.add_argument_group("workload")
-    _resolution(workload)
-    _batches(workload, (1,))
-    _dtype(workload)
-    _kernels(parser.add_argument_group("implementation"))
-
-
-def _add_suite(modes: argparse._SubParsersAction) -> None:
-    parser = add_command(modes, "suite", help="a whole grid to --out: sana, text-encoders, peers or evaluate",
-                         description="a whole grid written to --out as JSON lines + Markdown (+ a plot)",
-                         examples=["sana-eval bench suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench",
-                                   "sana-eval bench suite text-encoders --dtype fp16 --out runs/bench",
-                                   "sana-eval bench suite peers --peers flux-dev sd3-medium --resolutions 1024 "
-                                   "--batch 1 --dtype fp16 --out runs/peers",
-                                   "sana-eval bench suite evaluate --out runs/bench-evaluate"])
-    suites = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
-
-    sana = add_command(suites, "sana", run=run,
-                       help="Sana end to end over models x resolutions x batches",
-                       description="Sana end to end over --models x --resolutions x --batch (Tables 7, 14)",
-                       examples=["sana-eval bench suite sana --resolutions 512 1024 --dtype fp16 --out runs/bench",
-                                 "sana-eval bench suite sana --dtype bf16 --resolutions 1024 4096 --batch 1 16",
-                                 "sana-eval bench suite sana --resolutions 1024 --dtype fp16 --quantize none w8a8 fp8 "
-                                 "--peer --out runs/bench-h200"])
-    model = sana.add_argument_group("model")
-    model.add_argument("--models", nargs="+", default=list(MODELS),
-                       help=f"paper model names, presets per resolution as in Table 14 (default {' '.join(MODELS)})")
-    workload = sana.add_argument_group("workload")
-    workload.add_argument("--resolutions", type=checks.resolution, nargs="+", default=list(RESOLUTIONS),
-                          help=f"image sides in px (default {' '.join(map(str, RESOLUTIONS))})")
-    _batches(workload, BATCHES)
-    _steps(workload)
-    _chi_tokens(workload)
-    precision = sana.add_argument_group("precision")
-    _dtype(precision)
-    _e2e_dtypes(precision)
-    implementation = sana.add_argument_group("implementation")
-    _decode_tile(implementation)
-    _quantize(implementation, errors=False)
-    implementation.add_argument("--peer", action="store_true",
-                                help="also time diffusers' denoiser of each case in the same run (needs diffusers)")
-    _out(sana)
-
-    text = add_command(suites, "text-encoders", run=run, help="Table 13's text encoders, one batch each",
-                       examples=["sana-eval bench suite text-encoders --dtype fp16 --out runs/bench"])
-    _text_encoders(text.add_argument_group("model"))
-    workload = text.add_argument_group("workload")
-    workload.add_argument("--batch", type=checks.positive_int, default=32, help="rows per batch (default 32)")
-    _sequence_length(workload)
-    _dtype(workload)
-    _out(text)
-
-    peers = add_command(suites, "peers", run=run,
-                        help="the peer models (FLUX, SD3, PixArt, ...) end to end",
-                        description="the peer models (FLUX, SD3, PixArt, ...) end to end with random weights "
-                                    "(their diffusers implementations)",
-                        examples=["sana-eval bench suite peers --peers flux-dev sd3-medium --resolutions 1024 "
-                                  "--batch 1 --dtype fp16 --out runs/peers"])
-    model = peers.add_argument_group("model")
-    model.add_argument("--peers", nargs="+", default=list(PEERS), help=f"default all: {' '.join(PEERS)}")
-    workload = peers.add_argument_group("workload")
-    workload.add_argument("--resolutions", type=checks.resolution, nargs="+", default=list(RESOLUTIONS),
-                          help=f"image sides in px (default {' '.join(map(str, RESOLUTIONS))})")
-    _batches(workload, (1,))
-    workload.add_argument("--timed-steps", type=checks.positive_int,
-                          help="denoiser forwards timed, scaled to each peer's step count (default: all steps)")
-    _dtype(workload)
-    _out(peers)
-
-    evaluate = add_command(
-        suites, "evaluate", run=run, help="what a full Table 7/11 row costs on one GPU: generation and each scorer",
-        description="images/s of generation through the real runner in each benchmark's layout (set against the "
-                    "e2e bench) and of each scoring network from its official configuration (random weights), and "
-                    "from them the wall time of a full quality row on one GPU with each part's share",
-        examples=["sana-eval bench suite evaluate --out runs/bench-evaluate",
-                  "sana-eval bench suite evaluate --models Sana-0.6B --batches 3 --repeats 2 --out runs/evaluate",
-                  "sana-eval bench suite evaluate --tiny --steps 2 --out runs/evaluate-tiny   # any device: wiring"])
-    model = evaluate.add_argument_group("model")
-    model.add_argument("--models", nargs="+", default=list(evaluate_cost.MODELS),
-                       help=f"paper model names at 1024 px (default {' '.join(evaluate_cost.MODELS)})")
-    model.add_argument("--tiny", action="store_true",
-                       help="tiny random models and scorers on this machine's device, the CPU too: checks the "
-                            "wiring, the numbers mean nothing")
-    workload = evaluate.add_argument_group("workload")
-    workload.add_argument("--batch", type=checks.positive_int, default=16,
-                          help="images per generate call, as `generate --batch-size` (default 16)")
-    workload.add_argument("--batches", type=checks.positive_int, default=4,
-                          help="batches per benchmark, the first one the warm-up; at least 2 (default 4)")
-    workload.add_argument("--repeats", type=checks.positive_int, default=3,
-                          help="timed runs of the e2e bench it is set against (default 3)")
-    _steps(workload)
-    workload.add_argument("--scorer-images", type=checks.positive_int,
-                          help="synthetic files timed through FID, CLIP score and ImageReward (default "
-                               f"{scorer_speed.OFFICIAL_SIZES.images})")
-    workload.add_argument("--workers", type=checks.non_negative_int,
-                          help="DataLoader workers of the scorers that read files (default: each scorer's own, 4)")
-    row = evaluate.add_argument_group("row")
-    row.add_argument("--dpg-csv", help="dpg_bench.csv to count DPG-Bench's questions per prompt (default "
-                                       "$SANA_EVAL_DATA/dpg_bench/dpg_bench.csv, else an estimate)")
-    row.add_argument("--dpg-questions-per-prompt", type=float, help="use this count instead of the file's")
-    _out(evaluate)
+    add_resolution(workload)
+    add_batches(workload, (1,))
+    add_dtype(workload)
+    add_kernels(parser.add_argument_group("implementation"))
 
 
 MODES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "transformer": _add_transformer, "e2e": _add_e2e, "dc-ae": _add_dc_ae, "attention": _add_attention,
     "text-encoder": _add_text_encoder, "fid-features": _add_fid_features, "profile": _add_profile,
-    "suite": _add_suite}
-SUITES = ("sana", "text-encoders", "peers", "evaluate")
+    "suite": lambda modes: add_suite_parser(modes, run)}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -455,27 +293,9 @@ def _profile(args: argparse.Namespace) -> None:
         print(profile_transformer(preset, args.resolution, batch, args.dtype, kernels), flush=True)
 
 
-def _suite(args: argparse.Namespace) -> None:
-    if args.suite == "sana":
-        path = run_speed_suite(args.out, args.models, args.resolutions, args.batch, args.dtype, steps=args.steps,
-                               decode_tile=args.decode_tile, text_dtype=args.text_dtype, vae_dtype=args.vae_dtype,
-                               chi_tokens=args.chi_tokens, quantize=args.quantize, peer=args.peer)
-    elif args.suite == "evaluate":
-        models, sizes, device = evaluate_cost.suite_setup(args.models, args.tiny, args.scorer_images, args.workers)
-        path = evaluate_cost.run_evaluate_suite(
-            args.out, models, sizes, batch=args.batch, batches=args.batches, repeats=args.repeats, steps=args.steps,
-            dpg_csv=args.dpg_csv, dpg_questions_per_prompt=args.dpg_questions_per_prompt, device=device)
-    elif args.suite == "peers":
-        path = run_peer_suite(args.out, args.peers, args.resolutions, args.batch, args.dtype,
-                              timed_steps=args.timed_steps)
-    else:
-        path = run_text_encoder_suite(args.out, args.text_encoder, args.batch, args.sequence_length, args.dtype)
-    print(f"wrote {path}")
-
-
 RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "transformer": _transformer, "e2e": _e2e, "dc-ae": _dc_ae, "attention": _attention,
-    "text-encoder": _text_encoder, "fid-features": _fid_features, "profile": _profile, "suite": _suite}
+    "text-encoder": _text_encoder, "fid-features": _fid_features, "profile": _profile, "suite": run_suite}
 
 
 def check(args: argparse.Namespace) -> None:
