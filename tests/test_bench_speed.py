@@ -275,6 +275,36 @@ def test_bench_cli_sets_block_design_vae_and_kernels(monkeypatch, capsys):
         assert message in capsys.readouterr().err, bad
 
 
+def test_bench_e2e_times_the_baseline_peer_in_the_same_run(monkeypatch, capsys):
+    """`bench e2e --baseline`, as the Table 7/14 speedup cells print it: the peer timed once per batch as the
+    reproduction times it (a few forwards scaled to its steps), then each case's throughput over the peer's."""
+    from sana_eval.bench import clock as bench_clock
+    from sana_eval.bench import e2e as bench_e2e
+    from sana_eval.bench.peers import PeerE2ESpec, time_peer
+    from sana_eval.cli import bench as bench_cli
+    from sana_eval.cli.main import main
+    from sana_eval.tables.recipes import PEER_TIMED_STEPS
+
+    ours = time_sana_e2e(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, **TINY_E2E))
+    peer = time_peer(PeerE2ESpec("flux-schnell", 64, 1, "fp32", steps=4, timed_steps=1, device="cpu", repeats=1,
+                                 tiny=True))
+    peers = []
+    monkeypatch.setattr(bench_clock, "measure_matmul_peak", lambda dtype: 1.0)
+    monkeypatch.setattr(bench_e2e, "time_sana_e2e", lambda spec, **kw: ours)
+    monkeypatch.setattr(bench_cli, "time_peer", lambda case: peers.append(case) or peer)
+    argv = ["bench", "e2e", "--preset", "Sana_600M_1024px", "--batch", "1", "--dtype", "fp16", "--quantize", "none",
+            "w8a8", "--baseline", "black-forest-labs/FLUX.1-schnell"]
+    assert main(argv) == 0
+    assert [(p.peer, p.batch, p.dtype, p.timed_steps) for p in peers] == [
+        ("black-forest-labs/FLUX.1-schnell", 1, "fp16", PEER_TIMED_STEPS)]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["name"] == peer.name and len(lines) == 5
+    assert [line["quantize"] for line in lines[2::2]] == ["none", "w8a8"]
+    assert lines[2]["speedup"] == pytest.approx(ours.img_per_s / peer.img_per_s)
+    assert main([*argv[:-1], "flux-max"]) == 2
+    assert "--baseline: unknown peer model 'flux-max'" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is absent")
 def test_timing_on_a_missing_gpu_is_a_one_line_error():
     with pytest.raises(ValueError, match="speed timing needs a CUDA GPU and none is available"):

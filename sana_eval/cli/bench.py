@@ -16,7 +16,8 @@ from sana_eval.bench import clock, e2e
 from sana_eval.bench.dc_ae import time_dc_ae_decode
 from sana_eval.bench.fid_features import time_fid_features
 from sana_eval.bench.kernels import profile_transformer, time_linear_attention
-from sana_eval.bench.peer_models import PEERS
+from sana_eval.bench.peer_models import PEERS, peer_name
+from sana_eval.bench.peers import PeerE2ESpec, time_peer
 from sana_eval.bench.quantization import quantization_errors
 from sana_eval.bench.suite import BATCHES, MODELS
 from sana_eval.bench.text_encoders import time_text_encoder
@@ -41,6 +42,7 @@ from sana_eval.cli.bench_options import (
 )
 from sana_eval.cli.bench_suite import add_suite_parser, run_suite
 from sana_eval.cli.common import add_command
+from sana_eval.tables.recipes import PEER_TIMED_STEPS
 
 VAES = ("dc-ae-f32c32-sana-1.0", "dc-ae-f32c32-sana-1.1", "sdxl-vae")
 SET_HELP = ("override a field of each --preset, e.g. Table 8's block designs: --set self_attention=softmax "
@@ -85,7 +87,9 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
                                    f"sana-eval bench e2e --preset {PRESET} Sana_1600M_1024px --batch 1 --dtype fp16 "
                                    "--cuda-graphs off on",
                                    f"sana-eval bench e2e --preset {PRESET} --batch 16 --dtype fp16 "
-                                   "--quantize none fp8"])
+                                   "--quantize none fp8",
+                                   "sana-eval bench e2e --preset Sana_1600M_1024px --batch 16 --dtype fp16 "
+                                   "--baseline flux-dev   # Table 7's speedup"])
     model = parser.add_argument_group("model")
     add_presets(model)
     model.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
@@ -105,6 +109,11 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
     add_cuda_graphs(implementation)
     add_quantize(implementation, errors=False)
     add_decode_tile(implementation)
+    parser.add_argument_group("peer").add_argument(
+        "--baseline", metavar="PEER",
+        help="a peer model (a `bench suite peers` name, paper label or repo id) timed end to end in the same run "
+             "at each --batch, its denoiser over a few forwards scaled to its steps as the reproduction does; each "
+             "case is followed by its speedup, throughput over the peer's (Tables 7, 14)")
 
 
 def _add_dc_ae(modes: argparse._SubParsersAction) -> None:
@@ -256,12 +265,23 @@ def _e2e(args: argparse.Namespace) -> None:
     models = [apply_overrides(preset, args.overrides) for preset in args.preset]   # a bad --set fails before timing
     vae = {"vae": args.vae} if args.vae else {}
     peak = clock.measure_matmul_peak(args.dtype)
+    baselines = {}
     for model, batch in itertools.product(models, args.batch):
+        if args.baseline and batch not in baselines:
+            baselines[batch] = time_peer(PeerE2ESpec(args.baseline, args.resolution, batch, args.dtype,
+                                                     timed_steps=PEER_TIMED_STEPS))
+            _emit(baselines[batch])
         for kernels, graphs, quantize in itertools.product(args.kernels, args.cuda_graphs, args.quantize):
             spec = e2e.E2ESpec(model, args.resolution, batch, args.dtype, args.steps, decode_tile=args.decode_tile,
                                text_dtype=args.text_dtype, vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens,
                                kernels=kernels, cuda_graphs=graphs, quantize=quantize, **vae)
-            _emit(e2e.time_sana_e2e(spec, matmul_peak_tflops=peak))
+            timing = e2e.time_sana_e2e(spec, matmul_peak_tflops=peak)
+            _emit(timing)
+            if args.baseline:
+                base = baselines[batch]
+                print(json.dumps({"speedup": timing.img_per_s / base.img_per_s, "batch": batch,
+                                  "preset": timing.preset, "quantize": quantize, "img_per_s": timing.img_per_s,
+                                  "baseline": base.name, "baseline_img_per_s": base.img_per_s}), flush=True)
 
 
 def _dc_ae(args: argparse.Namespace) -> None:
@@ -307,6 +327,11 @@ def check(args: argparse.Namespace) -> None:
         unknown = [name for name in names if name not in known]
         if unknown:
             raise ValueError(f"{option} {' '.join(unknown)}: unknown; known: {', '.join(known)}")
+    if getattr(args, "baseline", None):
+        try:
+            peer_name(args.baseline)
+        except ValueError as err:
+            raise ValueError(f"--baseline: {err}") from None
     for kernels, graphs in itertools.product(getattr(args, "kernels", ["auto"]), getattr(args, "cuda_graphs", ["off"])):
         checks.check_kernels(None, kernels, graphs)
     if args.mode == "suite":
