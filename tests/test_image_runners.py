@@ -185,6 +185,8 @@ def test_table5_w8a8_cells_generate_quantised_images_in_their_own_folder(tmp_pat
         ("w8a8", "Sana_600M_1024px-mjhq30k-1024-first1000-w8a8", 1000),
         ("none", "Sana_600M_1024px-mjhq30k-1024-first1000", 1000)]
     assert "--quantize w8a8" in w8a8.command and "--quantize" not in fp16.command
+    for recipe in (fp16, w8a8):   # the printed one-liner writes where the runner does
+        assert f"--out runs/{IR.run_folder(recipe.settings).name} " in recipe.command
 
 
 HF_DETECTOR = "facebook/mask2former-swin-small-coco-instance"    # transformers' own COCO Mask2Former

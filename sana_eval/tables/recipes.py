@@ -112,8 +112,8 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
     score_benchmark = "imagereward" if metric == "image_reward" and benchmark != "mjhq30k" else cli_benchmark
 
     def generate_and_score(shift: float | None) -> str:
-        run = (f"runs/{preset}-{benchmark}-{resolution}" + (f"-{quantize}" if quantize else "")
-               + (f"-shift{shift}" if shift is not None else ""))
+        run = (f"runs/{preset}-{benchmark}-{resolution}" + (f"-first{limit}" if limit else "")
+               + (f"-{quantize}" if quantize else "") + (f"-shift{shift}" if shift is not None else ""))
         score = (f"sana-eval score --benchmark {score_benchmark} --images {run} --out {run}/results.json"
                  + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else "")
                  + PAPER_SCORING_FLAGS.get(benchmark, "")
