@@ -25,10 +25,12 @@ from model.quantize import quantize_rows
 @triton.jit
 def _tma_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, bias_ptr, M, N, K, HAS_BIAS: tl.constexpr,
                      INT8: tl.constexpr, SILU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, STAGES: tl.constexpr):
+                     BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, STAGES: tl.constexpr,
+                     WARP_SPECIALIZE: tl.constexpr):
     grid_m, grid_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     tiles = grid_m * grid_n
-    for tile in tl.range(tl.program_id(0), tiles, NUM_SMS, flatten=True, num_stages=STAGES):
+    for tile in tl.range(tl.program_id(0), tiles, NUM_SMS, flatten=True, num_stages=STAGES,
+                         warp_specialize=WARP_SPECIALIZE):
         group = tile // (GROUP_M * grid_n)       # grouped order, as the committed kernel
         first_m = group * GROUP_M
         size_m = min(grid_m - first_m, GROUP_M)
@@ -53,7 +55,7 @@ def _tma_gemm_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, bias_ptr, M, N, K, 
 
 
 def tma_scaled_gemm(qa, sa, qb, sb, bias, out_dtype, silu=False, block=(128, 256, 128), group_m=8, warps=8,
-                    stages=3, num_sms=None):
+                    stages=3, num_sms=None, warp_specialize=False):
     (m, k), n = qa.shape, qb.shape[0]
     bm, bn, bk = block
     out = torch.empty(m, n, device=qa.device, dtype=out_dtype)
@@ -64,7 +66,8 @@ def tma_scaled_gemm(qa, sa, qb, sb, bias, out_dtype, silu=False, block=(128, 256
         TensorDescriptor.from_tensor(qa, [bm, bk]), TensorDescriptor.from_tensor(qb, [bn, bk]),
         TensorDescriptor.from_tensor(out, [bm, bn]), sa.float().contiguous(), sb, sb if bias is None else bias,
         m, n, k, HAS_BIAS=bias is not None, INT8=qa.dtype == torch.int8, SILU=silu, BLOCK_M=bm, BLOCK_N=bn,
-        BLOCK_K=bk, GROUP_M=group_m, NUM_SMS=min(sms, tiles), STAGES=stages, num_warps=warps)
+        BLOCK_K=bk, GROUP_M=group_m, NUM_SMS=min(sms, tiles), STAGES=stages, WARP_SPECIALIZE=warp_specialize,
+        num_warps=warps)
     return out
 
 
@@ -91,23 +94,25 @@ def main_gpu():
     shapes = {"0.6B qkv": (1152, 3456), "0.6B proj": (1152, 1152), "0.6B inverted": (1152, 5760),
               "0.6B point": (2880, 1152), "1.6B qkv": (2240, 6720), "1.6B inverted": (2240, 11200),
               "1.6B point": (5600, 2240)}
-    configs = [((128, 256, 128), 8, 3), ((128, 256, 128), 8, 4), ((128, 128, 128), 8, 4), ((256, 128, 128), 8, 3),
-               ((128, 256, 64), 8, 4), ((128, 128, 128), 4, 4)]
+    configs = [((128, 256, 128), 8, 3, False), ((128, 256, 128), 8, 4, False), ((128, 128, 128), 8, 4, False),
+               ((256, 128, 128), 8, 3, False), ((128, 256, 64), 8, 4, False), ((128, 128, 128), 4, 4, False),
+               ((128, 256, 128), 8, 3, True), ((128, 128, 128), 4, 4, True)]   # True: warp-specialised loop
     for (name, (k, n)), mode in itertools.product(shapes.items(), ("w8a8", "fp8")):
         m = 32768
         qa, sa, qw, sw, bias = operands(m, k, n, mode, "cuda")
         ref = scaled_gemm(qa, sa, qw, sw, bias, torch.float16)
         row = {"shape": name, "mode": mode, "M": m, "K": k, "N": n,
                "committed_ms": round(ms(lambda: scaled_gemm(qa, sa, qw, sw, bias, torch.float16)), 4)}
-        for block, warps, stages in configs:
-            key = f"tma_{block[0]}x{block[1]}x{block[2]}_w{warps}_s{stages}"
+        for block, warps, stages, ws in configs:
+            key = f"tma_{block[0]}x{block[1]}x{block[2]}_w{warps}_s{stages}" + ("_ws" if ws else "")
             try:
-                out = tma_scaled_gemm(qa, sa, qw, sw, bias, torch.float16, block=block, warps=warps, stages=stages)
+                out = tma_scaled_gemm(qa, sa, qw, sw, bias, torch.float16, block=block, warps=warps, stages=stages,
+                                      warp_specialize=ws)
                 err = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
                 if err > (1e-3 if mode == "w8a8" else 2e-3):   # w8a8: the same int32 sums, FMA rounding only
                     raise AssertionError(f"relative difference {err:.2e} from the committed kernel")
                 row[key] = round(ms(lambda: tma_scaled_gemm(qa, sa, qw, sw, bias, torch.float16, block=block,
-                                                            warps=warps, stages=stages)), 4)
+                                                            warps=warps, stages=stages, warp_specialize=ws)), 4)
             except Exception as err:  # noqa: BLE001 (a config that does not compile or fit: record and go on)
                 row[key] = repr(err)[:120]
         timed = {key: v for key, v in row.items() if key.startswith("tma_") and isinstance(v, float)}
