@@ -7,13 +7,8 @@ import json
 import pytest
 import torch
 
-from sana_eval.bench.evaluate_cost import (
-    DPG_QUESTIONS_ESTIMATE,
-    TINY_MODELS,
-    dpg_questions,
-    row_time,
-    steady_rate,
-)
+from sana_eval.bench.evaluate_cost import TINY_MODELS, steady_rate
+from sana_eval.bench.evaluate_row import DPG_QUESTIONS_ESTIMATE, dpg_questions, row_time
 from sana_eval.cli.main import main
 from sana_eval.generation.prompt_sets import BENCHMARKS
 

@@ -84,7 +84,7 @@ OFFICIAL_SIZES = ScorerSizes()
 
 @dataclass(frozen=True)
 class ScorerTiming:
-    scorer: str                     # a key of evaluate_cost.ROW_SCORING
+    scorer: str                     # a key of evaluate_row.ROW_SCORING
     network: str                    # what was built, and from which configuration
     params: int
     unit: str                       # "image" or "question"
