@@ -94,12 +94,8 @@ def _protocol_name(settings: dict[str, Setting]) -> str:
 
 
 def run_folder(settings: dict[str, Setting]) -> Path:
-    """Where a generate_score recipe's images go: one folder per checkpoint, benchmark, resolution, subset,
-    quantisation and flow shift (when the recipe sets them)."""
-    limit, shift, quantize = settings["prompt_limit"], settings.get("shift"), settings.get("quantize")
-    return runs_root() / (f"{settings['preset']}-{R.CLI_BENCHMARKS[str(settings['benchmark'])]}-"
-                          f"{settings['resolution']}{f'-first{limit}' if limit else ''}"
-                          f"{f'-{quantize}' if quantize else ''}{f'-shift{shift}' if shift is not None else ''}")
+    """Where a generate_score recipe's images go: the folder its printed command names, under runs_root()."""
+    return runs_root() / R.run_name(settings)
 
 
 def _refresh_gallery(out: Path, benchmark: str) -> None:

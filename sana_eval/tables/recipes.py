@@ -82,6 +82,15 @@ def peer_params(table: str, peer: str) -> Recipe:
                   command=f"sana-eval reproduce {table}")
 
 
+def run_name(settings: dict[str, Setting]) -> str:
+    """The folder (under runs/) of a generate_score recipe's images: one per checkpoint, benchmark, resolution,
+    prompt subset, quantisation and flow shift (when the recipe sets them)."""
+    limit, quantize, shift = settings["prompt_limit"], settings.get("quantize"), settings.get("shift")
+    return (f"{settings['preset']}-{CLI_BENCHMARKS[str(settings['benchmark'])]}-{settings['resolution']}"
+            + (f"-first{limit}" if limit else "") + (f"-{quantize}" if quantize else "")
+            + (f"-shift{shift}" if shift is not None else ""))
+
+
 def generate_score(preset: str, resolution: int, benchmark: str, metric: str, field: str = "overall",
                    limit: int | None = None, quantize: str | None = None) -> Recipe:
     """Generate the benchmark's images with the released checkpoint, then score them (paper §5); `quantize`: the
@@ -112,8 +121,7 @@ def generate_score(preset: str, resolution: int, benchmark: str, metric: str, fi
     score_benchmark = "imagereward" if metric == "image_reward" and benchmark != "mjhq30k" else cli_benchmark
 
     def generate_and_score(shift: float | None) -> str:
-        run = (f"runs/{preset}-{benchmark}-{resolution}" + (f"-first{limit}" if limit else "")
-               + (f"-{quantize}" if quantize else "") + (f"-shift{shift}" if shift is not None else ""))
+        run = f"runs/{run_name({**settings, 'shift': shift})}"
         score = (f"sana-eval score --benchmark {score_benchmark} --images {run} --out {run}/results.json"
                  + (f" --mjhq $SANA_EVAL_DATA/mjhq30k --metrics {metric}" if cli_benchmark == "mjhq30k" else "")
                  + PAPER_SCORING_FLAGS.get(benchmark, "")
