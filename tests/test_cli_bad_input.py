@@ -124,6 +124,8 @@ CASES = [
     ("bench-suite-on-cpu", ["bench", "suite", "text-encoders", "--out", "b"], "CUDA"),
     ("bench-suite-unknown-peer", ["bench", "suite", "peers", "--peers", "flux", "--out", "b"], "--peers"),
     ("bench-suite-out-is-a-file", ["bench", "suite", "sana", "--out", "{A}/afile"], "--out"),
+    ("bench-suite-unknown-quantize", ["bench", "suite", "sana", "--quantize", "int4", "--out", "b"], "--quantize"),
+    ("bench-unknown-baseline", [*BENCH_E2E, "--baseline", "flux-max"], "--baseline"),
     # evaluate (generate + score): the shared generation flags, its own files
     ("evaluate-cfg-nan", ["evaluate", "--weights", "tiny", "--out", "ev", "--cfg", "nan"], "--cfg"),
     ("evaluate-unknown-weights", ["evaluate", "--weights", "tinyy", "--out", "ev"], "--weights"),
