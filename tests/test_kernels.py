@@ -209,9 +209,9 @@ def test_dwconv_glu_takes_an_activated_input():
 
 
 @pytest.mark.parametrize("activated", [False, True])
-def test_dwconv_glu_large_grid_tiling_gives_the_same_bits(monkeypatch, activated):
-    """Large grids take 64 channels per program (activated input) or a pipelined row walk (SiLU on the loads):
-    each output is the same sequence of operations, so the same bits; f = 80 is off both channel blocks."""
+def test_dwconv_glu_tilings_give_the_same_bits(monkeypatch, activated):
+    """Every tiling of the table (rows, columns and channels per program, pipelining) computes each output by the
+    same sequence of operations, so the same bits; 7 columns, 5 rows and f = 80 are off every block."""
     from model.kernels import mix_ffn
 
     gen = torch.Generator(DEVICE).manual_seed(2)
@@ -219,8 +219,12 @@ def test_dwconv_glu_large_grid_tiling_gives_the_same_bits(monkeypatch, activated
     weight = torch.randn(160, 1, 3, 3, device=DEVICE, generator=gen) * 0.3
     bias = torch.randn(160, device=DEVICE, generator=gen)
     small = mix_ffn.dwconv_glu(x, weight, bias, (5, 7), activated=activated)
+    assert mix_ffn.tiling(2, 5, 7, 80, activated) == mix_ffn.TILINGS[False, activated]
     monkeypatch.setattr(mix_ffn, "LARGE_GRID", 1)
-    assert mix_ffn.tiling(1, activated) == ((64, 1) if activated else (32, 3))
+    assert mix_ffn.tiling(2, 5, 7, 80, activated) == mix_ffn.TILINGS[True, activated]
+    assert torch.equal(mix_ffn.dwconv_glu(x, weight, bias, (5, 7), activated=activated), small)
+    tiny = mix_ffn.Tiling(block_w=4, block_c=16, rows=2, stages=1)    # several programs along every axis
+    monkeypatch.setattr(mix_ffn, "tiling", lambda *shape: tiny)
     assert torch.equal(mix_ffn.dwconv_glu(x, weight, bias, (5, 7), activated=activated), small)
 
 

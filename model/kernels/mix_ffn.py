@@ -10,21 +10,37 @@ computes no SiLU per input at all, where it otherwise computes three (one per ho
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-# Fastest of nine tilings at 1024 px x 16 and 4K x 1 on one H200: 0.81 ms for 32 rows of 32 x 32 tokens, f = 2880
-# (loading all nine taps per output instead: 1.29 ms).
-BLOCK_W = 32                # image columns per program
-BLOCK_C = 32                # output channels per program
-ROWS = 16                   # image rows per program; it also loads the row above and the row below
 NUM_WARPS = 4
-# Retuned on the H200 for grids of at least this many programs (batch 16 at 1024 px has 5,760 and 4K at batch 1
-# too; batch 1 at 1024 px 360, left as it was): activated input takes 64 channels per program (0.565 -> 0.420 ms
-# at 0.6B, 1.075 -> 0.822 at 1.6B), the SiLU path a 3-deep software pipeline down the rows (0.808 -> 0.759,
-# 1.544 -> 1.454); reports/2026-12-03-943afac-h200-e2e/sweep_dwconv_quick.jsonl.
+# Base tiling, which also sizes the grid for the choice below: 32 columns x 32 channels x 16 rows per program
+# (a program also loads the row above and the row below its rows).
+BLOCK_W, BLOCK_C, ROWS = 32, 32, 16
+# Grids of at least this many base programs (batch 16 at 1024 px: 5,760; 4K at batch 1 too; batch 1 at 1024 px:
+# 360) take the large tilings below.
 LARGE_GRID = 2048
+
+
+@dataclass(frozen=True)
+class Tiling:
+    block_w: int   # image columns per program
+    block_c: int   # output channels per program
+    rows: int      # image rows per program
+    stages: int    # software-pipelining depth of the walk down the rows
+
+
+# Fastest of 88 settings on one H200, each giving the same bits (reports/2026-12-03-07a3872-h200/
+# sweep_dwconv.jsonl; 0.6B / 1.6B at batch 16 and 4K, 0.6B at batch 1), keyed by (large grid, activated input):
+TILINGS = {
+    (True, True): Tiling(32, 64, 32, 1),    # 0.420 -> 0.405 ms (0.6B), 0.821 -> 0.797 (1.6B)
+    (True, False): Tiling(16, 16, 32, 1),   # 0.759 -> 0.683 ms, 1.452 -> 1.303: three SiLUs per input, small tiles
+    (False, True): Tiling(32, 64, 8, 1),    # 0.046 -> 0.042 ms at batch 1
+    (False, False): Tiling(32, 32, 16, 3),  # 0.062 -> 0.060 ms
+}
 
 
 @triton.jit
@@ -99,16 +115,15 @@ def dwconv_glu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tu
     F = C // 2
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
     out = torch.empty((B, N, F), device=x.device, dtype=x.dtype)
-    row_blocks = triton.cdiv(H, ROWS)
-    block_c, stages = tiling(triton.cdiv(W, BLOCK_W) * triton.cdiv(F, BLOCK_C) * B * row_blocks, activated)
-    grid = (triton.cdiv(W, BLOCK_W), triton.cdiv(F, block_c), B * row_blocks)
-    _dwconv_glu_kernel[grid](x, weight, bias, out, H, W, F, row_blocks, BLOCK_W=BLOCK_W, BLOCK_C=block_c, ROWS=ROWS,
-                             ACTIVATED=activated, STAGES=stages, num_warps=NUM_WARPS)
+    tile = tiling(B, H, W, F, activated)
+    row_blocks = triton.cdiv(H, tile.rows)
+    grid = (triton.cdiv(W, tile.block_w), triton.cdiv(F, tile.block_c), B * row_blocks)
+    _dwconv_glu_kernel[grid](x, weight, bias, out, H, W, F, row_blocks, BLOCK_W=tile.block_w, BLOCK_C=tile.block_c,
+                             ROWS=tile.rows, ACTIVATED=activated, STAGES=tile.stages, num_warps=NUM_WARPS)
     return out
 
 
-def tiling(programs: int, activated: bool) -> tuple[int, int]:
-    """(channels per program, pipelining depth) for a grid of `programs` at BLOCK_C channels per program."""
-    if programs < LARGE_GRID:
-        return BLOCK_C, 1
-    return (2 * BLOCK_C, 1) if activated else (BLOCK_C, 3)
+def tiling(batch: int, height: int, width: int, channels: int, activated: bool) -> Tiling:
+    """The tiling of a (batch, height x width, 2 x channels) input: by the size of its grid at the base tiling."""
+    programs = triton.cdiv(width, BLOCK_W) * triton.cdiv(channels, BLOCK_C) * batch * triton.cdiv(height, ROWS)
+    return TILINGS[programs >= LARGE_GRID, activated]
