@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from model.config import get_preset
-from model.kernels import row_quant
+from model.kernels import gemm, row_quant
 from model.quantize import (
     AMAX_FLOOR,
     QDTYPE,
@@ -30,6 +30,7 @@ from test_bench_speed import TINY, TINY_E2E
 CUDA = torch.cuda.is_available()
 FP8_SUM_BOUND = 2e-3   # Hopper's FP8 MMA sums (cuBLAS's fast accumulation too): 4e-4 to 8e-4 measured on the H200
 FP8_GPU = CUDA and torch.cuda.get_device_capability() >= (8, 9)   # FP8 tensor cores: the fused FP8 path's GPUs
+HOPPER = CUDA and torch.cuda.get_device_capability()[0] == 9   # the TMA GEMM's GPUs (model/kernels/gemm.py)
 QMAX = {"w8a8": 127, "fp8": 448}
 
 
@@ -236,6 +237,47 @@ def test_gemm_epilogue_applies_bias_and_silu_like_the_eager_code(mode, dtype):
             layer(x, "gelu")
 
 
+def eager_scaled_gemm(qa, sa, qb, sb, bias, dtype, silu):
+    """The 8-bit GEMM's closed form: exact integer sums (int64), then the eager epilogue in fp32."""
+    acc = (qa.cpu().long() @ qb.cpu().long().T).float()   # |sum| <= K·127² < 2^24: exact in fp32
+    y = acc * sa.cpu() * sb.cpu()
+    if bias is not None:
+        y = y + bias.cpu().float()
+    if silu:
+        y = y.to(dtype).float()
+        y = y / (1 + torch.exp(-y))
+    return y.to(dtype)
+
+
+@pytest.mark.parametrize("silu", [False, True])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("m, k, n, offset, tma", [
+    (70, 48, 40, 0, True),    # M, N, K not multiples of the tile; in the interpreter 6 tiles loop on 4 programs
+    (37, 72, 40, 0, False),   # K bytes not a multiple of 16: the pointer kernel
+    (37, 48, 42, 0, False),   # N·itemsize not a multiple of 16
+    (37, 48, 40, 1, False),   # a's base address 1 byte off 16
+])
+def test_gemm_tma_and_pointer_kernels_give_the_eager_epilogue_of_exact_sums(m, k, n, offset, tma, dtype, with_bias,
+                                                                            silu):
+    """Both kernels of model/kernels/gemm.py, each on the int8 calls it takes, against exact int64 sums and the
+    eager epilogue (rescale, bias, rounding to the output dtype, SiLU)."""
+    device = "cuda" if CUDA else "cpu"
+    gen = torch.Generator().manual_seed(m + k + n + offset)
+    qa = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=gen)
+    qb = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen)
+    sa, sb = torch.rand(m, 1, generator=gen) / 127, torch.rand(n, generator=gen) / 127
+    bias = torch.randn(n, generator=gen).to(dtype) if with_bias else None
+    a = torch.empty(m * k + offset, dtype=torch.int8, device=device)[offset:].view(m, k)
+    a.copy_(qa)
+    qb, sa, sb, bias = (None if t is None else t.to(device) for t in (qb, sa, sb, bias))
+    assert gemm.uses_tma(a, qb, dtype) == (tma and (HOPPER or not CUDA))
+    out = gemm.scaled_gemm(a, sa, qb, sb, bias, dtype, silu)
+    assert out.dtype == dtype and out.shape == (m, n)
+    rtol = 1e-5 if dtype == torch.float32 else 2**-10   # SiLU's exp, and on a GPU the epilogue's FMA, may differ
+    torch.testing.assert_close(out.cpu(), eager_scaled_gemm(qa, sa, qb, sb, bias, dtype, silu), rtol=rtol, atol=1e-6)
+
+
 def test_e2e_workload_runs_the_quantised_dit():
     work = SanaWorkload(E2ESpec(TINY, 64, 1, "fp32", steps=1, repeats=1, quantize="fp8", **TINY_E2E))
     assert work.described()["quantize"] == "fp8"
@@ -297,3 +339,29 @@ def test_gpu_quantised_model_fused_and_eager_agree(mode):
             outs[kernels] = quantize_transformer(model, mode)(x, t, y, mask).double()
     assert torch.isfinite(outs["triton"]).all()
     assert ((outs["triton"] - outs["eager"]).norm() / outs["eager"].norm()).item() < 2e-2
+
+
+@pytest.mark.skipif(not HOPPER, reason="the TMA GEMM runs on Hopper GPUs")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("mode", ["w8a8", "fp8"])
+@pytest.mark.parametrize("k, n", [(1152, 3456), (2880, 1152)])
+def test_gpu_tma_gemm_matches_the_pointer_kernel(mode, k, n, dtype):
+    """The tuned TMA kernel against the tuned pointer kernel on Sana-0.6B's qkv and Mix-FFN point-conv shapes, M not
+    a multiple of any tile; fp32 outputs leave the 128×256 configs short of shared memory, so the tuning skips them.
+    A copy of the activations 1 byte off 16-byte alignment sends the same call to the pointer kernel."""
+    gen = torch.Generator("cuda").manual_seed(k + n)
+    x = torch.randn(4000, k, device="cuda", dtype=dtype, generator=gen)
+    w = torch.randn(n, k, device="cuda", dtype=dtype, generator=gen) / k**0.5
+    bias = torch.randn(n, device="cuda", dtype=dtype, generator=gen)
+    (qa, sa), (qw, sw) = quantize_rows(x, mode), quantize_rows(w, mode)
+    shifted = torch.empty(qa.numel() + 1, device="cuda", dtype=qa.dtype)[1:].view_as(qa)
+    shifted.copy_(qa)
+    assert gemm.uses_tma(qa, qw, dtype) and not gemm.uses_tma(shifted, qw, dtype)
+    for silu in (False, True):
+        tma = gemm.scaled_gemm(qa, sa, qw, sw[:, 0], bias, dtype, silu)
+        pointer = gemm.scaled_gemm(shifted, sa, qw, sw[:, 0], bias, dtype, silu)
+        assert torch.isfinite(tma).all()
+        if mode == "w8a8":  # the same int32 sums; only the compiled epilogue's FMAs may differ
+            torch.testing.assert_close(tma, pointer, rtol=2**-10, atol=2**-14)
+        else:  # FP8 MMAs sum in reduced precision, in each kernel's own order
+            assert relative_error(tma, pointer) < FP8_SUM_BOUND
