@@ -59,6 +59,14 @@ for name, heads, head_dim in (("0.6B", 16, 72), ("1.6B", 20, 112)):
         record("varlen_flash_with_packing", lambda: varlen_attn(q_packed, k.transpose(1, 2)[keep],
                                                                 v.transpose(1, 2)[keep], cu_q, cu_k, N, max_k)
                .reshape(B, N, heads, head_dim).transpose(1, 2))
+        # No packing and no host sync (graph-capturable): each row's keys in place, only the first `lengths` used.
+        cu_rows = torch.arange(0, B + 1, device="cuda", dtype=torch.int32) * L
+        k_rows = k.transpose(1, 2).reshape(B * L, heads, head_dim)
+        v_rows = v.transpose(1, 2).reshape(B * L, heads, head_dim)
+        used = lengths.to(torch.int32)
+        record("varlen_flash_seqused_k", lambda: varlen_attn(q_packed, k_rows, v_rows, cu_q, cu_rows, N, L,
+                                                             seqused_k=used)
+               .reshape(B, N, heads, head_dim).transpose(1, 2))
     except Exception as err:  # noqa: BLE001
         row["varlen_flash"] = repr(err)[:120]
     print(json.dumps(row), flush=True)
