@@ -11,6 +11,8 @@ from _fid_weights import make_random_fid_weights, write_images
 from metrics.fid import FIDConfig
 from metrics.mjhq import MJHQ_CATEGORIES
 from sana_eval.cli.main import main
+from sana_eval.generation.prompt_files import DataUnavailableError
+from sana_eval.generation.prompt_sets import get_benchmark
 from sana_eval.results import read_results
 from sana_eval.scoring import scorers
 
@@ -175,6 +177,11 @@ def test_a_wrong_image_folder_fails_before_the_scoring_model_loads(tmp_path, mon
         raise AssertionError(f"{loader} ran before the folder was checked")
 
     monkeypatch.setattr(scorers, loader, loading)
+    if benchmark == "geneval":  # the folder is judged against the official metadata, which must be at hand
+        try:
+            get_benchmark("geneval").load()
+        except DataUnavailableError as err:
+            pytest.skip(f"GenEval's metadata is needed (set SANA_EVAL_DATA or go online): {err}")
     (tmp_path / "imgs").mkdir()
     missing = tmp_path / ("imgs" if benchmark == "geneval" else "nowhere")
     assert main(["score", "--benchmark", benchmark, "--images", str(missing), "--out", str(tmp_path / "r.json"),
