@@ -27,7 +27,8 @@ from metrics.detectors import ScriptedColorClassifier, ScriptedDetector
 from metrics.fid import FIDConfig
 from metrics.geneval import evaluate_image
 from sana_eval.cli.main import main
-from sana_eval.generation.runner import GenerationSpec, generate_benchmark, read_run
+from sana_eval.generation.manifest import read_run
+from sana_eval.generation.runner import GenerationSpec, generate_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 GEN = ["generate", "--benchmark", "prompts:{A}/p.txt", "--weights", "tiny", "--out", "out"]

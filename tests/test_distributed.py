@@ -21,7 +21,7 @@ from model.config import get_preset
 from model.dc_ae import DCAE_PRESETS
 from sana_eval import folder_lock
 from sana_eval.distributed import SINGLE_PROCESS, LaunchError, launch_from_env, launched, timeout_from_env
-from sana_eval.generation.runner import read_run
+from sana_eval.generation.manifest import read_run
 from sana_eval.smoke.tiny import write_tiny_gemma
 
 N_PROMPTS = 48

@@ -13,13 +13,11 @@ from PIL import Image
 
 from sana_eval.folder_lock import LOCK_NAME
 from sana_eval.generation import prompt_sets as B
+from sana_eval.generation.manifest import GenerationError, RunConfigMismatchError, read_run
 from sana_eval.generation.runner import (
-    GenerationError,
     GenerationSpec,
-    RunConfigMismatchError,
     generate_benchmark,
     parse_shard,
-    read_run,
     run_generation,
     sample_seed,
 )

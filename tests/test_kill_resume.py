@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sana_eval.generation.manifest import GenerationError, read_run
 from sana_eval.generation.prompt_sets import prompt_file_benchmark
-from sana_eval.generation.runner import GenerationError, GenerationSpec, read_run, run_generation
+from sana_eval.generation.runner import GenerationSpec, run_generation
 from sana_eval.results import read_results
 from test_distributed import ENV, N_PROMPTS, REPO, assets, generate, hashes  # noqa: F401 (assets: a fixture)
 

@@ -122,7 +122,7 @@ def test_bad_requests_are_rejected(parts):
 
 def test_generate_command_writes_and_resumes(parts, tmp_path, capsys):
     from sana_eval.cli.main import main
-    from sana_eval.generation.runner import read_run
+    from sana_eval.generation.manifest import read_run
 
     _, components, gemma = parts
     components["transformer"].save_pretrained(tmp_path / "transformer")

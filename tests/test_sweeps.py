@@ -15,7 +15,8 @@ from model.pipeline import SamplingConfig
 from model.text_encoder import CHI_VARIANTS
 from sana_eval.generation import prompt_sets as B
 from sana_eval.generation.layouts import encode_image, quantize_uint8
-from sana_eval.generation.runner import read_run, sample_seed
+from sana_eval.generation.manifest import read_run
+from sana_eval.generation.runner import sample_seed
 from sana_eval.reproduce import sweeps as S
 from sana_eval.smoke import chain as smoke
 from sana_eval.smoke import tiny as tiny

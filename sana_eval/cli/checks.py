@@ -16,8 +16,9 @@ import torch
 from model.config import get_preset
 from model.dc_ae_keys import DCAE_HUB_REPOS
 from model.kernel_choice import interpreting, triton_available
+from sana_eval.generation.manifest import GenerationError
 from sana_eval.generation.prompt_sets import PromptSet
-from sana_eval.generation.runner import GenerationError, parse_shard
+from sana_eval.generation.runner import parse_shard
 
 
 class OneLineParser(argparse.ArgumentParser):

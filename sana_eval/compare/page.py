@@ -22,7 +22,7 @@ from metrics.base import Result, sha256_file
 from sana_eval.compare.deltas import CompareError, Comparison, per_prompt_deltas
 from sana_eval.compare.plots import delta_figure, values_figure
 from sana_eval.generation.gallery import thumbnail
-from sana_eval.generation.runner import read_run
+from sana_eval.generation.manifest import read_run
 from sana_eval.io import write_text
 from sana_eval.provenance import collect
 from sana_eval.results import to_frame

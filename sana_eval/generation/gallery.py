@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from sana_eval.generation.manifest import read_run
 from sana_eval.generation.prompt_sets import get_benchmark
-from sana_eval.generation.runner import read_run
 from sana_eval.io import write_bytes, write_text
 
 GALLERY = "gallery.html"

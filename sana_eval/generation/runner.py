@@ -1,6 +1,7 @@
 """Resumable image generation for a benchmark: per-image seeds, atomic files, manifests, work spread over processes.
 
-The images on disk plus `manifest*.jsonl` are the contract between generation and scoring (docs/generation.md).
+The images on disk plus `manifest*.jsonl` (read and written by generation/manifest.py) are the contract between
+generation and scoring (docs/generation.md).
 Guarantees:
 - every image's seed is `sample_seed(seed, item id, k)`: independent of batch size, order, shard and GPU count
   (docs/generation.md §2; SANA's own launcher seeds one generator per shard instead);
@@ -14,7 +15,6 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections import deque
@@ -31,25 +31,29 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from model.weights_io import sha256_file
 from sana_eval import folder_lock
 from sana_eval.distributed import SINGLE_PROCESS, World
 from sana_eval.generation.layouts import Layout, OutputFile, get_layout
+from sana_eval.generation.manifest import (
+    MANIFEST_SCHEMA,
+    GenerationError,
+    ManifestWriter,
+    RunConfigMismatchError,
+    canon,
+    file_sha256,
+    first_difference,
+    is_recorded,
+    manifest_name,
+    read_run,
+    refuse_other_batch_sizes,
+    remove_stale_temps,
+)
 from sana_eval.generation.prompt_sets import Benchmark, Item, PromptSet, get_benchmark
 from sana_eval.generation.subsets import subset_items
-from sana_eval.io import write_bytes, write_text
+from sana_eval.io import write_bytes
 
 GenerateFn = Callable[[list[str], list[int]], torch.Tensor | np.ndarray | Sequence[Any]]
-MANIFEST_SCHEMA = 1
 SEED_RULE = "sha256('sana-eval/v1/{seed}/{item_id}/{k}')[:8] big-endian & (2**63 - 1)"
-
-
-class GenerationError(ValueError):
-    """Bad arguments, a bad `generate_fn` output, or an output folder that holds another run."""
-
-
-class RunConfigMismatchError(GenerationError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -93,85 +97,6 @@ def select_shard(chunks: Sequence[range], shard: tuple[int, int] | None) -> list
     return [c for pos, c in enumerate(chunks) if pos % n == i]
 
 
-def manifest_name(shard: tuple[int, int] | None, world: World = SINGLE_PROCESS) -> str:
-    """One manifest per shard and rank: processes never append to the same file."""
-    name = "manifest" if shard is None else f"manifest.shard-{shard[0]:03d}-of-{shard[1]:03d}"
-    return name + (f".rank-{world.rank:03d}-of-{world.size:03d}" if world.size > 1 else "") + ".jsonl"
-
-
-# ----------------------------------------------------------------------------------------------
-# Manifest: a header line, then one record per written file; appended one batch per write.
-
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """Complete lines only: a trailing line without '\\n' is a write cut short by a kill, and is ignored."""
-    raw = path.read_bytes()
-    rows = []
-    for lineno, line in enumerate(raw.split(b"\n")[:-1], start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            fix = (f"delete line {lineno} (the files it recorded are made again on the next run)" if lineno > 1
-                   else "delete the manifest (every file in it is made again on the next run)")
-            raise GenerationError(f"{path} line {lineno}: bad JSON ({err.msg}); the manifest is damaged: {fix}, "
-                                  f"or use another output folder") from None
-    if not rows or rows[0].get("kind") != "header":
-        raise GenerationError(f"{path}: no header line; not a sana-eval manifest")
-    return rows
-
-
-def read_run(out_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """(identity shared by all manifests, records by file path) of an output folder; for scorers and reruns."""
-    out_dir = Path(out_dir)
-    identity: dict[str, Any] | None = None
-    records: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(out_dir.glob("manifest*.jsonl")):
-        rows = _read_lines(path)
-        if identity is None:
-            identity = rows[0]["identity"]
-        elif _canon(rows[0]["identity"]) != _canon(identity):
-            raise RunConfigMismatchError(f"{path}: its run differs from the other manifests in {out_dir} "
-                                         f"({_first_difference(identity, rows[0]['identity'])})")
-        for row in rows[1:]:
-            records.setdefault(row["file"], []).append(row)
-    return identity or {}, records
-
-
-def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(old.keys() | new.keys()):
-            if _canon(old.get(key)) != _canon(new.get(key)):
-                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.') or 'value'}: {_canon(old)} then, {_canon(new)} now"
-
-
-class _ManifestWriter:
-    def __init__(self, path: Path, header: dict[str, Any]):
-        self.path = path
-        if not path.exists():
-            write_text(path, json.dumps(header) + "\n")
-        else:  # drop a line cut short by a kill, so the next append starts on a fresh line
-            raw = path.read_bytes()
-            if not raw.endswith(b"\n"):
-                with open(path, "r+b") as fh:
-                    fh.truncate(raw.rfind(b"\n") + 1)
-
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# ----------------------------------------------------------------------------------------------
-# The runner.
-
 def _as_images(out: Any, n: int) -> list[np.ndarray]:
     """`generate_fn` output -> n arrays (H, W, 3) uint8."""
     if isinstance(out, torch.Tensor):
@@ -193,28 +118,6 @@ def _as_images(out: Any, n: int) -> list[np.ndarray]:
     if len(images) != n:
         raise GenerationError(f"generate_fn returned {len(images)} images for {n} prompts")
     return images
-
-
-def _file_sha256(path: Path) -> str | None:
-    return sha256_file(path) if path.is_file() else None
-
-
-def _remove_stale_temps(out_dir: Path, paths: Sequence[str]) -> None:
-    """Temp files (`.<name>.<random>.tmp`, see `model.weights_io.atomic_path`) that a killed run left beside this
-    run's own files.
-
-    Only temps of this run's files go: another shard may be writing its own right now.
-    """
-    by_dir: dict[Path, set[str]] = {}
-    for rel in paths:
-        path = out_dir / rel
-        by_dir.setdefault(path.parent, set()).add(path.name)
-    for folder, names in by_dir.items():
-        if folder.is_dir():
-            for entry in folder.iterdir():
-                if entry.name.startswith(".") and entry.name.endswith(".tmp") \
-                        and entry.name[1:-4].rpartition(".")[0] in names:
-                    entry.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -264,7 +167,7 @@ def check_run(benchmark: Benchmark | PromptSet, spec: GenerationSpec) -> Checked
                               f"limit {spec.limit})")
     shard = parse_shard(spec.shard)
     try:
-        _canon(spec.run_config)
+        canon(spec.run_config)
     except (TypeError, ValueError) as err:
         raise GenerationError(f"run_config is not JSON-serialisable ({err})") from None
     return CheckedRun(prompts, lay, shard)
@@ -295,8 +198,8 @@ def fill_folder(checked: CheckedRun, out_dir: Path, generate_fn: GenerateFn, spe
                 "benchmark": {"name": bench.name, "version": bench.version, "items_sha256": prompts.fingerprint},
                 "run_config": run_config}
     old_identity, records = read_run(out_dir)
-    if old_identity and _canon(old_identity) != _canon(identity):
-        raise RunConfigMismatchError(f"{out_dir} holds a different run ({_first_difference(old_identity, identity)});"
+    if old_identity and canon(old_identity) != canon(identity):
+        raise RunConfigMismatchError(f"{out_dir} holds a different run ({first_difference(old_identity, identity)});"
                                      f" use another output folder")
     header = {"kind": "header", "identity": identity, "source": {"origin": prompts.origin, "sha256": prompts.sha256},
               "limit": limit, "subset": spec.subset, "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
@@ -314,19 +217,19 @@ def fill_folder(checked: CheckedRun, out_dir: Path, generate_fn: GenerateFn, spe
                            for s in range(0, len(all_files), per_chunk)], shard)
     files = {j: (*all_files[j], [sample_seed(seed, all_files[j][0].id, k) for k in all_files[j][1].ks])
              for c in chunks for j in c}
-    done = {j: _is_recorded(out_dir, records.get(f.path, ()), it, f, seeds) for j, (it, f, seeds) in files.items()}
+    done = {j: is_recorded(out_dir, records.get(f.path, ()), it, f, seeds) for j, (it, f, seeds) in files.items()}
     todo = [c for c in chunks if not all(done[j] for j in c)]
     if todo:  # every rank refuses alike: all read the same manifests before the barrier below
-        _refuse_other_batch_sizes(out_dir, batch_size)
-    _remove_stale_temps(out_dir, [manifest.name])
+        refuse_other_batch_sizes(out_dir, batch_size)
+    remove_stale_temps(out_dir, [manifest.name])
     if world.is_main:  # before any rank writes: another rank's temps are never taken for a killed run's
         sidecars = {rel: data for it, _, _ in files.values() for rel, data in lay.sidecars(it).items()}
-        _remove_stale_temps(out_dir, [f.path for _, f, _ in files.values()] + list(sidecars))
+        remove_stale_temps(out_dir, [f.path for _, f, _ in files.values()] + list(sidecars))
         for rel, data_bytes in sidecars.items():
-            if _file_sha256(out_dir / rel) != hashlib.sha256(data_bytes).hexdigest():
+            if file_sha256(out_dir / rel) != hashlib.sha256(data_bytes).hexdigest():
                 write_bytes(out_dir / rel, data_bytes)
     world.barrier("the start of generation")
-    writer = _ManifestWriter(manifest, header)
+    writer = ManifestWriter(manifest, header)
 
     mine = todo[world.rank::world.size]
     written = generated = 0
@@ -372,34 +275,10 @@ def _write_file(out_dir: Path, lay: Layout, it: Item, f: OutputFile, seeds: list
             "sha256": hashlib.sha256(data_bytes).hexdigest()}
 
 
-def _record(writer: _ManifestWriter, jobs: list[Future[dict[str, Any]]]) -> int:
+def _record(writer: ManifestWriter, jobs: list[Future[dict[str, Any]]]) -> int:
     rows = [job.result() for job in jobs]
     writer.append(rows)
     return len(rows)
-
-
-def _is_recorded(out_dir: Path, records: Sequence[dict[str, Any]], it: Item, f: OutputFile, seeds: list[int]) -> bool:
-    """On disk with the bytes a manifest recorded for exactly this item, images, seeds and prompt."""
-    if not records:
-        return False
-    on_disk = _file_sha256(out_dir / f.path)
-    return any(r["sha256"] == on_disk and r["item"] == it.id and r["k"] == list(f.ks) and r["seed"] == seeds
-               and r["prompt"] == it.prompt for r in records)
-
-
-def _refuse_other_batch_sizes(out_dir: Path, batch_size: int) -> None:
-    """Files still to make with another batch size than the folder's would come from other chunks and batches,
-    whose numerics may differ in the last bits on some hardware: the folder would match no single run."""
-    sizes = set()
-    for path in out_dir.glob("manifest*.jsonl"):
-        with open(path, "rb") as fh:
-            sizes.add(json.loads(fh.readline()).get("batch_size"))
-    other = sorted(size for size in sizes - {batch_size} if size is not None)
-    if other:
-        raise RunConfigMismatchError(
-            f"{out_dir} was started with --batch-size {' and '.join(map(str, other))}, now {batch_size}: the images "
-            f"still to make could differ in their bytes; rerun with --batch-size {other[0]}, or use another output "
-            f"folder")
 
 
 def generate_benchmark(benchmark_name: str, out_dir: str | os.PathLike, generate_fn: GenerateFn,

@@ -12,7 +12,7 @@ from metrics.vqa.blip import DEFAULT_REPO as BLIP_VQA
 from model.pipeline import SamplingConfig
 from sana_eval.generation import sana
 from sana_eval.generation.gallery import GALLERY, write_gallery
-from sana_eval.generation.runner import read_run
+from sana_eval.generation.manifest import read_run
 from sana_eval.paths import data_dir, local_weights, runs_root
 from sana_eval.reproduce.measurement import Measurement
 from sana_eval.results import read_results, write_results

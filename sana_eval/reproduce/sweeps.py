@@ -17,7 +17,7 @@ from typing import Any, Literal
 from metrics.base import Result
 from model.pipeline import SamplingConfig
 from sana_eval.generation import sana as run_generate
-from sana_eval.generation.runner import read_run
+from sana_eval.generation.manifest import read_run
 from sana_eval.generation.sana import GenerateRequest
 from sana_eval.io import save_figure, write_text
 from sana_eval.paths import data_dir

@@ -27,8 +27,8 @@ from metrics.mjhq import mjhq
 from metrics.recon import ReconConfig, reconstruction_metrics
 from metrics.vqa import get_vqa
 from model.dc_ae_keys import load_dc_ae
+from sana_eval.generation.manifest import read_run
 from sana_eval.generation.prompt_sets import get_benchmark
-from sana_eval.generation.runner import read_run
 from sana_eval.generation.subsets import item_category, subset_indices, subset_items
 
 AUTOENCODERS = ("dc-ae-f32c32", "sdxl-vae", "sd-f32c64")
