@@ -144,31 +144,45 @@ def _record_shapes(module: torch.nn.Module, into: list) -> None:
     module.register_forward_hook(hook, with_kwargs=True)
 
 
-@pytest.mark.parametrize("cfg", [True, False])
-def test_one_run_encodes_denoises_and_decodes_the_protocols_shapes(cfg):
+@pytest.mark.parametrize("cfg, null_prompt", [(True, "cached"), (True, "per-call"), (False, "cached")])
+def test_one_run_encodes_denoises_and_decodes_the_protocols_shapes(cfg, null_prompt):
     batch, steps, chi = 3, 4, 6
     work = SanaWorkload(E2ESpec(TINY, 64, batch, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", cfg=cfg,
                                 vae=TINY_VAE, text_encoder=TINY_GEMMA2, chi_tokens=chi, decode_tile=None,
-                                decode_chunk=2, device=CPU))
-    text, dit, decoder, captions = [], [], [], []
+                                decode_chunk=2, null_prompt=null_prompt, device=CPU))
+    text, dit, decoder, captions, caption_values = [], [], [], [], []
     _record_shapes(work.text_encoder, text)
     _record_shapes(work.vae.decoder, decoder)
 
     def transformer_inputs(module, args, out) -> None:
         dit.append(tuple(args[0].shape))
         captions.append(tuple(args[2].shape))
+        caption_values.append(args[2].clone())
 
     work.transformer.register_forward_hook(transformer_inputs)
     clock = Clock(CPU)
     images = work(clock, steps)
-    # Prompt rows carry CHI + prompt (n_chi + 298 tokens); with CFG the "" rows are 300 tokens without CHI.
-    assert text == [(batch, chi + 298)] + ([(batch, CAPTION_TOKENS)] if cfg else [])
+    # Prompt rows carry CHI + prompt (n_chi + 298 tokens); with CFG the "" rows are 300 tokens without CHI, encoded
+    # in every run ("per-call", diffusers) or once when the workload was built ("cached", our pipeline and NVlabs).
+    per_call = cfg and null_prompt == "per-call"
+    assert text == [(batch, chi + 298)] + ([(batch, CAPTION_TOKENS)] if per_call else [])
+    assert work.described()["null_prompt"] == null_prompt
     rows = 2 * batch if cfg else batch
     assert dit == [(rows, 32, 2, 2)] * steps                   # one forward per step, on the CFG batch
     assert captions == [(rows, CAPTION_TOKENS, 48)] * steps    # the 300-token cut
     assert decoder == [(2, 32, 2, 2), (1, 32, 2, 2)]           # decode_chunk images per call
     assert images.shape == (batch, 3, 64, 64)
     assert len(clock.intervals()) == 3
+    if cfg and null_prompt == "cached":  # one "" row, computed before the runs, is every uncond row of each run
+        null = work.null_features[0]
+        assert null.shape == (1, CAPTION_TOKENS, 48)
+        assert all(torch.equal(c[:batch], null.expand(batch, -1, -1)) for c in caption_values)
+
+
+def test_a_wrong_null_prompt_mode_is_refused():
+    with pytest.raises(ValueError, match="null_prompt 'once'; expected one of cached, per-call"):
+        SanaWorkload(E2ESpec(TINY, 64, 1, dtype="fp32", text_dtype="fp32", vae_dtype="fp32", vae=TINY_VAE,
+                             text_encoder=TINY_GEMMA2, null_prompt="once", device=CPU))
 
 
 def test_time_sana_e2e_on_cpu():

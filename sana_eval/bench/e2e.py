@@ -12,8 +12,9 @@ Choices the paper leaves open (docs/tables.md §2, §7), recorded in every E2ETi
   and the DC-AE in fp32 (model/pipeline.py); `text_dtype` / `vae_dtype` select that policy.
 - Text length: the prompt rows are CHI + prompt, `chi_tokens + 298` tokens (docs/model.md §4.3); the CHI's Gemma
   token count is estimated at 200 (1,057 characters, 166 words; no tokenizer is available offline), a parameter.
-  With CFG the negative prompt "" is encoded per call at 300 tokens without CHI, as diffusers' SanaPipeline does
-  (NVlabs caches it once, which would make the text phase cheaper).
+  With CFG the negative prompt "" (300 tokens, no CHI) is by default encoded once per run, outside the timed phases,
+  as our pipeline (model/text_encoder.py, `null_embedding`) and NVlabs' do, and repeated for the batch rows in
+  each run; `null_prompt="per-call"` encodes it for every row in every run, as diffusers' SanaPipeline does.
 - Gemma-2's attention: eager, as the pipeline loads it (model/text_encoder.py): only eager applies Gemma-2's
   attention-logit softcapping; `attn_implementation` can time another kernel. As in the pipeline, `cuda_graphs`
   replays eager Gemma-2 from a CUDA graph where its forward is launch-bound (decided on the prompt rows, applied to
@@ -54,6 +55,7 @@ from sana_eval.bench.transformer import named_config
 
 CHI_TOKENS = 200                    # estimated Gemma tokens of the CHI text, BOS included (docs/model.md §4.3 n_chi)
 CAPTION_TOKENS = 300                # embeddings per prompt after the cut (model_max_length)
+NULL_PROMPTS = ("cached", "per-call")  # E2ESpec.null_prompt (module docstring)
 CFG_SCALE = 4.5
 DECODE_PIXELS = 16 * 1024**2        # default decoder call size: 16 images at 1024 px, 4 at 2K, 1 at 4K
 TILED_FROM_PX = 4096                # decode tiled from this image side up (default_decode_tile)
@@ -99,6 +101,7 @@ class E2ESpec:
     text_dtype: str | None = None
     vae_dtype: str | None = None
     chi_tokens: int = CHI_TOKENS
+    null_prompt: str = "cached"         # CFG's "" encoded once per run ("cached") or per row and run ("per-call")
     decode_chunk: int | None = None     # images per decoder call; None: default_decode_chunk
     vae: str | Autoencoder = DEFAULT_VAE    # a DC-AE preset, "sdxl-vae", or a DCAEConfig / VaeSpec
     text_encoder: str | TextEncoderSpec = "gemma-2-2b"
@@ -147,6 +150,7 @@ class E2ETiming:
     device: str
     quantize: str = "none"          # the DiT blocks' GEMMs (model/quantize.py); rows recorded before it had none
     text_cuda_graphs: bool = False  # Gemma-2 forwards replayed from a CUDA graph (model/text_encoder.py)
+    null_prompt: str = "per-call"   # how CFG's "" was encoded (E2ESpec); rows recorded before the field: per call
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,10 +204,16 @@ class SanaWorkload:
         self.text_encoder = build_text_encoder(text_encoder, device, self.text_dtype, attn)
         self.text_tokens = spec.chi_tokens + CAPTION_TOKENS - 2
         self.prompt_ids = random_tokens(text_encoder.vocab, spec.batch, self.text_tokens, device, seed=0)
-        self.null_ids = random_tokens(text_encoder.vocab, spec.batch, CAPTION_TOKENS, device, seed=1)
         self.text_forward = Gemma2Forward(self.text_encoder) if text_encoder.family == "gemma2" else None
         self.text_graphs = (self.text_forward is not None and self.text_forward.eager
                             and self.text_forward.use_graphs(spec.cuda_graphs, self.prompt_ids[0]))
+        if spec.null_prompt not in NULL_PROMPTS:
+            raise ValueError(f"null_prompt {spec.null_prompt!r}; expected one of {', '.join(NULL_PROMPTS)}")
+        self.null_prompt = spec.null_prompt
+        cached = spec.null_prompt == "cached"
+        self.null_ids = random_tokens(text_encoder.vocab, 1 if cached else spec.batch, CAPTION_TOKENS, device, seed=1)
+        # As the pipeline's null embedding: computed once, eagerly (a graph would cost more than it saves).
+        self.null_features = self._encode(*self.null_ids, graphs=False) if cached and spec.cfg else None
         gen = torch.Generator(device).manual_seed(2)
         self.noise = torch.randn(spec.batch, config.in_channels, side, side, device=device, generator=gen)  # fp32
         rows = self.noise[:1].expand(self.rows, -1, -1, -1)                 # the shape the DiT sees
@@ -218,7 +228,8 @@ class SanaWorkload:
                     blocks=block_design(self.config, self.factor), vae=self.vae_name, text_dtype=self.text_dtype,
                     vae_dtype=self.vae_dtype, text_encoder=self.text_repo,
                     attn_implementation=str(self.text_encoder.config._attn_implementation),
-                    text_tokens=self.text_tokens, decode_tile=self.decode_tile, decode_chunk=self.decode_chunk)
+                    text_tokens=self.text_tokens, decode_tile=self.decode_tile, decode_chunk=self.decode_chunk,
+                    null_prompt=self.null_prompt)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Sampler latents (B, C, h, w) -> images (B, 3, f·h, f·w); each decoder undoes its own scaling."""
@@ -234,19 +245,23 @@ class SanaWorkload:
             return decode(z)
         return decode_tiled(decode, z, self.decode_tile, int(self.decode_tile * KL_TILE_OVERLAP), self.factor)
 
-    def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor, graphs: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.text_forward is None:
             features = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D)
         else:  # Gemma-2 as TextEncoder runs it
-            features = self.text_forward(ids, mask, "on" if self.text_graphs else "off")
+            features = self.text_forward(ids, mask, "on" if graphs else "off")
         return select_tokens(features, CAPTION_TOKENS), select_tokens(mask, CAPTION_TOKENS)  # (B, 300, D), (B, 300)
 
     @torch.no_grad()
     def __call__(self, clock: Clock, steps: int) -> torch.Tensor:
         clock.mark()
-        emb, mask = self._encode(*self.prompt_ids)
+        emb, mask = self._encode(*self.prompt_ids, graphs=self.text_graphs)
         if self.cfg:                                                     # rows ordered [uncond; cond]
-            null_emb, null_mask = self._encode(*self.null_ids)
+            if self.null_features is None:
+                null_emb, null_mask = self._encode(*self.null_ids, graphs=self.text_graphs)
+            else:
+                null_emb, null_mask = (t.expand(self.batch, *t.shape[1:]) for t in self.null_features)
             emb, mask = torch.cat([null_emb, emb]), torch.cat([null_mask, mask])
         dtype = self.transformer.dtype
         emb = emb.to(dtype)                                              # (rows, 300, D)

@@ -33,6 +33,7 @@ from sana_eval.cli.bench_options import (
     add_e2e_dtypes,
     add_impl,
     add_kernels,
+    add_null_prompt,
     add_presets,
     add_quantize,
     add_resolution,
@@ -101,6 +102,7 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
     add_batches(workload, BATCHES)
     add_steps(workload)
     add_chi_tokens(workload)
+    add_null_prompt(workload)
     precision = parser.add_argument_group("precision")
     add_dtype(precision)
     add_e2e_dtypes(precision)
@@ -274,6 +276,7 @@ def _e2e(args: argparse.Namespace) -> None:
         for kernels, graphs, quantize in itertools.product(args.kernels, args.cuda_graphs, args.quantize):
             spec = e2e.E2ESpec(model, args.resolution, batch, args.dtype, args.steps, decode_tile=args.decode_tile,
                                text_dtype=args.text_dtype, vae_dtype=args.vae_dtype, chi_tokens=args.chi_tokens,
+                               null_prompt=args.null_prompt,
                                kernels=kernels, cuda_graphs=graphs, quantize=quantize, **vae)
             timing = e2e.time_sana_e2e(spec, matmul_peak_tflops=peak)
             _emit(timing)

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from model.quantize import MODES as QUANTIZE_MODES
+from sana_eval.bench.e2e import NULL_PROMPTS
 from sana_eval.bench.text_encoders import TEXT_ENCODERS
 from sana_eval.cli import checks
 
@@ -44,6 +45,12 @@ def add_e2e_dtypes(group: argparse._ArgumentGroup) -> None:
 def add_chi_tokens(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--chi-tokens", type=checks.non_negative_int, default=200,
                        help="Gemma tokens of the CHI (estimate; default 200)")
+
+
+def add_null_prompt(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--null-prompt", choices=NULL_PROMPTS, default=NULL_PROMPTS[0],
+                       help="CFG's empty prompt: encoded once per run, as our pipeline and NVlabs do (cached, the "
+                            "default), or for every row in every run, as diffusers' SanaPipeline does (per-call)")
 
 
 def add_impl(group: argparse._ArgumentGroup) -> None:

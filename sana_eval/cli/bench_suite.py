@@ -16,6 +16,7 @@ from sana_eval.cli.bench_options import (
     add_decode_tile,
     add_dtype,
     add_e2e_dtypes,
+    add_null_prompt,
     add_out,
     add_quantize,
     add_sequence_length,
@@ -54,6 +55,7 @@ def add_suite_parser(modes: argparse._SubParsersAction, run: Callable[[argparse.
     add_batches(workload, BATCHES)
     add_steps(workload)
     add_chi_tokens(workload)
+    add_null_prompt(workload)
     precision = sana.add_argument_group("precision")
     add_dtype(precision)
     add_e2e_dtypes(precision)
@@ -129,7 +131,8 @@ def run_suite(args: argparse.Namespace) -> None:
     if args.suite == "sana":
         path = run_speed_suite(args.out, args.models, args.resolutions, args.batch, args.dtype, steps=args.steps,
                                decode_tile=args.decode_tile, text_dtype=args.text_dtype, vae_dtype=args.vae_dtype,
-                               chi_tokens=args.chi_tokens, quantize=args.quantize, peer=args.peer)
+                               chi_tokens=args.chi_tokens, null_prompt=args.null_prompt, quantize=args.quantize,
+                               peer=args.peer)
     elif args.suite == "evaluate":
         models, sizes, device = evaluate_cost.suite_setup(args.models, args.tiny, args.scorer_images, args.workers)
         path = evaluate_cost.run_evaluate_suite(
