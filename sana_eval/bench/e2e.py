@@ -246,7 +246,11 @@ class SanaWorkload:
         return decode_tiled(decode, z, self.decode_tile, int(self.decode_tile * KL_TILE_OVERLAP), self.factor)
 
     @torch.no_grad()
-    def _encode(self, ids: torch.Tensor, mask: torch.Tensor, graphs: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor,
+                graphs: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and mask after the 300-token cut; `graphs` (None: as decided for the prompt rows) replays
+        Gemma-2 from a CUDA graph."""
+        graphs = self.text_graphs if graphs is None else graphs
         if self.text_forward is None:
             features = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D)
         else:  # Gemma-2 as TextEncoder runs it
@@ -256,10 +260,10 @@ class SanaWorkload:
     @torch.no_grad()
     def __call__(self, clock: Clock, steps: int) -> torch.Tensor:
         clock.mark()
-        emb, mask = self._encode(*self.prompt_ids, graphs=self.text_graphs)
+        emb, mask = self._encode(*self.prompt_ids)
         if self.cfg:                                                     # rows ordered [uncond; cond]
             if self.null_features is None:
-                null_emb, null_mask = self._encode(*self.null_ids, graphs=self.text_graphs)
+                null_emb, null_mask = self._encode(*self.null_ids)
             else:
                 null_emb, null_mask = (t.expand(self.batch, *t.shape[1:]) for t in self.null_features)
             emb, mask = torch.cat([null_emb, emb]), torch.cat([null_mask, mask])
