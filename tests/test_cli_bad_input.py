@@ -127,6 +127,7 @@ CASES = [
     ("bench-suite-out-is-a-file", ["bench", "suite", "sana", "--out", "{A}/afile"], "--out"),
     ("bench-suite-unknown-quantize", ["bench", "suite", "sana", "--quantize", "int4", "--out", "b"], "--quantize"),
     ("bench-unknown-baseline", [*BENCH_E2E, "--baseline", "flux-max"], "--baseline"),
+    ("bench-unknown-null-prompt", [*BENCH_E2E, "--null-prompt", "once"], "--null-prompt"),
     # evaluate (generate + score): the shared generation flags, its own files
     ("evaluate-cfg-nan", ["evaluate", "--weights", "tiny", "--out", "ev", "--cfg", "nan"], "--cfg"),
     ("evaluate-unknown-weights", ["evaluate", "--weights", "tinyy", "--out", "ev"], "--weights"),

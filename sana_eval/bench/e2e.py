@@ -163,6 +163,8 @@ class SanaWorkload:
     attributes, so the record says what ran."""
 
     def __init__(self, spec: E2ESpec) -> None:
+        if spec.null_prompt not in NULL_PROMPTS:  # before any model is built
+            raise ValueError(f"null_prompt {spec.null_prompt!r}; expected one of {', '.join(NULL_PROMPTS)}")
         device = timing_device(spec.device)
         self.name, config = named_config(spec.preset)
         self.vae_name, vae = resolve_vae(spec.vae)
@@ -207,8 +209,6 @@ class SanaWorkload:
         self.text_forward = Gemma2Forward(self.text_encoder) if text_encoder.family == "gemma2" else None
         self.text_graphs = (self.text_forward is not None and self.text_forward.eager
                             and self.text_forward.use_graphs(spec.cuda_graphs, self.prompt_ids[0]))
-        if spec.null_prompt not in NULL_PROMPTS:
-            raise ValueError(f"null_prompt {spec.null_prompt!r}; expected one of {', '.join(NULL_PROMPTS)}")
         self.null_prompt = spec.null_prompt
         cached = spec.null_prompt == "cached"
         self.null_ids = random_tokens(text_encoder.vocab, 1 if cached else spec.batch, CAPTION_TOKENS, device, seed=1)
